@@ -1,0 +1,550 @@
+/* SPDX-License-Identifier: MIT */
+/* hostdevctl: the friendly command line over hostdevd's JSON-RPC control socket. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Exit codes: say what went wrong. */
+enum {
+	EXIT_OK = 0,
+	EXIT_ERROR = 1,		/* the daemon answered with an error */
+	EXIT_USAGE = 2,		/* bad arguments */
+	EXIT_NO_DAEMON = 3,	/* cannot connect, or the daemon hung up */
+	EXIT_DENIED = 4,	/* permission denied */
+	EXIT_NOT_FOUND = 5,	/* no such device */
+};
+
+#define MAX_RESPONSE (512u * 1024 * 1024)
+
+static const char *socket_path = "/run/hostdevd/hostdevd.sock";
+static int json_output;
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: hostdevctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+		"\n"
+		"Commands:\n"
+		"  status                      daemon state, IOMMU state, counters\n"
+		"  devices [FILTERS]           list devices; filters:\n"
+		"      --class pci|usb --vendor VID --device DID --driver NAME|none\n"
+		"      --iommu-group N --module NAME|none\n"
+		"  device ADDRESS              one device in full (PCI address or USB port)\n"
+		"  modules                     loaded device-class modules\n"
+		"  rescan                      re-read sysfs now (root or the control group)\n"
+		"  events                      follow hotplug and state events until interrupted\n"
+		"\n"
+		"Exit status: 0 ok, 1 daemon error, 2 bad arguments, 3 no daemon,\n"
+		"4 permission denied, 5 no such device.\n");
+}
+
+static int
+connect_daemon(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(socket_path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "hostdevctl: socket path too long: %s\n", socket_path);
+		return -1;
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", socket_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		fprintf(stderr, "hostdevctl: cannot connect to hostdevd at %s: %s\n", socket_path,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct reader {
+	int fd;
+	char *buf;
+	size_t len, cap;
+};
+
+/* Returns one line (without '\n') as a malloc'd string, or NULL at EOF. */
+static char *
+read_line(struct reader *r)
+{
+	for (;;) {
+		char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
+		ssize_t n;
+
+		if (nl) {
+			size_t l = (size_t)(nl - r->buf);
+			char *line = malloc(l + 1);
+
+			if (line == NULL)
+				return NULL;
+			memcpy(line, r->buf, l);
+			line[l] = '\0';
+			memmove(r->buf, nl + 1, r->len - l - 1);
+			r->len -= l + 1;
+			return line;
+		}
+		if (r->len + 65536 > r->cap) {
+			size_t cap = r->cap ? r->cap * 2 : 131072;
+			char *b;
+
+			if (cap > MAX_RESPONSE)
+				return NULL;
+			b = realloc(r->buf, cap);
+			if (b == NULL)
+				return NULL;
+			r->buf = b;
+			r->cap = cap;
+		}
+		do {
+			n = read(r->fd, r->buf + r->len, r->cap - r->len);
+		} while (n < 0 && errno == EINTR);
+		if (n <= 0)
+			return NULL;
+		r->len += (size_t)n;
+	}
+}
+
+static int
+send_request(int fd, const char *method, json_t *params)
+{
+	json_t *req = json_pack("{s:s, s:i, s:s}", "jsonrpc", "2.0", "id", 1, "method", method);
+	char *text;
+	size_t len, off = 0;
+
+	if (params)
+		json_object_set(req, "params", params);
+	text = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (text == NULL)
+		return -1;
+	len = strlen(text);
+	text[len] = '\n';
+	while (off < len + 1) {
+		ssize_t n = write(fd, text + off, len + 1 - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(text);
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	free(text);
+	return 0;
+}
+
+static int
+error_exit_code(json_t *err)
+{
+	json_int_t code = json_integer_value(json_object_get(err, "code"));
+
+	fprintf(stderr, "hostdevctl: %s\n", json_string_value(json_object_get(err, "message")) ?: "error");
+	if (code == -32001)
+		return EXIT_DENIED;
+	if (code == -32004)
+		return EXIT_NOT_FOUND;
+	if (code == -32602)
+		return EXIT_USAGE;
+	return EXIT_ERROR;
+}
+
+/* One call: returns the exit code; *ret_result gets the result on success. */
+static int
+call(const char *method, json_t *params, json_t **ret_result)
+{
+	struct reader r = { 0 };
+	json_error_t jerr;
+	json_t *resp, *err;
+	char *line;
+	int fd, rc;
+
+	fd = connect_daemon();
+	if (fd < 0)
+		return EXIT_NO_DAEMON;
+	r.fd = fd;
+	if (send_request(fd, method, params) < 0) {
+		fprintf(stderr, "hostdevctl: cannot send to hostdevd: %s\n", strerror(errno));
+		close(fd);
+		return EXIT_NO_DAEMON;
+	}
+	line = read_line(&r);
+	close(fd);
+	free(r.buf);
+	if (line == NULL) {
+		fprintf(stderr, "hostdevctl: hostdevd closed the connection without answering\n");
+		return EXIT_NO_DAEMON;
+	}
+	resp = json_loads(line, 0, &jerr);
+	free(line);
+	if (resp == NULL) {
+		fprintf(stderr, "hostdevctl: unreadable answer: %s\n", jerr.text);
+		return EXIT_ERROR;
+	}
+	err = json_object_get(resp, "error");
+	if (err) {
+		rc = error_exit_code(err);
+		json_decref(resp);
+		return rc;
+	}
+	*ret_result = json_incref(json_object_get(resp, "result"));
+	json_decref(resp);
+	return *ret_result ? EXIT_OK : EXIT_ERROR;
+}
+
+static const char *
+s_or(json_t *o, const char *key, const char *dflt)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+static void
+print_json(json_t *v)
+{
+	char *text = json_dumps(v, JSON_INDENT(2));
+
+	if (text) {
+		puts(text);
+		free(text);
+	}
+}
+
+static void
+print_cell(const char *text, size_t width, int last)
+{
+	if (last)
+		printf("%s\n", text);
+	else
+		printf("%-*s  ", (int)width, text);
+}
+
+/* Aligned table: rows of `ncols` strings. */
+static void
+print_table(const char *const *header, size_t ncols, char ***rows, size_t nrows)
+{
+	size_t width[16] = { 0 };
+
+	for (size_t c = 0; c < ncols; c++)
+		width[c] = strlen(header[c]);
+	for (size_t r = 0; r < nrows; r++)
+		for (size_t c = 0; c < ncols; c++)
+			if (strlen(rows[r][c]) > width[c])
+				width[c] = strlen(rows[r][c]);
+	for (size_t c = 0; c < ncols; c++)
+		print_cell(header[c], width[c], c + 1 == ncols);
+	for (size_t r = 0; r < nrows; r++)
+		for (size_t c = 0; c < ncols; c++)
+			print_cell(rows[r][c], width[c], c + 1 == ncols);
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *d = strdup(s ? s : "-");
+
+	if (d == NULL) {
+		fprintf(stderr, "hostdevctl: out of memory\n");
+		exit(EXIT_ERROR);
+	}
+	return d;
+}
+
+static void
+print_devices(json_t *list)
+{
+	static const char *const pci_hdr[] = { "ADDRESS", "ID", "CLASS", "DRIVER", "GROUP",
+					       "NUMA", "MODULE", "NAME" };
+	static const char *const usb_hdr[] = { "PORT", "ID", "BUS:DEV", "DRIVER", "CONTROLLER",
+					       "MODULE", "NAME" };
+	size_t n = json_array_size(list), npci = 0, nusb = 0;
+	char ***pci = calloc(n + 1, sizeof(char **)), ***usb = calloc(n + 1, sizeof(char **));
+	size_t i;
+	json_t *d;
+
+	json_array_foreach(list, i, d) {
+		char buf[128];
+
+		if (strcmp(s_or(d, "class", ""), "pci") == 0) {
+			char **row = calloc(8, sizeof(char *));
+			json_t *numa = json_object_get(d, "numa_node");
+
+			row[0] = xstrdup(s_or(d, "address", "?"));
+			snprintf(buf, sizeof(buf), "%s:%s", s_or(d, "vendor_id", "????"),
+				 s_or(d, "device_id", "????"));
+			row[1] = xstrdup(buf);
+			row[2] = xstrdup(s_or(d, "class_id", "-"));
+			row[3] = xstrdup(s_or(d, "driver", "-"));
+			row[4] = xstrdup(s_or(d, "iommu_group", "-"));
+			snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(numa));
+			row[5] = xstrdup(json_integer_value(numa) < 0 ? "-" : buf);
+			row[6] = xstrdup(s_or(d, "module", "-"));
+			snprintf(buf, sizeof(buf), "%s %s", s_or(d, "vendor_name", ""),
+				 s_or(d, "device_name", ""));
+			row[7] = xstrdup(buf);
+			pci[npci++] = row;
+		} else {
+			char **row = calloc(7, sizeof(char *));
+
+			row[0] = xstrdup(s_or(d, "port", "?"));
+			snprintf(buf, sizeof(buf), "%s:%s", s_or(d, "vendor_id", "????"),
+				 s_or(d, "product_id", "????"));
+			row[1] = xstrdup(buf);
+			snprintf(buf, sizeof(buf), "%lld:%lld",
+				 (long long)json_integer_value(json_object_get(d, "busnum")),
+				 (long long)json_integer_value(json_object_get(d, "devnum")));
+			row[2] = xstrdup(buf);
+			row[3] = xstrdup(s_or(d, "driver", "-"));
+			row[4] = xstrdup(s_or(d, "controller", "-"));
+			row[5] = xstrdup(s_or(d, "module", "-"));
+			snprintf(buf, sizeof(buf), "%s %s",
+				 s_or(d, "vendor_name", s_or(d, "manufacturer", "")),
+				 s_or(d, "product_name", s_or(d, "product", "")));
+			row[6] = xstrdup(buf);
+			usb[nusb++] = row;
+		}
+	}
+	if (npci)
+		print_table(pci_hdr, 8, pci, npci);
+	if (npci && nusb)
+		putchar('\n');
+	if (nusb)
+		print_table(usb_hdr, 7, usb, nusb);
+	if (npci + nusb == 0)
+		printf("no devices\n");
+	for (i = 0; i < npci; i++) {
+		for (int c = 0; c < 8; c++)
+			free(pci[i][c]);
+		free(pci[i]);
+	}
+	for (i = 0; i < nusb; i++) {
+		for (int c = 0; c < 7; c++)
+			free(usb[i][c]);
+		free(usb[i]);
+	}
+	free(pci);
+	free(usb);
+}
+
+/* "key: value" lines for one object, nested objects indented. */
+static void
+print_object(json_t *o, int indent)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(o, key, v) {
+		if (json_is_object(v)) {
+			printf("%*s%s:\n", indent, "", key);
+			print_object(v, indent + 2);
+			continue;
+		}
+		char *text = json_is_string(v) ? strdup(json_string_value(v))
+					       : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		printf("%*s%-*s %s\n", indent, "", 24 - indent, key, text ? text : "?");
+		free(text);
+	}
+}
+
+static void
+print_modules(json_t *list)
+{
+	static const char *const hdr[] = { "NAME", "ACTIVE", "DEVICES", "DESCRIPTION" };
+	size_t n = json_array_size(list), i;
+	char ***rows = calloc(n + 1, sizeof(char **));
+	json_t *m;
+
+	json_array_foreach(list, i, m) {
+		char buf[32];
+
+		rows[i] = calloc(4, sizeof(char *));
+		rows[i][0] = xstrdup(s_or(m, "name", s_or(m, "path", "?")));
+		rows[i][1] = xstrdup(json_is_true(json_object_get(m, "active")) ? "yes" : "no");
+		snprintf(buf, sizeof(buf), "%lld",
+			 (long long)json_integer_value(json_object_get(m, "devices")));
+		rows[i][2] = xstrdup(buf);
+		rows[i][3] = xstrdup(s_or(m, "error", s_or(m, "description", "")));
+	}
+	print_table(hdr, 4, rows, n);
+	for (i = 0; i < n; i++) {
+		for (int c = 0; c < 4; c++)
+			free(rows[i][c]);
+		free(rows[i]);
+	}
+	free(rows);
+}
+
+static int
+cmd_events(void)
+{
+	struct reader r = { 0 };
+	char *line;
+	int fd;
+
+	fd = connect_daemon();
+	if (fd < 0)
+		return EXIT_NO_DAEMON;
+	r.fd = fd;
+	if (send_request(fd, "events.subscribe", NULL) < 0) {
+		close(fd);
+		return EXIT_NO_DAEMON;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while ((line = read_line(&r)) != NULL) {
+		json_t *msg = json_loads(line, 0, NULL), *p;
+
+		if (msg && json_object_get(msg, "error")) {
+			int rc = error_exit_code(json_object_get(msg, "error"));
+			json_decref(msg);
+			free(line);
+			close(fd);
+			free(r.buf);
+			return rc;
+		}
+		p = msg ? json_object_get(msg, "params") : NULL;
+		if (json_output && p) {
+			char *text = json_dumps(p, JSON_COMPACT);
+			if (text)
+				puts(text);
+			free(text);
+		} else if (p) {
+			double t = json_number_value(json_object_get(p, "time"));
+			time_t secs = (time_t)t;
+			struct tm tm;
+			char stamp[32];
+			json_t *changed = json_object_get(p, "changed");
+			char *ch = changed ? json_dumps(changed, JSON_COMPACT) : NULL;
+
+			localtime_r(&secs, &tm);
+			strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
+			printf("%s  %-16s %-14s %-16s%s%s\n", stamp, s_or(p, "type", "?"),
+			       s_or(p, "id", "-"), s_or(p, "source", ""), ch ? " " : "", ch ? ch : "");
+			free(ch);
+		}
+		json_decref(msg);
+		free(line);
+	}
+	fprintf(stderr, "hostdevctl: hostdevd closed the event stream\n");
+	close(fd);
+	free(r.buf);
+	return EXIT_NO_DAEMON;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "class", required_argument, NULL, 'c' },
+		{ "vendor", required_argument, NULL, 'v' },
+		{ "device", required_argument, NULL, 'd' },
+		{ "driver", required_argument, NULL, 'D' },
+		{ "iommu-group", required_argument, NULL, 'g' },
+		{ "module", required_argument, NULL, 'm' },
+		{ NULL, 0, NULL, 0 },
+	};
+	json_t *filters = json_object(), *result = NULL;
+	const char *cmd;
+	int c, rc;
+
+	if (getenv("HOSTDEVD_SOCKET"))
+		socket_path = getenv("HOSTDEVD_SOCKET");
+	while ((c = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': socket_path = optarg; break;
+		case 'j': json_output = 1; break;
+		case 'h': usage(stdout); return EXIT_OK;
+		case 'c': json_object_set_new(filters, "class", json_string(optarg)); break;
+		case 'v': json_object_set_new(filters, "vendor", json_string(optarg)); break;
+		case 'd': json_object_set_new(filters, "device", json_string(optarg)); break;
+		case 'D': json_object_set_new(filters, "driver", json_string(optarg)); break;
+		case 'g': json_object_set_new(filters, "iommu_group", json_string(optarg)); break;
+		case 'm': json_object_set_new(filters, "module", json_string(optarg)); break;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = argv[optind++];
+	/* Filters may also follow the command: hostdevctl devices --class pci. */
+	while ((c = getopt_long(argc, argv, "+s:j", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': socket_path = optarg; break;
+		case 'j': json_output = 1; break;
+		case 'c': json_object_set_new(filters, "class", json_string(optarg)); break;
+		case 'v': json_object_set_new(filters, "vendor", json_string(optarg)); break;
+		case 'd': json_object_set_new(filters, "device", json_string(optarg)); break;
+		case 'D': json_object_set_new(filters, "driver", json_string(optarg)); break;
+		case 'g': json_object_set_new(filters, "iommu_group", json_string(optarg)); break;
+		case 'm': json_object_set_new(filters, "module", json_string(optarg)); break;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	signal(SIGPIPE, SIG_DFL);
+
+	if (strcmp(cmd, "devices") == 0) {
+		if (optind != argc)
+			goto bad_args;
+		rc = call("devices.list", json_object_size(filters) ? filters : NULL, &result);
+		if (rc == EXIT_OK)
+			json_output ? print_json(result) : print_devices(result);
+	} else if (strcmp(cmd, "device") == 0) {
+		if (optind + 1 != argc)
+			goto bad_args;
+		json_t *p = json_pack("{s:s}", "address", argv[optind]);
+		rc = call("devices.get", p, &result);
+		json_decref(p);
+		if (rc == EXIT_OK)
+			json_output ? print_json(result) : print_object(result, 0);
+	} else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "modules") == 0 ||
+		   strcmp(cmd, "rescan") == 0) {
+		if (optind != argc)
+			goto bad_args;
+		rc = call(strcmp(cmd, "status") == 0 ? "daemon.status" :
+			  strcmp(cmd, "modules") == 0 ? "modules.list" : "daemon.rescan",
+			  NULL, &result);
+		if (rc == EXIT_OK) {
+			if (json_output)
+				print_json(result);
+			else if (strcmp(cmd, "modules") == 0)
+				print_modules(result);
+			else
+				print_object(result, 0);
+		}
+	} else if (strcmp(cmd, "events") == 0) {
+		if (optind != argc)
+			goto bad_args;
+		rc = cmd_events();
+	} else {
+		fprintf(stderr, "hostdevctl: unknown command \"%s\"\n", cmd);
+		usage(stderr);
+		rc = EXIT_USAGE;
+	}
+	json_decref(result);
+	json_decref(filters);
+	return rc;
+bad_args:
+	fprintf(stderr, "hostdevctl: wrong arguments for \"%s\"\n", cmd);
+	usage(stderr);
+	json_decref(filters);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT */
+/* The JSON configuration file: parsed strictly, every error names its key. */
+#include "config.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+
+#define CONFIG_MAX_SIZE (1024 * 1024)
+
+struct config *
+config_defaults(void)
+{
+	struct config *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->log_level = -1;
+	c->resync_interval = 60;
+	c->debounce_ms = 50;
+	c->control_max_clients = 256;
+	c->control_max_output = 16 * 1024 * 1024;
+	c->modules_disable = calloc(1, sizeof(char *));
+	if (c->modules_disable == NULL) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+config_free(struct config *c)
+{
+	if (c == NULL)
+		return;
+	for (char **p = c->modules_disable; p && *p; p++)
+		free(*p);
+	free(c->modules_disable);
+	free(c->control_group);
+	free(c);
+}
+
+bool
+config_module_disabled(const struct config *c, const char *name)
+{
+	for (char **p = c->modules_disable; *p; p++)
+		if (strcmp(*p, name) == 0)
+			return true;
+	return false;
+}
+
+static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int
+fail(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(errbuf, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int
+get_int(json_t *v, const char *origin, const char *key, long min, long max, long *out,
+	char *errbuf, size_t errlen)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+		return fail(errbuf, errlen, "%s: %s: expected an integer from %ld to %ld", origin,
+			    key, min, max);
+	*out = (long)json_integer_value(v);
+	return 0;
+}
+
+static int
+parse_control(struct config *c, json_t *obj, const char *origin, char *errbuf, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+	long n;
+	int err;
+
+	if (!json_is_object(obj))
+		return fail(errbuf, errlen, "%s: control: expected an object", origin);
+	json_object_foreach(obj, key, v) {
+		if (strcmp(key, "max_clients") == 0) {
+			err = get_int(v, origin, "control.max_clients", 1, 65536, &n, errbuf, errlen);
+			if (err)
+				return err;
+			c->control_max_clients = (int)n;
+		} else if (strcmp(key, "max_output_bytes") == 0) {
+			err = get_int(v, origin, "control.max_output_bytes", 65536, 1L << 30, &n,
+				      errbuf, errlen);
+			if (err)
+				return err;
+			c->control_max_output = (size_t)n;
+		} else if (strcmp(key, "group") == 0) {
+			struct group *gr;
+
+			if (!json_is_string(v) || json_string_length(v) == 0)
+				return fail(errbuf, errlen, "%s: control.group: expected a group name",
+					    origin);
+			gr = getgrnam(json_string_value(v));
+			if (gr == NULL)
+				return fail(errbuf, errlen, "%s: control.group: no group named \"%s\"",
+					    origin, json_string_value(v));
+			free(c->control_group);
+			c->control_group = strdup(json_string_value(v));
+			c->control_gid = gr->gr_gid;
+			if (c->control_group == NULL)
+				return -ENOMEM;
+		} else {
+			return fail(errbuf, errlen, "%s: control.%s: unknown key", origin, key);
+		}
+	}
+	return 0;
+}
+
+static int
+parse_modules(struct config *c, json_t *obj, const char *origin, char *errbuf, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(obj))
+		return fail(errbuf, errlen, "%s: modules: expected an object", origin);
+	json_object_foreach(obj, key, v) {
+		size_t i, idx;
+		json_t *item;
+
+		if (strcmp(key, "disable") != 0)
+			return fail(errbuf, errlen, "%s: modules.%s: unknown key", origin, key);
+		if (!json_is_array(v))
+			return fail(errbuf, errlen, "%s: modules.disable: expected an array of names",
+				    origin);
+		char **list = calloc(json_array_size(v) + 1, sizeof(char *));
+		if (list == NULL)
+			return -ENOMEM;
+		i = 0;
+		json_array_foreach(v, idx, item) {
+			if (!json_is_string(item)) {
+				for (size_t j = 0; j < i; j++)
+					free(list[j]);
+				free(list);
+				return fail(errbuf, errlen, "%s: modules.disable[%zu]: expected a string",
+					    origin, idx);
+			}
+			list[i++] = strdup(json_string_value(item));
+		}
+		for (char **p = c->modules_disable; *p; p++)
+			free(*p);
+		free(c->modules_disable);
+		c->modules_disable = list;
+	}
+	return 0;
+}
+
+int
+config_parse(const char *text, size_t len, const char *origin, struct config **ret,
+	     char *errbuf, size_t errlen)
+{
+	struct config *c;
+	json_error_t jerr;
+	const char *key;
+	json_t *root, *v;
+	long n;
+	int err = 0;
+
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL)
+		return fail(errbuf, errlen, "%s: line %d column %d: %s", origin, jerr.line,
+			    jerr.column, jerr.text);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return fail(errbuf, errlen, "%s: expected a JSON object at the top", origin);
+	}
+	c = config_defaults();
+	if (c == NULL) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+	json_object_foreach(root, key, v) {
+		if (strcmp(key, "log_level") == 0) {
+			int lvl = json_is_string(v) ? log_level_from_string(json_string_value(v)) :
+						      -EINVAL;
+			if (lvl < 0)
+				err = fail(errbuf, errlen,
+					   "%s: log_level: expected \"error\", \"warn\", \"info\" or \"debug\"",
+					   origin);
+			else
+				c->log_level = lvl;
+		} else if (strcmp(key, "resync_interval") == 0) {
+			err = get_int(v, origin, key, 0, 86400, &n, errbuf, errlen);
+			if (!err)
+				c->resync_interval = (int)n;
+		} else if (strcmp(key, "debounce_ms") == 0) {
+			err = get_int(v, origin, key, 0, 10000, &n, errbuf, errlen);
+			if (!err)
+				c->debounce_ms = (int)n;
+		} else if (strcmp(key, "control") == 0) {
+			err = parse_control(c, v, origin, errbuf, errlen);
+		} else if (strcmp(key, "modules") == 0) {
+			err = parse_modules(c, v, origin, errbuf, errlen);
+		} else {
+			err = fail(errbuf, errlen, "%s: %s: unknown key", origin, key);
+		}
+		if (err)
+			break;
+	}
+	json_decref(root);
+	if (err) {
+		config_free(c);
+		return err;
+	}
+	*ret = c;
+	return 0;
+}
+
+int
+config_load(const char *path, struct config **ret, char *errbuf, size_t errlen)
+{
+	char *text;
+	size_t len = 0;
+	FILE *f;
+	int err;
+
+	f = fopen(path, "re");
+	if (f == NULL) {
+		if (errno == ENOENT) {
+			*ret = config_defaults();
+			return *ret ? 0 : -ENOMEM;
+		}
+		err = -errno;
+		snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+		return err;
+	}
+	text = malloc(CONFIG_MAX_SIZE + 1);
+	if (text == NULL) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	len = fread(text, 1, CONFIG_MAX_SIZE + 1, f);
+	if (ferror(f)) {
+		err = -EIO;
+		snprintf(errbuf, errlen, "%s: read error", path);
+	} else if (len > CONFIG_MAX_SIZE) {
+		err = -EFBIG;
+		snprintf(errbuf, errlen, "%s: larger than %d bytes", path, CONFIG_MAX_SIZE);
+	} else {
+		err = config_parse(text, len, path, ret, errbuf, errlen);
+	}
+	fclose(f);
+	free(text);
+	return err;
+}

@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: MIT */
+/* JSON-RPC 2.0 on the control socket: request parsing, errors, method table. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "sysfs.h"
+
+/* A handler returns the result, or NULL after filling *code and *msg. */
+typedef json_t *(*ctl_fn)(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code,
+			  char *msg, size_t msglen);
+
+struct ctl_method {
+	const char *name;
+	bool mutating;
+	ctl_fn fn;
+	const char *const *params;	/* allowed parameter names, NULL-terminated */
+};
+
+json_t *
+ctl_error_response(json_t *id, int code, const char *message)
+{
+	return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+			 id ? id : json_null(), "error", "code", code, "message", message);
+}
+
+bool
+ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer)
+{
+	if (peer->uid == 0)
+		return true;
+	if (d->cfg && d->cfg->control_group && peer->gid == d->cfg->control_gid)
+		return true;
+	return false;
+}
+
+bool
+ctl_peer_wants(const struct ctl_peer *peer, const char *type)
+{
+	size_t i;
+	json_t *v;
+
+	if (!peer->subscribed)
+		return false;
+	if (peer->event_types == NULL)
+		return true;
+	json_array_foreach(peer->event_types, i, v) {
+		const char *prefix = json_string_value(v);
+		size_t n = strlen(prefix);
+
+		if (strncmp(type, prefix, n) == 0 && (type[n] == '\0' || type[n] == '.' ||
+						      prefix[n - 1] == '.'))
+			return true;
+	}
+	return false;
+}
+
+/* --- methods ------------------------------------------------------------ */
+
+static json_t *
+m_daemon_status(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+		size_t msglen)
+{
+	return daemon_status_json(d);
+}
+
+static json_t *
+m_daemon_rescan(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+		size_t msglen)
+{
+	json_t *summary = NULL;
+	int err = daemon_resync(d, "rescan", &summary);
+
+	if (err < 0) {
+		json_decref(summary);
+		*code = CTL_ERR_FAILED;
+		snprintf(msg, msglen, "rescan failed: %s", strerror(-err));
+		return NULL;
+	}
+	return summary;
+}
+
+static json_t *
+m_modules_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+	       size_t msglen)
+{
+	return daemon_modules_json(d);
+}
+
+/* Filter values are compared as the API prints them: lower-case hex without
+ * 0x, "none" (or null) for no driver/module. */
+static bool
+hex_filter_matches(const char *want, json_t *have)
+{
+	unsigned long a, b;
+
+	if (!json_is_string(have))
+		return false;
+	if (sysfs_parse_hex(want, 0xffffff, &a) < 0 ||
+	    sysfs_parse_hex(json_string_value(have), 0xffffff, &b) < 0)
+		return false;
+	return a == b;
+}
+
+static bool
+str_filter_matches(json_t *want, json_t *have)
+{
+	if (json_is_null(want) || (json_is_string(want) && strcmp(json_string_value(want), "none") == 0))
+		return json_is_null(have) || have == NULL;
+	if (json_is_integer(want) && json_is_string(have)) {
+		char buf[32];
+		snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(want));
+		return strcmp(buf, json_string_value(have)) == 0;
+	}
+	return json_is_string(have) && strcmp(json_string_value(want), json_string_value(have)) == 0;
+}
+
+static const char *const list_params[] = {
+	"class", "vendor", "device", "driver", "iommu_group", "module", NULL
+};
+
+static int
+check_list_params(json_t *params, char *msg, size_t msglen)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(params, key, v) {
+		if (strcmp(key, "class") == 0) {
+			if (!json_is_string(v) || dev_class_from_string(json_string_value(v)) < 0) {
+				snprintf(msg, msglen, "class: expected \"pci\" or \"usb\"");
+				return -1;
+			}
+		} else if (strcmp(key, "vendor") == 0 || strcmp(key, "device") == 0) {
+			unsigned long x;
+			if (!json_is_string(v) || sysfs_parse_hex(json_string_value(v), 0xffff, &x) < 0) {
+				snprintf(msg, msglen, "%s: expected 4 hex digits", key);
+				return -1;
+			}
+		} else if (strcmp(key, "iommu_group") == 0) {
+			if (!json_is_string(v) && !json_is_integer(v)) {
+				snprintf(msg, msglen, "iommu_group: expected a group number");
+				return -1;
+			}
+		} else if (!json_is_string(v) && !json_is_null(v)) {
+			snprintf(msg, msglen, "%s: expected a string or null", key);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static bool
+device_matches(json_t *dj, json_t *params)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(params, key, v) {
+		if (strcmp(key, "class") == 0) {
+			if (!str_filter_matches(v, json_object_get(dj, "class")))
+				return false;
+		} else if (strcmp(key, "vendor") == 0) {
+			if (!hex_filter_matches(json_string_value(v), json_object_get(dj, "vendor_id")))
+				return false;
+		} else if (strcmp(key, "device") == 0) {
+			json_t *have = json_object_get(dj, "device_id");
+			if (have == NULL)
+				have = json_object_get(dj, "product_id");
+			if (!hex_filter_matches(json_string_value(v), have))
+				return false;
+		} else if (!str_filter_matches(v, json_object_get(dj, key))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static json_t *
+m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+	       size_t msglen)
+{
+	json_t *out;
+
+	if (params && check_list_params(params, msg, msglen) < 0) {
+		*code = CTL_INVALID_PARAMS;
+		return NULL;
+	}
+	out = json_array();
+	if (out == NULL)
+		goto oom;
+	for (size_t i = 0; i < inventory_count(d->inv); i++) {
+		json_t *dj = daemon_device_json(d, inventory_at(d->inv, i));
+
+		if (dj == NULL) {
+			json_decref(out);
+			goto oom;
+		}
+		if (params == NULL || device_matches(dj, params))
+			json_array_append_new(out, dj);
+		else
+			json_decref(dj);
+	}
+	return out;
+oom:
+	*code = CTL_INTERNAL_ERROR;
+	snprintf(msg, msglen, "out of memory");
+	return NULL;
+}
+
+static const char *const get_params[] = { "address", "id", "class", NULL };
+
+static json_t *
+m_devices_get(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+	      size_t msglen)
+{
+	json_t *a = params ? json_object_get(params, "address") : NULL;
+	struct device *dev;
+	const char *id;
+
+	if (a == NULL && params)
+		a = json_object_get(params, "id");
+	if (!json_is_string(a)) {
+		*code = CTL_INVALID_PARAMS;
+		snprintf(msg, msglen, "address: expected a PCI address or USB port");
+		return NULL;
+	}
+	id = json_string_value(a);
+	if (pci_address_valid(id))
+		dev = inventory_find(d->inv, HDD_DEV_PCI, id);
+	else if (usb_port_valid(id) || strncmp(id, "usb", 3) == 0)
+		dev = inventory_find(d->inv, HDD_DEV_USB, id);
+	else {
+		*code = CTL_INVALID_PARAMS;
+		snprintf(msg, msglen, "address: \"%.64s\" is not a PCI address (0000:3b:00.0) or USB port (1-2.1)",
+			 id);
+		return NULL;
+	}
+	if (dev == NULL) {
+		*code = CTL_ERR_NOT_FOUND;
+		snprintf(msg, msglen, "no such device: %s", id);
+		return NULL;
+	}
+	return daemon_device_json(d, dev);
+}
+
+static const char *const subscribe_params[] = { "types", NULL };
+
+static json_t *
+m_events_subscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code,
+		   char *msg, size_t msglen)
+{
+	json_t *types = params ? json_object_get(params, "types") : NULL;
+	size_t i;
+	json_t *v;
+
+	if (types) {
+		if (!json_is_array(types) || json_array_size(types) == 0 ||
+		    json_array_size(types) > 64) {
+			*code = CTL_INVALID_PARAMS;
+			snprintf(msg, msglen, "types: expected a non-empty array of event type prefixes");
+			return NULL;
+		}
+		json_array_foreach(types, i, v) {
+			if (!json_is_string(v) || json_string_length(v) == 0 ||
+			    json_string_length(v) > 64) {
+				*code = CTL_INVALID_PARAMS;
+				snprintf(msg, msglen, "types[%zu]: expected a type such as \"device\" or \"device.add\"",
+					 i);
+				return NULL;
+			}
+		}
+	}
+	json_decref(peer->event_types);
+	peer->event_types = types ? json_deep_copy(types) : NULL;
+	peer->subscribed = true;
+	return json_pack("{s:b, s:I}", "subscribed", 1, "seq", (json_int_t)d->event_seq);
+}
+
+static json_t *
+m_events_unsubscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code,
+		     char *msg, size_t msglen)
+{
+	peer->subscribed = false;
+	json_decref(peer->event_types);
+	peer->event_types = NULL;
+	return json_pack("{s:b}", "subscribed", 0);
+}
+
+static const char *const no_params[] = { NULL };
+
+static const struct ctl_method methods[] = {
+	{ .name = "daemon.status", .fn = m_daemon_status, .params = no_params },
+	{ .name = "daemon.rescan", .fn = m_daemon_rescan, .params = no_params, .mutating = true },
+	{ .name = "modules.list", .fn = m_modules_list, .params = no_params },
+	{ .name = "devices.list", .fn = m_devices_list, .params = list_params },
+	{ .name = "devices.get", .fn = m_devices_get, .params = get_params },
+	{ .name = "events.subscribe", .fn = m_events_subscribe, .params = subscribe_params },
+	{ .name = "events.unsubscribe", .fn = m_events_unsubscribe, .params = no_params },
+};
+
+static const struct ctl_method *
+find_method(const char *name)
+{
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (strcmp(methods[i].name, name) == 0)
+			return &methods[i];
+	return NULL;
+}
+
+static bool
+id_valid(json_t *id)
+{
+	return json_is_string(id) || json_is_integer(id) || json_is_real(id) || json_is_null(id);
+}
+
+static json_t *
+handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
+{
+	const struct ctl_method *m;
+	json_t *id, *method, *params, *result;
+	char msg[512] = "";
+	int code = CTL_INTERNAL_ERROR;
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(req))
+		return ctl_error_response(NULL, CTL_INVALID_REQUEST, "request must be a JSON object");
+	id = json_object_get(req, "id");
+	if (id && !id_valid(id))
+		return ctl_error_response(NULL, CTL_INVALID_REQUEST,
+					  "id must be a string, a number or null");
+	v = json_object_get(req, "jsonrpc");
+	if (!json_is_string(v) || strcmp(json_string_value(v), "2.0") != 0)
+		return ctl_error_response(id, CTL_INVALID_REQUEST, "jsonrpc must be \"2.0\"");
+	method = json_object_get(req, "method");
+	if (!json_is_string(method))
+		return ctl_error_response(id, CTL_INVALID_REQUEST, "method must be a string");
+	json_object_foreach(req, key, v) {
+		if (strcmp(key, "jsonrpc") && strcmp(key, "id") && strcmp(key, "method") &&
+		    strcmp(key, "params")) {
+			snprintf(msg, sizeof(msg), "unexpected member \"%.64s\" in request", key);
+			return ctl_error_response(id, CTL_INVALID_REQUEST, msg);
+		}
+	}
+	m = find_method(json_string_value(method));
+	if (m == NULL) {
+		snprintf(msg, sizeof(msg), "no method \"%.64s\"", json_string_value(method));
+		return id ? ctl_error_response(id, CTL_METHOD_NOT_FOUND, msg) : NULL;
+	}
+	params = json_object_get(req, "params");
+	if (params && json_is_null(params))
+		params = NULL;
+	if (params && !json_is_object(params)) {
+		if (json_is_array(params) && json_array_size(params) == 0) {
+			params = NULL;
+		} else {
+			return id ? ctl_error_response(id, CTL_INVALID_PARAMS,
+						       "params must be an object of named parameters")
+				  : NULL;
+		}
+	}
+	if (params && json_object_size(params) == 0)
+		params = NULL;
+	if (params) {
+		json_object_foreach(params, key, v) {
+			bool known = false;
+
+			for (const char *const *p = m->params; *p; p++)
+				known |= strcmp(*p, key) == 0;
+			if (!known) {
+				snprintf(msg, sizeof(msg), "%s: unknown parameter \"%.64s\"", m->name,
+					 key);
+				return id ? ctl_error_response(id, CTL_INVALID_PARAMS, msg) : NULL;
+			}
+		}
+	}
+	if (m->mutating && !ctl_peer_privileged(d, peer)) {
+		log_info("ctl", "refused %s to uid %u pid %d: not privileged", m->name,
+			 (unsigned)peer->uid, (int)peer->pid);
+		snprintf(msg, sizeof(msg), "%s: permission denied (needs root%s%s)", m->name,
+			 d->cfg->control_group ? " or group " : "",
+			 d->cfg->control_group ? d->cfg->control_group : "");
+		return id ? ctl_error_response(id, CTL_ERR_PERMISSION, msg) : NULL;
+	}
+	result = m->fn(d, peer, params, &code, msg, sizeof(msg));
+	if (id == NULL) {
+		json_decref(result);
+		return NULL;
+	}
+	if (result == NULL)
+		return ctl_error_response(id, code, msg[0] ? msg : "internal error");
+	return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result);
+}
+
+json_t *
+ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_t len)
+{
+	json_error_t jerr;
+	json_t *req, *out;
+	char msg[256];
+
+	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+		len--;
+	if (len == 0)
+		return NULL;	/* blank lines are allowed between requests */
+	req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (req == NULL) {
+		snprintf(msg, sizeof(msg), "parse error at column %d: %s", jerr.column, jerr.text);
+		return ctl_error_response(NULL, CTL_PARSE_ERROR, msg);
+	}
+	if (json_is_array(req)) {
+		size_t i;
+		json_t *item;
+
+		if (json_array_size(req) == 0) {
+			json_decref(req);
+			return ctl_error_response(NULL, CTL_INVALID_REQUEST, "empty batch");
+		}
+		out = json_array();
+		json_array_foreach(req, i, item) {
+			json_t *r = handle_one(d, peer, item);
+
+			if (r)
+				json_array_append_new(out, r);
+		}
+		json_decref(req);
+		if (json_array_size(out) == 0) {
+			json_decref(out);
+			return NULL;
+		}
+		return out;
+	}
+	out = handle_one(d, peer, req);
+	json_decref(req);
+	return out;
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* JSON-RPC 2.0 on the control socket: request parsing, errors, method table. */
+#ifndef HOSTDEVD_CTL_H
+#define HOSTDEVD_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+#define CTL_MAX_LINE (64 * 1024)
+
+/* JSON-RPC 2.0 error codes; -32000..-32099 are ours. */
+#define CTL_PARSE_ERROR		-32700
+#define CTL_INVALID_REQUEST	-32600
+#define CTL_METHOD_NOT_FOUND	-32601
+#define CTL_INVALID_PARAMS	-32602
+#define CTL_INTERNAL_ERROR	-32603
+#define CTL_ERR_TOO_MANY	-32000	/* too many clients */
+#define CTL_ERR_PERMISSION	-32001	/* mutating method, peer not allowed */
+#define CTL_ERR_NOT_FOUND	-32004	/* no such device */
+#define CTL_ERR_FAILED		-32010	/* the operation failed; data says why */
+
+struct daemon;
+
+/* What the protocol layer knows of a connected client. */
+struct ctl_peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	bool subscribed;
+	json_t *event_types;	/* array of type prefixes, or NULL for all */
+};
+
+/* Handles one request line (without its newline). Returns the response to
+ * send (an object, or an array for a batch), or NULL when nothing is to be
+ * sent (notifications). */
+json_t *ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_t len);
+
+/* A complete error response object. `id` is borrowed (NULL means null). */
+json_t *ctl_error_response(json_t *id, int code, const char *message);
+
+/* Whether a subscribed peer wants an event of this type. */
+bool ctl_peer_wants(const struct ctl_peer *peer, const char *type);
+
+/* Whether the peer may call mutating methods (root, or the configured group). */
+bool ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer);
+
+#endif

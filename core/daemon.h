@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/* The daemon's state and the policy that reacts to uevents, timers and requests. */
+#ifndef HOSTDEVD_DAEMON_H
+#define HOSTDEVD_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+#include "conf.h"
+#include "device.h"
+#include "fsroot.h"
+#include "inventory.h"
+#include "module.h"
+#include "names.h"
+
+struct loop;
+struct ctl_server;
+
+struct options {
+	bool foreground;
+	const char *config_file;
+	const char *sysfs_root;
+	const char *dev_root;
+	const char *kubelet_dir;
+	const char *control_socket;
+	const char *state_dir;
+	const char *module_dir;
+	const char *node_name;
+	const char *pci_ids;
+	const char *usb_ids;
+	int log_level;			/* -1: from the config, else info */
+	int ready_fd;			/* -1: none */
+};
+
+struct daemon_stats {
+	uint64_t uevents;
+	uint64_t uevents_ignored;
+	uint64_t resyncs;
+	uint64_t debounced_bursts;
+	uint64_t events_sent;
+};
+
+struct daemon {
+	struct options opts;
+	char node_name[256];
+	struct config *cfg;
+	struct fsroot *sys;
+	struct fsroot *dev;
+	struct names *names;
+	struct inventory *inv;
+	struct module_set *mods;
+	struct loop *loop;		/* libevent side, see loop.h */
+	struct ctl_server *ctl;
+	struct udev_watch *udev;
+	json_t *iommu;			/* IOMMU state read at start and on rescan */
+	uint64_t event_seq;
+	int64_t started_usec;		/* CLOCK_MONOTONIC */
+	int64_t last_resync_wall;	/* unix time of the last full resync */
+	int burst_count;		/* uevents in the current debounce window */
+	bool burst_resync;		/* window overflowed: one resync at its end */
+	bool quiet;			/* coldplug: no per-device log lines */
+	int lock_fd;
+	struct daemon_stats stats;
+};
+
+/* Start-up: everything but the event loop. Returns 0 or -errno after
+ * logging why. */
+int daemon_init(struct daemon *d, const struct options *opts);
+void daemon_fini(struct daemon *d);
+
+/* Full mark-and-sweep resync; `source` tags the resulting events. */
+int daemon_resync(struct daemon *d, const char *source, json_t **ret_summary);
+
+/* One uevent, already split into fields. */
+void daemon_uevent(struct daemon *d, const char *action, const char *subsystem,
+		   const char *devtype, const char *sysname, const char *devpath);
+
+/* End of a debounce window (called by the loop's timer). */
+void daemon_debounce_expired(struct daemon *d);
+
+/* SIGHUP: reload the configuration, keeping the old one on error. */
+int daemon_reload(struct daemon *d);
+
+/* JSON views for the control socket. */
+json_t *daemon_status_json(struct daemon *d);
+json_t *daemon_modules_json(struct daemon *d);
+json_t *daemon_device_json(struct daemon *d, struct device *dev);
+
+/* Sends an event notification to every subscriber; steals `params`. */
+void daemon_emit(struct daemon *d, const char *type, json_t *params);
+
+/* Re-reads the IOMMU state (groups, /dev/iommu, vfio modules). */
+json_t *daemon_read_iommu_state(struct daemon *d);
+
+/* The hdd_core_ops handed to modules. */
+extern const struct hdd_core_ops daemon_core_ops;
+
+#endif

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/* The libevent side of the daemon: base, signals, timers, the udev fd. */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "loop.h"
+#include "udev.h"
+
+struct loop {
+	struct daemon *d;
+	struct event_base *base;
+	struct event *sigterm, *sigint, *sighup;
+	struct event *udev_ev;
+	struct event *resync_ev;
+	struct event *debounce_ev;
+	int resync_interval;
+};
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct loop *l = arg;
+
+	if (sig == SIGHUP) {
+		log_info("daemon", "SIGHUP: reloading the configuration");
+		daemon_reload(l->d);
+		return;
+	}
+	log_info("daemon", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	event_base_loopbreak(l->base);
+}
+
+static void
+udev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+
+	udev_watch_drain(l->d->udev, l->d);
+}
+
+static void
+resync_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+
+	daemon_resync(l->d, "periodic", NULL);
+}
+
+static void
+debounce_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+
+	daemon_debounce_expired(l->d);
+}
+
+int
+loop_new(struct daemon *d, struct loop **ret)
+{
+	struct loop *l = calloc(1, sizeof(*l));
+
+	if (l == NULL)
+		return -ENOMEM;
+	l->d = d;
+	l->base = event_base_new();
+	if (l->base == NULL)
+		goto fail;
+	l->sigterm = evsignal_new(l->base, SIGTERM, signal_cb, l);
+	l->sigint = evsignal_new(l->base, SIGINT, signal_cb, l);
+	l->sighup = evsignal_new(l->base, SIGHUP, signal_cb, l);
+	l->resync_ev = event_new(l->base, -1, EV_PERSIST, resync_cb, l);
+	l->debounce_ev = evtimer_new(l->base, debounce_cb, l);
+	if (!l->sigterm || !l->sigint || !l->sighup || !l->resync_ev || !l->debounce_ev)
+		goto fail;
+	if (event_add(l->sigterm, NULL) < 0 || event_add(l->sigint, NULL) < 0 ||
+	    event_add(l->sighup, NULL) < 0)
+		goto fail;
+	signal(SIGPIPE, SIG_IGN);
+	d->loop = l;
+	loop_set_resync_interval(l, d->cfg->resync_interval);
+	*ret = l;
+	return 0;
+fail:
+	loop_free(l);
+	return -ENOMEM;
+}
+
+void
+loop_free(struct loop *l)
+{
+	if (l == NULL)
+		return;
+	if (l->d && l->d->loop == l)
+		l->d->loop = NULL;
+	if (l->sigterm)
+		event_free(l->sigterm);
+	if (l->sigint)
+		event_free(l->sigint);
+	if (l->sighup)
+		event_free(l->sighup);
+	if (l->udev_ev)
+		event_free(l->udev_ev);
+	if (l->resync_ev)
+		event_free(l->resync_ev);
+	if (l->debounce_ev)
+		event_free(l->debounce_ev);
+	if (l->base)
+		event_base_free(l->base);
+	free(l);
+}
+
+struct event_base *
+loop_base(struct loop *l)
+{
+	return l->base;
+}
+
+int
+loop_watch_udev(struct loop *l, int fd)
+{
+	l->udev_ev = event_new(l->base, fd, EV_READ | EV_PERSIST, udev_cb, l);
+	if (l->udev_ev == NULL || event_add(l->udev_ev, NULL) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+void
+loop_set_resync_interval(struct loop *l, int seconds)
+{
+	struct timeval tv = { seconds, 0 };
+
+	if (seconds == l->resync_interval && event_pending(l->resync_ev, EV_TIMEOUT, NULL))
+		return;
+	l->resync_interval = seconds;
+	event_del(l->resync_ev);
+	if (seconds > 0)
+		event_add(l->resync_ev, &tv);
+}
+
+void
+loop_arm_debounce(struct loop *l, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if (l == NULL || evtimer_pending(l->debounce_ev, NULL))
+		return;
+	evtimer_add(l->debounce_ev, &tv);
+}
+
+int
+loop_run(struct loop *l)
+{
+	if (event_base_dispatch(l->base) < 0)
+		return -EIO;
+	return 0;
+}

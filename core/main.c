@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/* hostdevd: options, start-up order, readiness, shutdown. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ctl-server.h"
+#include "daemon.h"
+#include "log.h"
+#include "loop.h"
+#include "udev.h"
+
+#ifndef MODULEDIR
+#define MODULEDIR "/usr/lib/hostdevd/modules"
+#endif
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: hostdevd [OPTION]...\n"
+		"Hand a node's PCI and USB devices to VMs and containers through the kubelet.\n"
+		"\n"
+		"  --foreground          stay in the foreground, log to stderr\n"
+		"  --config FILE         JSON configuration [/etc/hostdevd/hostdevd.conf]\n"
+		"  --sysfs-root DIR      sysfs to read [/sys]\n"
+		"  --dev-root DIR        device nodes [/dev]\n"
+		"  --kubelet-dir DIR     kubelet device-plugin directory [/var/lib/kubelet/device-plugins]\n"
+		"  --control-socket PATH JSON-RPC control socket [/run/hostdevd/hostdevd.sock]\n"
+		"  --state-dir DIR       persistent state [/var/lib/hostdevd]\n"
+		"  --module-dir DIR      device-class modules [%s]\n"
+		"  --node-name NAME      node name [the host name]\n"
+		"  --log-level LEVEL     error, warn, info or debug [info]\n"
+		"  --ready-fd FD         write READY\\n to FD once serving\n"
+		"  --pci-ids FILE        pci.ids database [%s]\n"
+		"  --usb-ids FILE        usb.ids database [%s]\n"
+		"  --version             print the version and exit\n"
+		"  --help                print this help and exit\n",
+		MODULEDIR, PCI_IDS_PATH, USB_IDS_PATH);
+}
+
+enum {
+	OPT_FOREGROUND = 256, OPT_CONFIG, OPT_SYSFS_ROOT, OPT_DEV_ROOT, OPT_KUBELET_DIR,
+	OPT_CONTROL_SOCKET, OPT_STATE_DIR, OPT_MODULE_DIR, OPT_NODE_NAME, OPT_LOG_LEVEL,
+	OPT_READY_FD, OPT_PCI_IDS, OPT_USB_IDS, OPT_VERSION, OPT_HELP,
+};
+
+static const struct option long_options[] = {
+	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "sysfs-root", required_argument, NULL, OPT_SYSFS_ROOT },
+	{ "dev-root", required_argument, NULL, OPT_DEV_ROOT },
+	{ "kubelet-dir", required_argument, NULL, OPT_KUBELET_DIR },
+	{ "control-socket", required_argument, NULL, OPT_CONTROL_SOCKET },
+	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+	{ "module-dir", required_argument, NULL, OPT_MODULE_DIR },
+	{ "node-name", required_argument, NULL, OPT_NODE_NAME },
+	{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
+	{ "pci-ids", required_argument, NULL, OPT_PCI_IDS },
+	{ "usb-ids", required_argument, NULL, OPT_USB_IDS },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* systemd readiness, without libsystemd: one datagram to $NOTIFY_SOCKET. */
+static void
+notify_ready(void)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	socklen_t len;
+	int fd;
+
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof(sun.sun_path))
+		return;
+	memcpy(sun.sun_path, path, strlen(path));
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0';
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, "READY=1", 7, MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
+		log_warn("daemon", "sd_notify to %s", path);
+	close(fd);
+}
+
+static void
+signal_ready(int fd)
+{
+	if (fd >= 0) {
+		ssize_t n;
+
+		do {
+			n = write(fd, "READY\n", 6);
+		} while (n < 0 && errno == EINTR);
+		if (n != 6)
+			log_warn("daemon", "cannot write READY to fd %d", fd);
+		close(fd);
+	}
+	notify_ready();
+}
+
+static int
+parse_fd(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < 0 || v > 65535)
+		return -1;
+	return (int)v;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options opts = {
+		.config_file = "/etc/hostdevd/hostdevd.conf",
+		.sysfs_root = "/sys",
+		.dev_root = "/dev",
+		.kubelet_dir = "/var/lib/kubelet/device-plugins",
+		.control_socket = "/run/hostdevd/hostdevd.sock",
+		.state_dir = "/var/lib/hostdevd",
+		.module_dir = MODULEDIR,
+		.log_level = -1,
+		.ready_fd = -1,
+	};
+	struct daemon d;
+	struct loop *loop = NULL;
+	int c, err, rc = EXIT_FAILURE;
+
+	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+		switch (c) {
+		case OPT_FOREGROUND: opts.foreground = true; break;
+		case OPT_CONFIG: opts.config_file = optarg; break;
+		case OPT_SYSFS_ROOT: opts.sysfs_root = optarg; break;
+		case OPT_DEV_ROOT: opts.dev_root = optarg; break;
+		case OPT_KUBELET_DIR: opts.kubelet_dir = optarg; break;
+		case OPT_CONTROL_SOCKET: opts.control_socket = optarg; break;
+		case OPT_STATE_DIR: opts.state_dir = optarg; break;
+		case OPT_MODULE_DIR: opts.module_dir = optarg; break;
+		case OPT_NODE_NAME: opts.node_name = optarg; break;
+		case OPT_PCI_IDS: opts.pci_ids = optarg; break;
+		case OPT_USB_IDS: opts.usb_ids = optarg; break;
+		case OPT_LOG_LEVEL:
+			opts.log_level = log_level_from_string(optarg);
+			if (opts.log_level < 0) {
+				fprintf(stderr, "hostdevd: --log-level: expected error, warn, info or debug\n");
+				return 2;
+			}
+			break;
+		case OPT_READY_FD:
+			opts.ready_fd = parse_fd(optarg);
+			if (opts.ready_fd < 0) {
+				fprintf(stderr, "hostdevd: --ready-fd: expected a file descriptor number\n");
+				return 2;
+			}
+			break;
+		case OPT_VERSION:
+			printf("hostdevd %s (module ABI %u)\n", PACKAGE_VERSION, HDD_MODULE_ABI_VERSION);
+			return 0;
+		case OPT_HELP:
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "hostdevd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+
+	/* Without --foreground we still do not fork: systemd (Type=notify) and
+	 * the DaemonSet both supervise a foreground process; only the log goes
+	 * to syslog instead of stderr. */
+	log_init(opts.log_level >= 0 ? (enum hdd_log_level)opts.log_level : HDD_LOG_INFO,
+		 !opts.foreground);
+
+	if (daemon_init(&d, &opts) < 0)
+		goto out;
+	err = loop_new(&d, &loop);
+	if (err < 0) {
+		log_errx("daemon", "cannot set up the event loop: %s", strerror(-err));
+		goto out;
+	}
+	if (d.udev && loop_watch_udev(loop, udev_watch_fd(d.udev)) < 0) {
+		log_errx("daemon", "cannot watch the udev monitor");
+		goto out;
+	}
+	err = ctl_server_new(&d, loop_base(loop), opts.control_socket, &d.ctl);
+	if (err < 0) {
+		log_errx("daemon", "control socket %s: %s", opts.control_socket, strerror(-err));
+		goto out;
+	}
+	log_info("daemon", "hostdevd %s ready (pid %d)", PACKAGE_VERSION, (int)getpid());
+	signal_ready(opts.ready_fd);
+	opts.ready_fd = -1;
+
+	if (loop_run(loop) == 0)
+		rc = EXIT_SUCCESS;
+out:
+	if (opts.ready_fd >= 0)
+		close(opts.ready_fd);
+	ctl_server_free(d.ctl);
+	d.ctl = NULL;
+	loop_free(loop);
+	daemon_fini(&d);
+	return rc;
+}

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: MIT */
+/* Vendor, device and class names: pci.ids through libpci, usb.ids by lookup. */
+#include "config.h"
+
+#include <errno.h>
+#include <pci/pci.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "names.h"
+
+#define USB_CACHE_SIZE 64
+
+struct usb_cache_entry {
+	int used;
+	int vendor, product;	/* product -1: vendor name entry */
+	char *name;		/* NULL: known to be absent */
+};
+
+struct names {
+	struct pci_access *pacc;
+	char *usb_ids;
+	struct usb_cache_entry usb_cache[USB_CACHE_SIZE];
+	unsigned usb_cache_next;
+};
+
+static void names_pci_msg(char *msg, ...) __attribute__((format(printf, 1, 2)));
+
+/* libpci only reports here while reading pci.ids; a missing or bad database
+ * must not end the daemon, so these just log. */
+static void
+names_pci_msg(char *msg, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, msg);
+	vsnprintf(line, sizeof(line), msg, ap);
+	va_end(ap);
+	log_warnx("names", "libpci: %s", line);
+}
+
+int
+names_new(const char *pci_ids, const char *usb_ids, struct names **ret)
+{
+	struct names *n = calloc(1, sizeof(*n));
+
+	if (n == NULL)
+		return -ENOMEM;
+	n->usb_ids = strdup(usb_ids ? usb_ids : USB_IDS_PATH);
+	n->pacc = pci_alloc();
+	if (n->usb_ids == NULL || n->pacc == NULL) {
+		names_free(n);
+		return -ENOMEM;
+	}
+	n->pacc->warning = names_pci_msg;
+	n->pacc->debug = names_pci_msg;
+	pci_set_name_list_path(n->pacc, (char *)(pci_ids ? pci_ids : PCI_IDS_PATH), 0);
+	/* lspci consults udev's hwdb before pci.ids when there is one; do the
+	 * same, and skip it where there is none (libpci 3.9 then leaks). */
+	if (access("/etc/udev/hwdb.bin", F_OK) < 0 && access("/usr/lib/udev/hwdb.bin", F_OK) < 0 &&
+	    access("/lib/udev/hwdb.bin", F_OK) < 0)
+		pci_set_param(n->pacc, (char *)"hwdb.disable", (char *)"1");
+	*ret = n;
+	return 0;
+}
+
+void
+names_free(struct names *n)
+{
+	if (n == NULL)
+		return;
+	if (n->pacc)
+		pci_cleanup(n->pacc);
+	for (unsigned i = 0; i < USB_CACHE_SIZE; i++)
+		free(n->usb_cache[i].name);
+	free(n->usb_ids);
+	free(n);
+}
+
+/* pci_lookup_name without pci_init: the id list needs no access method. */
+const char *
+names_pci_vendor(struct names *n, int vendor, char *buf, size_t size)
+{
+	if (vendor < 0)
+		return NULL;
+	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_VENDOR | PCI_LOOKUP_NO_NUMBERS,
+			       vendor);
+}
+
+const char *
+names_pci_device(struct names *n, int vendor, int device, char *buf, size_t size)
+{
+	if (vendor < 0 || device < 0)
+		return NULL;
+	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_DEVICE | PCI_LOOKUP_NO_NUMBERS,
+			       vendor, device);
+}
+
+const char *
+names_pci_subsystem(struct names *n, int vendor, int device, int svendor, int sdevice,
+		    char *buf, size_t size)
+{
+	if (vendor < 0 || device < 0 || svendor < 0 || sdevice < 0)
+		return NULL;
+	return pci_lookup_name(n->pacc, buf, (int)size,
+			       PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE | PCI_LOOKUP_NO_NUMBERS,
+			       vendor, device, svendor, sdevice);
+}
+
+const char *
+names_pci_class(struct names *n, int class_code, char *buf, size_t size)
+{
+	if (class_code < 0)
+		return NULL;
+	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_CLASS | PCI_LOOKUP_NO_NUMBERS,
+			       class_code >> 8);
+}
+
+const char *
+names_pci_progif(struct names *n, int class_code, char *buf, size_t size)
+{
+	if (class_code < 0)
+		return NULL;
+	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_PROGIF | PCI_LOOKUP_NO_NUMBERS,
+			       class_code >> 8, class_code & 0xff);
+}
+
+/* usb.ids: "vvvv  Vendor" at column 0, "\tpppp  Product" below it. USB
+ * devices are few, so a scan per miss with a small cache beats holding the
+ * whole database in memory. */
+static char *
+usb_ids_scan(const char *path, int vendor, int product)
+{
+	char line[512];
+	int in_vendor = 0;
+	char *result = NULL;
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL)
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned id;
+		char *name, *nl;
+
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		if (line[0] != '\t') {
+			if (in_vendor)
+				break;
+			/* Sections after the vendor list ("C 00 ...") end it. */
+			if (sscanf(line, "%4x", &id) != 1 || line[4] != ' ')
+				continue;
+			if ((int)id != vendor)
+				continue;
+			in_vendor = 1;
+			if (product < 0) {
+				name = line + 4;
+				goto found;
+			}
+			continue;
+		}
+		if (!in_vendor || line[1] == '\t')
+			continue;
+		if (sscanf(line + 1, "%4x", &id) == 1 && (int)id == product && line[5] == ' ') {
+			name = line + 5;
+			goto found;
+		}
+		continue;
+found:
+		while (*name == ' ')
+			name++;
+		nl = strchr(name, '\n');
+		if (nl)
+			*nl = '\0';
+		result = strdup(name);
+		break;
+	}
+	fclose(f);
+	return result;
+}
+
+static const char *
+usb_lookup(struct names *n, int vendor, int product, char *buf, size_t size)
+{
+	struct usb_cache_entry *e;
+
+	if (vendor < 0)
+		return NULL;
+	for (unsigned i = 0; i < USB_CACHE_SIZE; i++) {
+		e = &n->usb_cache[i];
+		if (e->used && e->vendor == vendor && e->product == product) {
+			if (e->name == NULL)
+				return NULL;
+			snprintf(buf, size, "%s", e->name);
+			return buf;
+		}
+	}
+	e = &n->usb_cache[n->usb_cache_next++ % USB_CACHE_SIZE];
+	free(e->name);
+	e->used = 1;
+	e->vendor = vendor;
+	e->product = product;
+	e->name = usb_ids_scan(n->usb_ids, vendor, product);
+	if (e->name == NULL)
+		return NULL;
+	snprintf(buf, size, "%s", e->name);
+	return buf;
+}
+
+const char *
+names_usb_vendor(struct names *n, int vendor, char *buf, size_t size)
+{
+	return usb_lookup(n, vendor, -1, buf, size);
+}
+
+const char *
+names_usb_product(struct names *n, int vendor, int product, char *buf, size_t size)
+{
+	if (product < 0)
+		return NULL;
+	return usb_lookup(n, vendor, product, buf, size);
+}

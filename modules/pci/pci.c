@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* pci: owns passthrough-capable PCI functions and judges their IOMMU groups. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hostdevd/module.h"
+
+#define PCI_BASE_CLASS_BRIDGE 0x06
+
+struct pci_state {
+	const struct hdd_core_ops *ops;
+	struct hdd_core *core;
+};
+
+static int
+pci_init(const struct hdd_core_ops *ops, struct hdd_core *core, void **ret_state)
+{
+	struct pci_state *st = calloc(1, sizeof(*st));
+
+	if (st == NULL)
+		return -ENOMEM;
+	st->ops = ops;
+	st->core = core;
+	*ret_state = st;
+	return 0;
+}
+
+static void
+pci_fini(void *state)
+{
+	free(state);
+}
+
+/* Bridges (host, ISA, PCI-to-PCI...) are plumbing, never handed to a guest. */
+static int
+pci_probe(void *state, const struct hdd_device_view *dev)
+{
+	if (dev->cls != HDD_DEV_PCI || dev->pci->class_code < 0)
+		return 0;
+	if ((dev->pci->class_code >> 16) == PCI_BASE_CLASS_BRIDGE)
+		return 0;
+	return 10;
+}
+
+/* Drivers that leave a group member harmless to a VFIO user (the kernel's
+ * viability rule: vfio, pci-stub or no driver; bridges don't count). */
+static int
+driver_vfio_safe(const char *driver)
+{
+	return driver == NULL || strcmp(driver, "vfio-pci") == 0 ||
+	       strcmp(driver, "pci-stub") == 0 || strncmp(driver, "vfio-pci-", 9) == 0 ||
+	       strstr(driver, "_vfio_pci") != NULL;
+}
+
+struct group_walk {
+	json_t *members;
+	int viable;
+	const char *self;
+	json_t *blockers;
+};
+
+static void
+group_member_cb(const struct hdd_device_view *m, void *arg)
+{
+	struct group_walk *w = arg;
+	const struct hdd_pci_facts *f = m->pci;
+	int safe = f->is_bridge || driver_vfio_safe(f->driver);
+
+	json_array_append_new(w->members,
+			      json_pack("{s:s, s:s?, s:b}", "address", f->address, "driver",
+					f->driver, "bridge", f->is_bridge));
+	if (!safe) {
+		w->viable = 0;
+		if (strcmp(f->address, w->self) != 0) {
+			char line[96];
+
+			snprintf(line, sizeof(line), "%s (%s)", f->address, f->driver);
+			json_array_append_new(w->blockers, json_string(line));
+		}
+	}
+}
+
+static int
+pci_describe(void *state, const struct hdd_device_view *dev, json_t *out)
+{
+	struct pci_state *st = state;
+	const struct hdd_pci_facts *f = dev->pci;
+	json_t *reasons = json_array();
+	const char *verdict;
+	int bound = f->driver && strcmp(f->driver, "vfio-pci") == 0;
+	struct group_walk w = { .viable = 1, .self = f->address };
+
+	if (reasons == NULL)
+		return -ENOMEM;
+	if (f->iommu_group < 0) {
+		json_array_append_new(reasons,
+				      json_string("no IOMMU group: enable the IOMMU (intel_iommu=on or amd_iommu=on, VT-d/AMD-Vi in firmware)"));
+	}
+	if (f->sriov_numvfs > 0) {
+		char line[96];
+
+		snprintf(line, sizeof(line), "SR-IOV physical function with %d VFs enabled",
+			 f->sriov_numvfs);
+		json_array_append_new(reasons, json_string(line));
+	}
+	if (f->boot_vga)
+		json_array_append_new(reasons, json_string("boot VGA device (may carry the console)"));
+
+	if (f->iommu_group >= 0) {
+		char gid[16];
+
+		w.members = json_array();
+		w.blockers = json_array();
+		st->ops->iommu_group_foreach(st->core, f->iommu_group, group_member_cb, &w);
+		snprintf(gid, sizeof(gid), "%d", f->iommu_group);
+		json_object_set_new(out, "group",
+				    json_pack("{s:s, s:b, s:o}", "id", gid, "viable", w.viable,
+					      "members", w.members));
+		if (json_array_size(w.blockers) > 0) {
+			char *who = json_dumps(w.blockers, JSON_COMPACT);
+			char line[512];
+
+			snprintf(line, sizeof(line),
+				 "IOMMU group %d has members on host drivers, claimed with it: %s",
+				 f->iommu_group, who ? who : "?");
+			free(who);
+			/* Not a blocker: a claim takes the whole group. */
+			json_object_set_new(out, "group_note", json_string(line));
+		}
+		json_decref(w.blockers);
+	}
+
+	if (json_array_size(reasons) > 0)
+		verdict = "blocked";
+	else if (bound && w.viable)
+		verdict = "ready";
+	else
+		verdict = "possible";
+	json_object_set_new(out, "passthrough", json_string(verdict));
+	json_object_set_new(out, "reasons", reasons);
+	json_object_set_new(out, "vfio_bound", json_boolean(bound));
+	return 0;
+}
+
+static const char *const pci_subsystems[] = { "pci", NULL };
+
+__attribute__((visibility("default"))) const struct hdd_module hostdevd_module = {
+	.abi_version = HDD_MODULE_ABI_VERSION,
+	.name = "pci",
+	.description = "PCI functions for vfio-pci passthrough",
+	.subsystems = pci_subsystems,
+	.init = pci_init,
+	.fini = pci_fini,
+	.probe = pci_probe,
+	.describe = pci_describe,
+};

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests: JSON-RPC framing, errors, filters and permissions. */
+#include "config.h"
+
+#include <errno.h>
+
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "tap.h"
+#include "tree.h"
+
+static struct daemon d;
+
+static json_t *
+req(struct ctl_peer *peer, const char *line)
+{
+	return ctl_handle_line(&d, peer, line, strlen(line));
+}
+
+static int
+err_code(json_t *resp)
+{
+	return (int)json_integer_value(json_object_get(json_object_get(resp, "error"), "code"));
+}
+
+int
+main(void)
+{
+	struct ctl_peer root = { .uid = 0 }, user = { .uid = 1000, .gid = 1000 };
+	json_t *r, *res;
+
+	log_init(HDD_LOG_ERR, 0);
+	tree_init();
+	tree_pci("0000:00:02.0", 0x10de, 0x20f1, 0x030200, "vfio-pci", 12, 0);
+	tree_pci("0000:00:03.0", 0x8086, 0x1521, 0x020000, "igb", 13, 0);
+	tree_pci("0000:00:03.1", 0x8086, 0x1521, 0x020000, NULL, 13, 0);
+
+	d.opts.sysfs_root = tree_root;
+	d.opts.dev_root = "/dev";
+	d.opts.kubelet_dir = "/k";
+	d.opts.control_socket = "/c";
+	d.opts.state_dir = "/s";
+	d.opts.config_file = "/f";
+	d.opts.module_dir = "/m";
+	snprintf(d.node_name, sizeof(d.node_name), "node1");
+	d.cfg = config_defaults();
+	if (fsroot_new(tree_root, &d.sys) < 0 || names_new(NULL, NULL, &d.names) < 0 ||
+	    inventory_new(d.sys, d.names, NULL, NULL, &d.inv) < 0)
+		return 99;
+	d.mods = calloc(1, sizeof(*d.mods));
+	inventory_resync(d.inv, "test");
+
+	r = req(&root, "{not json");
+	is_int(err_code(r), CTL_PARSE_ERROR, "malformed JSON is -32700");
+	ok(json_is_null(json_object_get(r, "id")), "with a null id");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"nope\"}");
+	is_int(err_code(r), CTL_METHOD_NOT_FOUND, "unknown method is -32601");
+	is_int(json_integer_value(json_object_get(r, "id")), 7, "the id is echoed");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"daemon.status\"}");
+	is_int(err_code(r), CTL_INVALID_REQUEST, "wrong jsonrpc version is -32600");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":5}");
+	is_int(err_code(r), CTL_INVALID_REQUEST, "a non-string method is -32600");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"daemon.status\"}");
+	is_int(err_code(r), CTL_INVALID_REQUEST, "an object id is -32600");
+	json_decref(r);
+	r = req(&root, "[1]");
+	ok(json_is_array(r) && err_code(json_array_get(r, 0)) == CTL_INVALID_REQUEST,
+	   "a batch answers each element");
+	json_decref(r);
+	r = req(&root, "[]");
+	is_int(err_code(r), CTL_INVALID_REQUEST, "an empty batch is -32600");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.get\",\"params\":{\"address\":5}}");
+	is_int(err_code(r), CTL_INVALID_PARAMS, "a wrong parameter type is -32602");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"colour\":\"red\"}}");
+	is_int(err_code(r), CTL_INVALID_PARAMS, "an unknown parameter is -32602");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":[1]}");
+	is_int(err_code(r), CTL_INVALID_PARAMS, "positional parameters are -32602");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.status\"}");
+	ok(r == NULL, "a notification gets no answer");
+	json_decref(r);
+	r = req(&root, "   ");
+	ok(r == NULL, "a blank line gets no answer");
+
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"devices.list\"}");
+	res = json_object_get(r, "result");
+	is_int(json_array_size(res), 3, "devices.list lists every device");
+	is_str(json_string_value(json_object_get(json_array_get(res, 0), "address")), "0000:00:02.0",
+	       "in address order");
+	is_str(json_string_value(json_object_get(json_array_get(res, 0), "class_id")), "0302",
+	       "class_id is class+subclass");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"vendor\":\"0x8086\"}}");
+	is_int(json_array_size(json_object_get(r, "result")), 2, "vendor filter");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"driver\":\"none\"}}");
+	is_int(json_array_size(json_object_get(r, "result")), 1, "driver none filter");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"iommu_group\":13}}");
+	is_int(json_array_size(json_object_get(r, "result")), 2, "iommu_group filter (integer)");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"class\":\"usb\"}}");
+	is_int(json_array_size(json_object_get(r, "result")), 0, "class filter");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.get\",\"params\":{\"address\":\"0000:00:03.0\"}}");
+	res = json_object_get(json_object_get(r, "result"), "iommu_group_members");
+	ok(json_array_size(res) == 1 &&
+	   strcmp(json_string_value(json_array_get(res, 0)), "0000:00:03.1") == 0,
+	   "devices.get lists the other members of the group");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.get\",\"params\":{\"address\":\"0000:00:09.0\"}}");
+	is_int(err_code(r), CTL_ERR_NOT_FOUND, "an unknown device is -32004");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.get\",\"params\":{\"address\":\"../x\"}}");
+	is_int(err_code(r), CTL_INVALID_PARAMS, "a malformed address is -32602");
+	json_decref(r);
+
+	r = req(&user, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.rescan\"}");
+	is_int(err_code(r), CTL_ERR_PERMISSION, "rescan from an unprivileged peer is refused");
+	json_decref(r);
+	r = req(&user, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\"}");
+	ok(json_is_array(json_object_get(r, "result")), "reading is allowed to anyone");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.rescan\"}");
+	is_int(json_integer_value(json_object_get(json_object_get(r, "result"), "devices")), 3,
+	       "rescan as root");
+	json_decref(r);
+
+	r = req(&user, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\",\"params\":{\"types\":[\"device.add\"]}}");
+	ok(user.subscribed, "subscribed");
+	ok(ctl_peer_wants(&user, "device.add") && !ctl_peer_wants(&user, "device.remove"),
+	   "type filter by prefix");
+	json_decref(r);
+	r = req(&user, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\",\"params\":{\"types\":[\"device\"]}}");
+	ok(ctl_peer_wants(&user, "device.remove") && !ctl_peer_wants(&user, "devicex"),
+	   "a family prefix matches its members only");
+	json_decref(r);
+	r = req(&user, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\",\"params\":{\"types\":\"x\"}}");
+	is_int(err_code(r), CTL_INVALID_PARAMS, "types must be an array");
+	json_decref(r);
+	json_decref(user.event_types);
+
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.status\"}");
+	res = json_object_get(r, "result");
+	is_int(json_integer_value(json_object_get(json_object_get(res, "devices"), "pci")), 3,
+	       "status counts PCI devices");
+	json_decref(r);
+
+	inventory_free(d.inv);
+	free(d.mods);
+	names_free(d.names);
+	fsroot_free(d.sys);
+	config_free(d.cfg);
+	json_decref(d.iommu);
+	tree_rm("");
+	return tap_done();
+}
