@@ -29,6 +29,12 @@ struct names {
 };
 
 static void names_pci_msg(char *msg, ...) __attribute__((format(printf, 1, 2)));
+static void names_pci_debug(char *msg, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+names_pci_debug(char *msg, ...)
+{
+}
 
 /* libpci only reports here while reading pci.ids; a missing or bad database
  * must not end the daemon, so these just log. */
@@ -41,6 +47,7 @@ names_pci_msg(char *msg, ...)
 	va_start(ap, msg);
 	vsnprintf(line, sizeof(line), msg, ap);
 	va_end(ap);
+	line[strcspn(line, "\n")] = '\0';
 	log_warnx("names", "libpci: %s", line);
 }
 
@@ -58,7 +65,7 @@ names_new(const char *pci_ids, const char *usb_ids, struct names **ret)
 		return -ENOMEM;
 	}
 	n->pacc->warning = names_pci_msg;
-	n->pacc->debug = names_pci_msg;
+	n->pacc->debug = names_pci_debug;
 	pci_set_name_list_path(n->pacc, (char *)(pci_ids ? pci_ids : PCI_IDS_PATH), 0);
 	/* lspci consults udev's hwdb before pci.ids when there is one; do the
 	 * same, and skip it where there is none (libpci 3.9 then leaks). */
