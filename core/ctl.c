@@ -93,32 +93,58 @@ m_modules_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 	return daemon_modules_json(d);
 }
 
-/* Filter values are compared as the API prints them: lower-case hex without
- * 0x, "none" (or null) for no driver/module. */
+/* Filter values are compared as the API prints them: hex without 0x in any
+ * case, "none" (or null) for no driver/module; checked on the device itself so
+ * a filtered list of thousands costs only the matches' JSON. */
 static bool
-hex_filter_matches(const char *want, json_t *have)
+str_matches(json_t *want, const char *have)
 {
-	unsigned long a, b;
-
-	if (!json_is_string(have))
-		return false;
-	if (sysfs_parse_hex(want, 0xffffff, &a) < 0 ||
-	    sysfs_parse_hex(json_string_value(have), 0xffffff, &b) < 0)
-		return false;
-	return a == b;
+	if (json_is_null(want) || strcmp(json_string_value(want), "none") == 0)
+		return have == NULL;
+	return have != NULL && strcmp(json_string_value(want), have) == 0;
 }
 
 static bool
-str_filter_matches(json_t *want, json_t *have)
+device_matches(const struct device *dev, json_t *params)
 {
-	if (json_is_null(want) || (json_is_string(want) && strcmp(json_string_value(want), "none") == 0))
-		return json_is_null(have) || have == NULL;
-	if (json_is_integer(want) && json_is_string(have)) {
-		char buf[32];
-		snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(want));
-		return strcmp(buf, json_string_value(have)) == 0;
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(params, key, v) {
+		unsigned long x;
+		long g;
+
+		if (strcmp(key, "class") == 0) {
+			if (dev_class_from_string(json_string_value(v)) != (int)dev->cls)
+				return false;
+		} else if (strcmp(key, "vendor") == 0) {
+			sysfs_parse_hex(json_string_value(v), 0xffff, &x);
+			if ((long)x != (dev->cls == HDD_DEV_PCI ? dev->pci.f.vendor_id
+							       : dev->usb.f.vendor_id))
+				return false;
+		} else if (strcmp(key, "device") == 0) {
+			sysfs_parse_hex(json_string_value(v), 0xffff, &x);
+			if ((long)x != (dev->cls == HDD_DEV_PCI ? dev->pci.f.device_id
+							       : dev->usb.f.product_id))
+				return false;
+		} else if (strcmp(key, "driver") == 0) {
+			if (!str_matches(v, dev->cls == HDD_DEV_PCI ? dev->pci.driver : dev->usb.driver))
+				return false;
+		} else if (strcmp(key, "module") == 0) {
+			if (!str_matches(v, dev->owner ? dev->owner->desc->name : NULL))
+				return false;
+		} else if (strcmp(key, "iommu_group") == 0) {
+			if (dev->cls != HDD_DEV_PCI)
+				return false;
+			if (json_is_integer(v))
+				g = (long)json_integer_value(v);
+			else if (sysfs_parse_int(json_string_value(v), 0, 0x7fffffff, &g) < 0)
+				return false;
+			if (g != dev->pci.f.iommu_group)
+				return false;
+		}
 	}
-	return json_is_string(have) && strcmp(json_string_value(want), json_string_value(have)) == 0;
+	return true;
 }
 
 static const char *const list_params[] = {
@@ -156,32 +182,6 @@ check_list_params(json_t *params, char *msg, size_t msglen)
 	return 0;
 }
 
-static bool
-device_matches(json_t *dj, json_t *params)
-{
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(params, key, v) {
-		if (strcmp(key, "class") == 0) {
-			if (!str_filter_matches(v, json_object_get(dj, "class")))
-				return false;
-		} else if (strcmp(key, "vendor") == 0) {
-			if (!hex_filter_matches(json_string_value(v), json_object_get(dj, "vendor_id")))
-				return false;
-		} else if (strcmp(key, "device") == 0) {
-			json_t *have = json_object_get(dj, "device_id");
-			if (have == NULL)
-				have = json_object_get(dj, "product_id");
-			if (!hex_filter_matches(json_string_value(v), have))
-				return false;
-		} else if (!str_filter_matches(v, json_object_get(dj, key))) {
-			return false;
-		}
-	}
-	return true;
-}
-
 static json_t *
 m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
@@ -196,16 +196,17 @@ m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 	if (out == NULL)
 		goto oom;
 	for (size_t i = 0; i < inventory_count(d->inv); i++) {
-		json_t *dj = daemon_device_json(d, inventory_at(d->inv, i));
+		struct device *dev = inventory_at(d->inv, i);
+		json_t *dj;
 
+		if (params && !device_matches(dev, params))
+			continue;
+		dj = daemon_device_json(d, dev);
 		if (dj == NULL) {
 			json_decref(out);
 			goto oom;
 		}
-		if (params == NULL || device_matches(dj, params))
-			json_array_append_new(out, dj);
-		else
-			json_decref(dj);
+		json_array_append_new(out, dj);
 	}
 	return out;
 oom:
@@ -410,7 +411,7 @@ ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_
 		len--;
 	if (len == 0)
 		return NULL;	/* blank lines are allowed between requests */
-	req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	req = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (req == NULL) {
 		snprintf(msg, sizeof(msg), "parse error at column %d: %s", jerr.column, jerr.text);
 		return ctl_error_response(NULL, CTL_PARSE_ERROR, msg);

@@ -28,7 +28,7 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 def sanitizer_env(extra=None):
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0:" \
-                          "handle_segv=1:detect_stack_use_after_return=0"
+                          "handle_segv=1:detect_stack_use_after_return=0:quarantine_size_mb=4"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     env.pop("NOTIFY_SOCKET", None)
     if extra:
@@ -62,6 +62,7 @@ class Client:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
+        self.timeout = timeout
         self.buf = b""
         self.next_id = 1
         self.pending = []   # notifications read while waiting for a response
@@ -72,7 +73,8 @@ class Client:
     def send_raw(self, data):
         self.sock.sendall(data)
 
-    def recv_line(self, timeout=10.0):
+    def recv_line(self, timeout=None):
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
@@ -86,7 +88,7 @@ class Client:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def request(self, method, params=None, timeout=10.0):
+    def request(self, method, params=None, timeout=None):
         rid = self.next_id
         self.next_id += 1
         req = {"jsonrpc": "2.0", "id": rid, "method": method}
@@ -101,14 +103,15 @@ class Client:
             assert msg.get("id") == rid, f"response for another id: {msg}"
             return msg
 
-    def call(self, method, params=None, timeout=10.0):
+    def call(self, method, params=None, timeout=None):
         msg = self.request(method, params, timeout)
         if "error" in msg:
             raise RpcError(msg["error"])
         return msg["result"]
 
-    def next_event(self, timeout=10.0, match=None):
+    def next_event(self, timeout=None, match=None):
         """The next event notification (optionally the next matching one)."""
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             while self.pending:
