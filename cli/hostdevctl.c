@@ -470,18 +470,19 @@ main(int argc, char **argv)
 		switch (c) {
 		case 's': socket_path = optarg; break;
 		case 'j': json_output = 1; break;
-		case 'h': usage(stdout); return EXIT_OK;
+		case 'h': usage(stdout); json_decref(filters); return EXIT_OK;
 		case 'c': json_object_set_new(filters, "class", json_string(optarg)); break;
 		case 'v': json_object_set_new(filters, "vendor", json_string(optarg)); break;
 		case 'd': json_object_set_new(filters, "device", json_string(optarg)); break;
 		case 'D': json_object_set_new(filters, "driver", json_string(optarg)); break;
 		case 'g': json_object_set_new(filters, "iommu_group", json_string(optarg)); break;
 		case 'm': json_object_set_new(filters, "module", json_string(optarg)); break;
-		default: usage(stderr); return EXIT_USAGE;
+		default: usage(stderr); json_decref(filters); return EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		usage(stderr);
+		json_decref(filters);
 		return EXIT_USAGE;
 	}
 	cmd = argv[optind++];
@@ -496,7 +497,7 @@ main(int argc, char **argv)
 		case 'D': json_object_set_new(filters, "driver", json_string(optarg)); break;
 		case 'g': json_object_set_new(filters, "iommu_group", json_string(optarg)); break;
 		case 'm': json_object_set_new(filters, "module", json_string(optarg)); break;
-		default: usage(stderr); return EXIT_USAGE;
+		default: usage(stderr); json_decref(filters); return EXIT_USAGE;
 		}
 	}
 	signal(SIGPIPE, SIG_DFL);

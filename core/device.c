@@ -309,6 +309,66 @@ device_facts_json(const struct device *dev)
 	return o;
 }
 
+static bool
+str_eq(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool
+strv_eq(char *const *a, char *const *b)
+{
+	for (; *a && *b; a++, b++)
+		if (strcmp(*a, *b) != 0)
+			return false;
+	return *a == NULL && *b == NULL;
+}
+
+static bool
+warnings_eq(const json_t *a, const json_t *b)
+{
+	size_t na = a ? json_array_size(a) : 0, nb = b ? json_array_size(b) : 0;
+
+	return na == nb && (na == 0 || json_equal((json_t *)a, (json_t *)b));
+}
+
+bool
+device_facts_equal(const struct device *a, const struct device *b)
+{
+	if (a->cls != b->cls || !str_eq(a->syspath, b->syspath) ||
+	    !warnings_eq(a->warnings, b->warnings))
+		return false;
+	if (a->cls == HDD_DEV_PCI) {
+		const struct pci_data *x = &a->pci, *y = &b->pci;
+
+		return x->f.vendor_id == y->f.vendor_id && x->f.device_id == y->f.device_id &&
+		       x->f.subsystem_vendor_id == y->f.subsystem_vendor_id &&
+		       x->f.subsystem_device_id == y->f.subsystem_device_id &&
+		       x->f.class_code == y->f.class_code && x->f.revision == y->f.revision &&
+		       x->f.iommu_group == y->f.iommu_group && x->f.numa_node == y->f.numa_node &&
+		       x->f.sriov_totalvfs == y->f.sriov_totalvfs &&
+		       x->f.sriov_numvfs == y->f.sriov_numvfs && x->f.is_bridge == y->f.is_bridge &&
+		       x->f.boot_vga == y->f.boot_vga && str_eq(x->driver, y->driver) &&
+		       str_eq(x->physfn, y->physfn) && str_eq(x->parent, y->parent) &&
+		       str_eq(x->vfio_cdev, y->vfio_cdev) && strv_eq(x->virtfns, y->virtfns) &&
+		       str_eq(x->vendor_name, y->vendor_name) &&
+		       str_eq(x->device_name, y->device_name) &&
+		       str_eq(x->subsystem_vendor_name, y->subsystem_vendor_name) &&
+		       str_eq(x->subsystem_device_name, y->subsystem_device_name) &&
+		       str_eq(x->class_name, y->class_name) && str_eq(x->progif_name, y->progif_name);
+	}
+	const struct usb_data *x = &a->usb, *y = &b->usb;
+
+	return x->f.vendor_id == y->f.vendor_id && x->f.product_id == y->f.product_id &&
+	       x->f.busnum == y->f.busnum && x->f.devnum == y->f.devnum &&
+	       x->f.device_class == y->f.device_class && str_eq(x->driver, y->driver) &&
+	       str_eq(x->controller, y->controller) && str_eq(x->manufacturer, y->manufacturer) &&
+	       str_eq(x->product, y->product) && str_eq(x->serial, y->serial) &&
+	       str_eq(x->speed, y->speed) && str_eq(x->vendor_name, y->vendor_name) &&
+	       str_eq(x->product_name, y->product_name) &&
+	       strv_eq(x->interface_drivers, y->interface_drivers);
+}
+
 json_t *
 device_facts_diff(const json_t *old_facts, const json_t *new_facts)
 {

@@ -3,6 +3,7 @@
 #ifndef HOSTDEVD_DEVICE_H
 #define HOSTDEVD_DEVICE_H
 
+#include <stdbool.h>
 #include <jansson.h>
 #include "hostdevd/module.h"
 
@@ -64,6 +65,9 @@ void device_view(const struct device *dev, struct hdd_device_view *view);
 
 /* The device's facts as a new JSON object (no module part). */
 json_t *device_facts_json(const struct device *dev);
+
+/* Whether two reads of a device found the same facts (cheap; no JSON). */
+bool device_facts_equal(const struct device *a, const struct device *b);
 
 /* Fields whose values differ between two facts objects, as a new array. */
 json_t *device_facts_diff(const json_t *old_facts, const json_t *new_facts);

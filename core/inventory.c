@@ -201,6 +201,12 @@ commit_device(struct inventory *inv, struct device *dev, const char *source)
 	}
 
 	old = inv->v[i];
+	if (device_facts_equal(old, dev)) {
+		/* Nothing new: keep the old object (and whoever holds it). */
+		old->mark = inv->generation;
+		device_unref(dev);
+		return 0;
+	}
 	a = device_facts_json(old);
 	b = device_facts_json(dev);
 	changed = (a && b) ? device_facts_diff(a, b) : NULL;
