@@ -445,40 +445,60 @@ cmd_events(void)
 	return EXIT_NO_DAEMON;
 }
 
-int
-main(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "class", required_argument, NULL, 'c' },
-		{ "vendor", required_argument, NULL, 'v' },
-		{ "device", required_argument, NULL, 'd' },
-		{ "driver", required_argument, NULL, 'D' },
-		{ "iommu-group", required_argument, NULL, 'g' },
-		{ "module", required_argument, NULL, 'm' },
-		{ NULL, 0, NULL, 0 },
-	};
-	json_t *filters = json_object(), *result = NULL;
-	const char *cmd;
-	int c, rc;
+static const struct option opts[] = {
+	{ "socket", required_argument, NULL, 's' },
+	{ "json", no_argument, NULL, 'j' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "class", required_argument, NULL, 'c' },
+	{ "vendor", required_argument, NULL, 'v' },
+	{ "device", required_argument, NULL, 'd' },
+	{ "driver", required_argument, NULL, 'D' },
+	{ "iommu-group", required_argument, NULL, 'g' },
+	{ "module", required_argument, NULL, 'm' },
+	{ NULL, 0, NULL, 0 },
+};
 
-	if (getenv("HOSTDEVD_SOCKET"))
-		socket_path = getenv("HOSTDEVD_SOCKET");
+/* Options and filters, before or after the command. Returns -1 to go on, or
+ * the exit code to leave with (--help, a bad option). */
+static int
+parse_options(int argc, char **argv, json_t *filters)
+{
+	int c;
+
 	while ((c = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1) {
+		const char *key = NULL;
+
 		switch (c) {
 		case 's': socket_path = optarg; break;
 		case 'j': json_output = 1; break;
-		case 'h': usage(stdout); json_decref(filters); return EXIT_OK;
-		case 'c': json_object_set_new(filters, "class", json_string(optarg)); break;
-		case 'v': json_object_set_new(filters, "vendor", json_string(optarg)); break;
-		case 'd': json_object_set_new(filters, "device", json_string(optarg)); break;
-		case 'D': json_object_set_new(filters, "driver", json_string(optarg)); break;
-		case 'g': json_object_set_new(filters, "iommu_group", json_string(optarg)); break;
-		case 'm': json_object_set_new(filters, "module", json_string(optarg)); break;
-		default: usage(stderr); json_decref(filters); return EXIT_USAGE;
+		case 'h': usage(stdout); return EXIT_OK;
+		case 'c': key = "class"; break;
+		case 'v': key = "vendor"; break;
+		case 'd': key = "device"; break;
+		case 'D': key = "driver"; break;
+		case 'g': key = "iommu_group"; break;
+		case 'm': key = "module"; break;
+		default: usage(stderr); return EXIT_USAGE;
 		}
+		if (key)
+			json_object_set_new(filters, key, json_string(optarg));
+	}
+	return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	json_t *filters = json_object(), *result = NULL;
+	const char *cmd;
+	int rc;
+
+	if (getenv("HOSTDEVD_SOCKET"))
+		socket_path = getenv("HOSTDEVD_SOCKET");
+	rc = parse_options(argc, argv, filters);
+	if (rc >= 0) {
+		json_decref(filters);
+		return rc;
 	}
 	if (optind >= argc) {
 		usage(stderr);
@@ -487,18 +507,10 @@ main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	/* Filters may also follow the command: hostdevctl devices --class pci. */
-	while ((c = getopt_long(argc, argv, "+s:j", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': socket_path = optarg; break;
-		case 'j': json_output = 1; break;
-		case 'c': json_object_set_new(filters, "class", json_string(optarg)); break;
-		case 'v': json_object_set_new(filters, "vendor", json_string(optarg)); break;
-		case 'd': json_object_set_new(filters, "device", json_string(optarg)); break;
-		case 'D': json_object_set_new(filters, "driver", json_string(optarg)); break;
-		case 'g': json_object_set_new(filters, "iommu_group", json_string(optarg)); break;
-		case 'm': json_object_set_new(filters, "module", json_string(optarg)); break;
-		default: usage(stderr); json_decref(filters); return EXIT_USAGE;
-		}
+	rc = parse_options(argc, argv, filters);
+	if (rc >= 0) {
+		json_decref(filters);
+		return rc;
 	}
 	signal(SIGPIPE, SIG_DFL);
 
