@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <grp.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "dp-names.h"
+#include "sysfs.h"
 #include "log.h"
 
 #define CONFIG_MAX_SIZE (1024 * 1024)
@@ -28,6 +31,7 @@ config_defaults(void)
 	c->debounce_ms = 50;
 	c->control_max_clients = 256;
 	c->control_max_output = 16 * 1024 * 1024;
+	c->advertise_unlisted = true;
 	c->modules_disable = calloc(1, sizeof(char *));
 	if (c->modules_disable == NULL) {
 		free(c);
@@ -45,7 +49,36 @@ config_free(struct config *c)
 		free(*p);
 	free(c->modules_disable);
 	free(c->control_group);
+	for (size_t i = 0; i < c->nrules; i++) {
+		free(c->rules[i].address);
+		free(c->rules[i].name);
+	}
+	free(c->rules);
 	free(c);
+}
+
+const struct resource_rule *
+config_match_rule(const struct config *c, const char *address, int vendor, int device,
+		  int class_code)
+{
+	for (size_t i = 0; i < c->nrules; i++) {
+		const struct resource_rule *r = &c->rules[i];
+
+		if (r->vendor >= 0 && r->vendor != vendor)
+			continue;
+		if (r->device >= 0 && r->device != device)
+			continue;
+		if (r->class_code >= 0) {
+			int have = class_code < 0 ? -1 :
+				   r->class_digits == 2 ? class_code >> 16 : class_code >> 8;
+			if (have != r->class_code)
+				continue;
+		}
+		if (r->address && fnmatch(r->address, address, 0) != 0)
+			continue;
+		return r;
+	}
+	return NULL;
 }
 
 bool
@@ -165,6 +198,126 @@ parse_modules(struct config *c, json_t *obj, const char *origin, char *errbuf, s
 	return 0;
 }
 
+static int
+parse_hex_selector(json_t *v, const char *origin, size_t idx, const char *key, int digits_min,
+		   int digits_max, int *out, int *digits, char *errbuf, size_t errlen)
+{
+	const char *str = json_string_value(v);
+	unsigned long x;
+	size_t len;
+
+	if (str == NULL)
+		goto bad;
+	if (strncmp(str, "0x", 2) == 0)
+		str += 2;
+	len = strlen(str);
+	if ((int)len < digits_min || (int)len > digits_max || sysfs_parse_hex(str, 0xffffff, &x) < 0)
+		goto bad;
+	*out = (int)x;
+	if (digits)
+		*digits = (int)len;
+	return 0;
+bad:
+	return fail(errbuf, errlen, "%s: resources.rules[%zu].%s: expected %d%s%s hex digits", origin,
+		    idx, key, digits_min, digits_max != digits_min ? " or " : "",
+		    digits_max != digits_min ? "4" : "");
+}
+
+static int
+parse_rule(struct resource_rule *r, json_t *obj, const char *origin, size_t idx, char *errbuf,
+	   size_t errlen)
+{
+	const char *key;
+	json_t *v;
+	int err;
+
+	r->vendor = r->device = r->class_code = -1;
+	r->advertise = true;
+	if (!json_is_object(obj))
+		return fail(errbuf, errlen, "%s: resources.rules[%zu]: expected an object", origin, idx);
+	json_object_foreach(obj, key, v) {
+		if (strcmp(key, "vendor") == 0) {
+			err = parse_hex_selector(v, origin, idx, key, 4, 4, &r->vendor, NULL, errbuf,
+						 errlen);
+		} else if (strcmp(key, "device") == 0) {
+			err = parse_hex_selector(v, origin, idx, key, 4, 4, &r->device, NULL, errbuf,
+						 errlen);
+		} else if (strcmp(key, "class") == 0) {
+			err = parse_hex_selector(v, origin, idx, key, 2, 4, &r->class_code,
+						 &r->class_digits, errbuf, errlen);
+			if (!err && r->class_digits == 3)
+				err = fail(errbuf, errlen, "%s: resources.rules[%zu].class: expected 2 or 4 hex digits",
+					   origin, idx);
+		} else if (strcmp(key, "address") == 0) {
+			if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 64)
+				return fail(errbuf, errlen, "%s: resources.rules[%zu].address: expected a PCI address or glob such as \"0000:3b:*\"",
+					    origin, idx);
+			r->address = strdup(json_string_value(v));
+			err = r->address ? 0 : -ENOMEM;
+		} else if (strcmp(key, "name") == 0) {
+			char why[128];
+
+			if (!json_is_string(v) ||
+			    dp_resource_name_check(json_string_value(v), why, sizeof(why)) < 0)
+				return fail(errbuf, errlen, "%s: resources.rules[%zu].name: not a valid resource name: %s",
+					    origin, idx, json_is_string(v) ? why : "expected a string");
+			r->name = strdup(json_string_value(v));
+			err = r->name ? 0 : -ENOMEM;
+		} else if (strcmp(key, "advertise") == 0) {
+			if (!json_is_boolean(v))
+				return fail(errbuf, errlen, "%s: resources.rules[%zu].advertise: expected true or false",
+					    origin, idx);
+			r->advertise = json_is_true(v);
+			err = 0;
+		} else {
+			return fail(errbuf, errlen, "%s: resources.rules[%zu].%s: unknown key", origin, idx,
+				    key);
+		}
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int
+parse_resources(struct config *c, json_t *obj, const char *origin, char *errbuf, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(obj))
+		return fail(errbuf, errlen, "%s: resources: expected an object", origin);
+	json_object_foreach(obj, key, v) {
+		if (strcmp(key, "unlisted") == 0) {
+			const char *s = json_string_value(v);
+
+			if (s == NULL || (strcmp(s, "advertise") && strcmp(s, "ignore")))
+				return fail(errbuf, errlen, "%s: resources.unlisted: expected \"advertise\" or \"ignore\"",
+					    origin);
+			c->advertise_unlisted = strcmp(s, "advertise") == 0;
+		} else if (strcmp(key, "rules") == 0) {
+			size_t i;
+			json_t *item;
+
+			if (!json_is_array(v))
+				return fail(errbuf, errlen, "%s: resources.rules: expected an array", origin);
+			c->rules = calloc(json_array_size(v) + 1, sizeof(*c->rules));
+			if (c->rules == NULL)
+				return -ENOMEM;
+			json_array_foreach(v, i, item) {
+				int err = parse_rule(&c->rules[i], item, origin, i, errbuf, errlen);
+
+				c->nrules = i + 1;
+				if (err)
+					return err;
+			}
+		} else {
+			return fail(errbuf, errlen, "%s: resources.%s: unknown key", origin, key);
+		}
+	}
+	return 0;
+}
+
 int
 config_parse(const char *text, size_t len, const char *origin, struct config **ret,
 	     char *errbuf, size_t errlen)
@@ -211,6 +364,8 @@ config_parse(const char *text, size_t len, const char *origin, struct config **r
 			err = parse_control(c, v, origin, errbuf, errlen);
 		} else if (strcmp(key, "modules") == 0) {
 			err = parse_modules(c, v, origin, errbuf, errlen);
+		} else if (strcmp(key, "resources") == 0) {
+			err = parse_resources(c, v, origin, errbuf, errlen);
 		} else {
 			err = fail(errbuf, errlen, "%s: %s: unknown key", origin, key);
 		}

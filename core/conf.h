@@ -7,6 +7,18 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* Which devices are offered to the kubelet, and under which name. A rule
+ * matches when every selector it has matches. */
+struct resource_rule {
+	int vendor;			/* -1: any */
+	int device;			/* -1: any */
+	int class_code;			/* -1: any; 2 hex digits (base class) or 4 (with subclass) */
+	int class_digits;
+	char *address;			/* fnmatch(3) glob on the PCI address, or NULL */
+	char *name;			/* resource name, or NULL for the default */
+	bool advertise;
+};
+
 struct config {
 	int log_level;			/* -1: not set in the file */
 	int resync_interval;		/* seconds; 0 disables the periodic resync */
@@ -16,7 +28,14 @@ struct config {
 	char *control_group;		/* group allowed mutating methods, or NULL */
 	gid_t control_gid;
 	char **modules_disable;		/* NULL-terminated, never NULL */
+	struct resource_rule *rules;
+	size_t nrules;
+	bool advertise_unlisted;	/* devices no rule matches: offered (default) */
 };
+
+/* The first rule matching a PCI function, or NULL. */
+const struct resource_rule *config_match_rule(const struct config *c, const char *address,
+					      int vendor, int device, int class_code);
 
 /* Loads `path`; a missing file gives the defaults. On error returns -errno
  * and writes a message naming the file and the key to errbuf. */

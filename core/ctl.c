@@ -9,6 +9,7 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "dp.h"
 #include "log.h"
 #include "sysfs.h"
 
@@ -294,6 +295,13 @@ m_events_unsubscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, in
 	return json_pack("{s:b}", "subscribed", 0);
 }
 
+static json_t *
+m_resources_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+		 size_t msglen)
+{
+	return d->dp ? dp_resources_json(d->dp) : json_array();
+}
+
 static const char *const no_params[] = { NULL };
 
 static const struct ctl_method methods[] = {
@@ -304,6 +312,7 @@ static const struct ctl_method methods[] = {
 	{ .name = "devices.get", .fn = m_devices_get, .params = get_params },
 	{ .name = "events.subscribe", .fn = m_events_subscribe, .params = subscribe_params },
 	{ .name = "events.unsubscribe", .fn = m_events_unsubscribe, .params = no_params },
+	{ .name = "resources.list", .fn = m_resources_list, .params = no_params },
 };
 
 static const struct ctl_method *

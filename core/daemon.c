@@ -16,6 +16,9 @@
 
 #include "ctl-server.h"
 #include "daemon.h"
+#include "dp-names.h"
+#include "dp-server.h"
+#include "dp.h"
 #include "log.h"
 #include "loop.h"
 #include "sysfs.h"
@@ -75,11 +78,33 @@ core_iommu_group_foreach(struct hdd_core *core, int group,
 	return (int)n;
 }
 
+static bool
+core_dev_exists(struct hdd_core *core, const char *rel)
+{
+	struct daemon *d = (struct daemon *)core;
+
+	return d->dev && fsroot_exists(d->dev, rel) == 0;
+}
+
+static int
+core_pci_resource_name(struct hdd_core *core, const struct hdd_pci_facts *f, char *buf,
+		       size_t size)
+{
+	dp_default_resource_name(f, buf, size);
+	return 0;
+}
+
 const struct hdd_core_ops daemon_core_ops = {
 	.abi_version = HDD_MODULE_ABI_VERSION,
 	.log = core_log,
 	.node_name = core_node_name,
 	.iommu_group_foreach = core_iommu_group_foreach,
+	.dev_exists = core_dev_exists,
+	.pci_resource_name = core_pci_resource_name,
+	.env_name = dp_env_name,
+	.alloc_env = dp_alloc_env,
+	.alloc_device = dp_alloc_device,
+	.alloc_mount = dp_alloc_mount,
 };
 
 /* --- events --------------------------------------------------------------- */
@@ -134,6 +159,10 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 
 	if (ev != INV_EVENT_REMOVE)
 		probe_owner(d, dev);
+	if (d->dp) {
+		d->dp->dirty = true;
+		dp_server_kick(d->dps);
+	}
 	if (counting) {
 		if (ev == INV_EVENT_ADD)
 			counting->added++;
@@ -583,6 +612,9 @@ daemon_init(struct daemon *d, const struct options *opts)
 			       &d->mods);
 	if (err < 0)
 		return err;
+	err = dp_new(d, &d->dp);
+	if (err < 0)
+		return err;
 
 	/* Monitor first, enumerate second: a device that appears in between is
 	 * in the monitor's queue. */
@@ -608,6 +640,7 @@ daemon_init(struct daemon *d, const struct options *opts)
 void
 daemon_fini(struct daemon *d)
 {
+	dp_free(d->dp);
 	inventory_free(d->inv);
 	modules_free(d->mods);
 	udev_watch_free(d->udev);
@@ -643,6 +676,11 @@ daemon_reload(struct daemon *d)
 		loop_set_resync_interval(d->loop, cfg->resync_interval);
 	if (d->ctl)
 		ctl_server_set_limits(d->ctl, cfg->control_max_clients, cfg->control_max_output);
+	if (d->dp) {
+		/* Resource rules may have changed. */
+		d->dp->dirty = true;
+		dp_server_kick(d->dps);
+	}
 	log_info("config", "reloaded %s (module changes take effect at the next start)",
 		 d->opts.config_file);
 	daemon_emit(d, "config.reloaded", json_pack("{s:s}", "config", d->opts.config_file));

@@ -17,6 +17,8 @@
 
 struct loop;
 struct ctl_server;
+struct dp;
+struct dp_server;
 
 struct options {
 	bool foreground;
@@ -53,6 +55,8 @@ struct daemon {
 	struct module_set *mods;
 	struct loop *loop;		/* libevent side, see loop.h */
 	struct ctl_server *ctl;
+	struct dp *dp;			/* kubelet resources */
+	struct dp_server *dps;		/* their sockets, see dp-server.h */
 	struct udev_watch *udev;
 	json_t *iommu;			/* IOMMU state read at start and on rescan */
 	uint64_t event_seq;

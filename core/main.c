@@ -13,6 +13,7 @@
 
 #include "ctl-server.h"
 #include "daemon.h"
+#include "dp-server.h"
 #include "log.h"
 #include "loop.h"
 #include "udev.h"
@@ -208,6 +209,12 @@ main(int argc, char **argv)
 		log_errx("daemon", "control socket %s: %s", opts.control_socket, strerror(-err));
 		goto out;
 	}
+	err = dp_server_new(&d, loop_base(loop), &d.dps);
+	if (err < 0) {
+		log_errx("daemon", "device plugins: %s", strerror(-err));
+		goto out;
+	}
+	dp_server_kick(d.dps);	/* first membership, sockets, Register */
 	log_info("daemon", "hostdevd %s ready (pid %d)", PACKAGE_VERSION, (int)getpid());
 	signal_ready(opts.ready_fd);
 	opts.ready_fd = -1;
@@ -217,6 +224,8 @@ main(int argc, char **argv)
 out:
 	if (opts.ready_fd >= 0)
 		close(opts.ready_fd);
+	dp_server_free(d.dps);
+	d.dps = NULL;
 	ctl_server_free(d.ctl);
 	d.ctl = NULL;
 	loop_free(loop);

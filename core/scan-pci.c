@@ -165,6 +165,8 @@ lookup_names(struct names *names, struct pci_data *p)
 								sizeof(buf)));
 	p->class_name = dup_name(names_pci_class(names, f->class_code, buf, sizeof(buf)));
 	p->progif_name = dup_name(names_pci_progif(names, f->class_code, buf, sizeof(buf)));
+	p->f.vendor_name = p->vendor_name;
+	p->f.device_name = p->device_name;
 }
 
 /* The upstream bridge: the path component before the device's own, when it is

@@ -57,6 +57,8 @@ struct hdd_pci_facts {
 	const char *parent;		/* upstream bridge address, NULL at a root bus */
 	const char *vfio_cdev;		/* "vfio3" when the device has a vfio cdev, else NULL */
 	bool boot_vga;			/* boot_vga reads 1 */
+	const char *vendor_name;	/* from pci.ids, NULL when unknown */
+	const char *device_name;	/* from pci.ids, NULL when unknown */
 };
 
 /* Facts of one USB device (not interfaces, not root hubs). */
@@ -81,6 +83,9 @@ struct hdd_device_view {
 
 struct hdd_core;
 
+/* The container part of an Allocate answer, built through the core's ops. */
+struct hdd_alloc;
+
 /* Services the core gives a module. Passed to init; valid until fini. */
 struct hdd_core_ops {
 	uint32_t abi_version;
@@ -93,6 +98,21 @@ struct hdd_core_ops {
 	int (*iommu_group_foreach)(struct hdd_core *core, int group,
 				   void (*fn)(const struct hdd_device_view *dev, void *arg),
 				   void *arg);
+	/* Whether `rel` exists under --dev-root ("vfio/12"). */
+	bool (*dev_exists)(struct hdd_core *core, const char *rel);
+	/* The kubelet's default resource name for a PCI function, derived from
+	 * its pci.ids names ("nvidia.com/GA100_A100_PCIE_40GB"). Returns 0. */
+	int (*pci_resource_name)(struct hdd_core *core, const struct hdd_pci_facts *f,
+				 char *buf, size_t size);
+	/* KubeVirt's variable name for a resource: PREFIX_ + the name upper-
+	 * cased with '/' and '.' turned into '_'. Returns 0 or -ENAMETOOLONG. */
+	int (*env_name)(const char *prefix, const char *resource, char *buf, size_t size);
+	/* Allocate answer builders; each returns 0 or -errno. */
+	int (*alloc_env)(struct hdd_alloc *a, const char *name, const char *value);
+	int (*alloc_device)(struct hdd_alloc *a, const char *host_path, const char *container_path,
+			    const char *permissions);
+	int (*alloc_mount)(struct hdd_alloc *a, const char *host_path, const char *container_path,
+			   bool read_only);
 };
 
 struct hdd_module {
@@ -113,6 +133,18 @@ struct hdd_module {
 	/* Adds the module's view of a device it owns to `out` (a JSON object
 	 * that becomes the device's "module_info" member). Returns 0 or -errno. */
 	int (*describe)(void *state, const struct hdd_device_view *dev, json_t *out);
+
+	/* Says whether a device it owns is offered to the kubelet now: returns
+	 * 1 and writes its default resource name (the configuration may rename
+	 * or withhold it) and its health, or 0. NULL: never advertises. */
+	int (*advertise)(void *state, const struct hdd_device_view *dev, char *name, size_t size,
+			 bool *healthy);
+
+	/* Fills the answer to one container's Allocate for `n` devices of
+	 * `resource` (all healthy, all its own): env, device nodes, mounts.
+	 * Returns 0 or -errno (the whole call then fails). */
+	int (*allocate)(void *state, const char *resource, const struct hdd_device_view *const *devs,
+			size_t n, struct hdd_alloc *alloc);
 };
 
 #ifdef __cplusplus

@@ -144,6 +144,61 @@ pci_describe(void *state, const struct hdd_device_view *dev, json_t *out)
 	return 0;
 }
 
+/* Offered to the kubelet: functions on vfio-pci (claims feed the same
+ * resources later). Unhealthy while the group's device node is missing. */
+static int
+pci_advertise(void *state, const struct hdd_device_view *dev, char *name, size_t size,
+	      bool *healthy)
+{
+	struct pci_state *st = state;
+	const struct hdd_pci_facts *f = dev->pci;
+	char node[32];
+
+	if (f->driver == NULL || strcmp(f->driver, "vfio-pci") != 0)
+		return 0;
+	st->ops->pci_resource_name(st->core, f, name, size);
+	snprintf(node, sizeof(node), "vfio/%d", f->iommu_group);
+	*healthy = f->iommu_group >= 0 && st->ops->dev_exists(st->core, node);
+	return 1;
+}
+
+/* KubeVirt's contract: PCI_RESOURCE_<NAME> = the addresses, and the VFIO
+ * container, each group's node and each device's cdev, all "mrw". */
+static int
+pci_allocate(void *state, const char *resource, const struct hdd_device_view *const *devs,
+	     size_t n, struct hdd_alloc *alloc)
+{
+	struct pci_state *st = state;
+	char env[320], path[64], *value;
+	size_t len = 0;
+	int err;
+
+	value = calloc(n, 16);
+	if (value == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(value + len, 16, "%s%s", i ? "," : "", devs[i]->pci->address);
+	err = st->ops->env_name("PCI_RESOURCE", resource, env, sizeof(env));
+	if (err == 0)
+		err = st->ops->alloc_env(alloc, env, value);
+	free(value);
+	if (err == 0)
+		err = st->ops->alloc_device(alloc, "/dev/vfio/vfio", "/dev/vfio/vfio", "mrw");
+	for (size_t i = 0; i < n && err == 0; i++) {
+		const struct hdd_pci_facts *f = devs[i]->pci;
+
+		if (f->iommu_group < 0)
+			return -ENODEV;
+		snprintf(path, sizeof(path), "/dev/vfio/%d", f->iommu_group);
+		err = st->ops->alloc_device(alloc, path, path, "mrw");
+		if (err == 0 && f->vfio_cdev) {
+			snprintf(path, sizeof(path), "/dev/vfio/devices/%s", f->vfio_cdev);
+			err = st->ops->alloc_device(alloc, path, path, "mrw");
+		}
+	}
+	return err;
+}
+
 static const char *const pci_subsystems[] = { "pci", NULL };
 
 __attribute__((visibility("default"))) const struct hdd_module hostdevd_module = {
@@ -155,4 +210,6 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.fini = pci_fini,
 	.probe = pci_probe,
 	.describe = pci_describe,
+	.advertise = pci_advertise,
+	.allocate = pci_allocate,
 };

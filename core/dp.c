@@ -1,0 +1,982 @@
+/* SPDX-License-Identifier: MIT */
+/* Kubelet device plugins: resources, their members and the v1beta1 methods. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon.h"
+#include "deviceplugin.pb-c.h"
+#include "dp-names.h"
+#include "dp-server.h"
+#include "dp.h"
+#include "log.h"
+
+#define DP_MAX_IDS 4096		/* devices in one request */
+
+static const char *const reg_state_names[DP_REG_STATE_MAX] = {
+	[DP_REG_NEW] = "new",
+	[DP_REG_WAIT_KUBELET] = "waiting-for-kubelet",
+	[DP_REG_REGISTERING] = "registering",
+	[DP_REG_REGISTERED] = "registered",
+	[DP_REG_BACKOFF] = "backoff",
+	[DP_REG_FAILED] = "failed",
+};
+
+const char *
+dp_reg_state_to_string(enum dp_reg_state s)
+{
+	return (unsigned)s < DP_REG_STATE_MAX ? reg_state_names[s] : "invalid";
+}
+
+int
+dp_new(struct daemon *d, struct dp **ret)
+{
+	struct dp *dp = calloc(1, sizeof(*dp));
+
+	if (dp == NULL)
+		return -ENOMEM;
+	dp->d = d;
+	dp->dirty = true;
+	*ret = dp;
+	return 0;
+}
+
+static void
+members_free(struct dp_member *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		device_unref(m[i].dev);
+	free(m);
+}
+
+static void
+resource_free(struct dp_resource *r)
+{
+	members_free(r->members, r->n);
+	free(r->watches);
+	free(r);
+}
+
+void
+dp_free(struct dp *dp)
+{
+	if (dp == NULL)
+		return;
+	for (size_t i = 0; i < dp->n; i++)
+		resource_free(dp->v[i]);
+	free(dp->v);
+	free(dp);
+}
+
+struct dp_resource *
+dp_find(struct dp *dp, const char *name)
+{
+	for (size_t i = 0; i < dp->n; i++)
+		if (strcmp(dp->v[i]->name, name) == 0)
+			return dp->v[i];
+	return NULL;
+}
+
+/* --- membership ------------------------------------------------------------ */
+
+struct candidate {
+	char name[256];
+	struct dp_member m;
+	const struct module *module;
+};
+
+static int
+candidate_cmp(const void *a, const void *b)
+{
+	const struct candidate *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	return c ? c : strcmp(x->m.id, y->m.id);
+}
+
+static bool
+members_equal(const struct dp_member *a, size_t na, const struct candidate *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i].id, b[i].m.id) || a[i].healthy != b[i].m.healthy ||
+		    a[i].numa != b[i].m.numa)
+			return false;
+	return true;
+}
+
+/* What one device contributes: its resource name and health, or nothing. */
+static bool
+device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
+{
+	const struct config *cfg = dp->d->cfg;
+	const struct resource_rule *rule;
+	struct hdd_device_view view;
+	bool healthy = true;
+
+	if (dev->cls != HDD_DEV_PCI || dev->owner == NULL || dev->owner->desc->advertise == NULL)
+		return false;
+	device_view(dev, &view);
+	if (dev->owner->desc->advertise(dev->owner->state, &view, c->name, sizeof(c->name),
+					&healthy) != 1)
+		return false;
+	rule = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
+				 dev->pci.f.class_code);
+	if (rule == NULL && !cfg->advertise_unlisted)
+		return false;
+	if (rule && !rule->advertise)
+		return false;
+	if (rule && rule->name)
+		snprintf(c->name, sizeof(c->name), "%s", rule->name);
+	snprintf(c->m.id, sizeof(c->m.id), "%s", dev->id);
+	c->m.healthy = healthy;
+	c->m.numa = dev->pci.f.numa_node;
+	c->m.iommu_group = dev->pci.f.iommu_group;
+	c->m.dev = dev;
+	c->module = dev->owner;
+	return true;
+}
+
+static struct dp_resource *
+resource_new(struct dp *dp, const char *name, const struct module *module)
+{
+	struct dp_resource *r = calloc(1, sizeof(*r));
+	struct dp_resource **v;
+	int err;
+
+	if (r == NULL)
+		return NULL;
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->module = module;
+	err = dp_socket_name(dp->d->opts.kubelet_dir, name, r->sock, sizeof(r->sock));
+	if (err < 0) {
+		r->state = DP_REG_FAILED;
+		snprintf(r->last_error, sizeof(r->last_error),
+			 "the kubelet directory path is too long for any socket name");
+	}
+	v = realloc(dp->v, (dp->n + 1) * sizeof(*v));
+	if (v == NULL) {
+		free(r);
+		return NULL;
+	}
+	dp->v = v;
+	dp->v[dp->n++] = r;
+	return r;
+}
+
+static void
+set_members(struct dp_resource *r, const struct candidate *c, size_t n)
+{
+	struct dp_member *m = calloc(n ? n : 1, sizeof(*m));
+
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		m[i] = c[i].m;
+		device_ref(m[i].dev);
+	}
+	members_free(r->members, r->n);
+	r->members = m;
+	r->n = n;
+	r->changed = true;
+}
+
+void
+dp_recompute(struct dp *dp)
+{
+	size_t total = inventory_count(dp->d->inv), n = 0;
+	struct candidate *c = calloc(total ? total : 1, sizeof(*c));
+
+	if (c == NULL)
+		return;
+	dp->dirty = false;
+	for (size_t i = 0; i < total; i++)
+		if (device_candidate(dp, inventory_at(dp->d->inv, i), &c[n]))
+			n++;
+	qsort(c, n, sizeof(*c), candidate_cmp);
+	for (size_t i = 0; i < dp->n; i++)
+		dp->v[i]->seen = false;
+
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		struct dp_resource *r;
+
+		while (j < n && strcmp(c[j].name, c[i].name) == 0)
+			j++;
+		r = dp_find(dp, c[i].name);
+		if (r == NULL) {
+			r = resource_new(dp, c[i].name, c[i].module);
+			if (r == NULL)
+				break;
+			set_members(r, &c[i], j - i);
+			r->seen = true;
+			log_info("dp", "resource %s: %zu devices, endpoint %s", r->name, r->n, r->sock);
+			if (r->state != DP_REG_FAILED)
+				dp_server_resource_added(dp->d->dps, r);
+		} else {
+			if (!members_equal(r->members, r->n, &c[i], j - i)) {
+				set_members(r, &c[i], j - i);
+				log_info("dp", "resource %s: now %zu devices", r->name, r->n);
+			}
+			r->seen = true;
+		}
+		i = j;
+	}
+	free(c);
+
+	/* Resources left with no device go away: an empty list, the end of
+	 * their streams, their socket removed. */
+	for (size_t i = 0; i < dp->n;) {
+		struct dp_resource *r = dp->v[i];
+
+		if (r->seen) {
+			i++;
+			continue;
+		}
+		log_info("dp", "resource %s: no devices left; withdrawing it", r->name);
+		dp_server_resource_removed(dp->d->dps, r);
+		memmove(&dp->v[i], &dp->v[i + 1], (dp->n - i - 1) * sizeof(*dp->v));
+		dp->n--;
+		resource_free(r);
+	}
+}
+
+/* --- encoding -------------------------------------------------------------- */
+
+static int
+pack(const ProtobufCMessage *m, uint8_t **ret, size_t *len)
+{
+	size_t n = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(n ? n : 1);
+
+	if (buf == NULL)
+		return -ENOMEM;
+	protobuf_c_message_pack(m, buf);
+	*ret = buf;
+	*len = n;
+	return 0;
+}
+
+int
+dp_encode_list(const struct dp_resource *r, bool empty, uint8_t **ret, size_t *len)
+{
+	V1beta1__ListAndWatchResponse resp = V1BETA1__LIST_AND_WATCH_RESPONSE__INIT;
+	size_t n = empty ? 0 : r->n;
+	V1beta1__Device *devs = calloc(n ? n : 1, sizeof(*devs));
+	V1beta1__Device **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	V1beta1__TopologyInfo *topo = calloc(n ? n : 1, sizeof(*topo));
+	V1beta1__NUMANode *numa = calloc(n ? n : 1, sizeof(*numa));
+	V1beta1__NUMANode **numa_ptrs = calloc(n ? n : 1, sizeof(*numa_ptrs));
+	int err = -ENOMEM;
+
+	if (!devs || !ptrs || !topo || !numa || !numa_ptrs)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		v1beta1__device__init(&devs[i]);
+		devs[i].id = (char *)r->members[i].id;
+		devs[i].health = (char *)(r->members[i].healthy ? "Healthy" : "Unhealthy");
+		if (r->members[i].numa >= 0) {
+			v1beta1__topology_info__init(&topo[i]);
+			v1beta1__numanode__init(&numa[i]);
+			numa[i].id = r->members[i].numa;
+			numa_ptrs[i] = &numa[i];
+			topo[i].n_nodes = 1;
+			topo[i].nodes = &numa_ptrs[i];
+			devs[i].topology = &topo[i];
+		}
+		ptrs[i] = &devs[i];
+	}
+	resp.n_devices = n;
+	resp.devices = ptrs;
+	err = pack(&resp.base, ret, len);
+out:
+	free(devs);
+	free(ptrs);
+	free(topo);
+	free(numa);
+	free(numa_ptrs);
+	return err;
+}
+
+static void
+plugin_options(V1beta1__DevicePluginOptions *o)
+{
+	v1beta1__device_plugin_options__init(o);
+	o->pre_start_required = 0;
+	o->get_preferred_allocation_available = 1;
+}
+
+int
+dp_encode_register(const struct dp_resource *r, uint8_t **ret, size_t *len)
+{
+	V1beta1__RegisterRequest req = V1BETA1__REGISTER_REQUEST__INIT;
+	V1beta1__DevicePluginOptions opts;
+
+	plugin_options(&opts);
+	req.version = (char *)DP_API_VERSION;
+	req.endpoint = (char *)r->sock;
+	req.resource_name = (char *)r->name;
+	req.options = &opts;
+	return pack(&req.base, ret, len);
+}
+
+/* --- Allocate -------------------------------------------------------------- */
+
+struct hdd_alloc {
+	V1beta1__ContainerAllocateResponse resp;
+	size_t cap_envs, cap_devs, cap_mounts;
+};
+
+static char *
+xstrdup(const char *s)
+{
+	return strdup(s ? s : "");
+}
+
+int
+dp_alloc_env(struct hdd_alloc *a, const char *name, const char *value)
+{
+	V1beta1__ContainerAllocateResponse__EnvsEntry *e;
+
+	for (size_t i = 0; i < a->resp.n_envs; i++) {
+		if (strcmp(a->resp.envs[i]->key, name) == 0) {
+			char *v = xstrdup(value);
+
+			if (v == NULL)
+				return -ENOMEM;
+			free(a->resp.envs[i]->value);
+			a->resp.envs[i]->value = v;
+			return 0;
+		}
+	}
+	if (a->resp.n_envs == a->cap_envs) {
+		size_t cap = a->cap_envs ? a->cap_envs * 2 : 4;
+		void *p = realloc(a->resp.envs, cap * sizeof(*a->resp.envs));
+
+		if (p == NULL)
+			return -ENOMEM;
+		a->resp.envs = p;
+		a->cap_envs = cap;
+	}
+	e = malloc(sizeof(*e));
+	if (e == NULL)
+		return -ENOMEM;
+	v1beta1__container_allocate_response__envs_entry__init(e);
+	e->key = xstrdup(name);
+	e->value = xstrdup(value);
+	a->resp.envs[a->resp.n_envs++] = e;
+	return (e->key && e->value) ? 0 : -ENOMEM;
+}
+
+int
+dp_alloc_device(struct hdd_alloc *a, const char *host_path, const char *container_path,
+		const char *permissions)
+{
+	V1beta1__DeviceSpec *d;
+
+	for (size_t i = 0; i < a->resp.n_devices; i++)
+		if (strcmp(a->resp.devices[i]->host_path, host_path) == 0)
+			return 0;	/* already there (two devices of one group) */
+	if (a->resp.n_devices == a->cap_devs) {
+		size_t cap = a->cap_devs ? a->cap_devs * 2 : 4;
+		void *p = realloc(a->resp.devices, cap * sizeof(*a->resp.devices));
+
+		if (p == NULL)
+			return -ENOMEM;
+		a->resp.devices = p;
+		a->cap_devs = cap;
+	}
+	d = malloc(sizeof(*d));
+	if (d == NULL)
+		return -ENOMEM;
+	v1beta1__device_spec__init(d);
+	d->host_path = xstrdup(host_path);
+	d->container_path = xstrdup(container_path ? container_path : host_path);
+	d->permissions = xstrdup(permissions ? permissions : "mrw");
+	a->resp.devices[a->resp.n_devices++] = d;
+	return (d->host_path && d->container_path && d->permissions) ? 0 : -ENOMEM;
+}
+
+int
+dp_alloc_mount(struct hdd_alloc *a, const char *host_path, const char *container_path,
+	       bool read_only)
+{
+	V1beta1__Mount *m;
+
+	if (a->resp.n_mounts == a->cap_mounts) {
+		size_t cap = a->cap_mounts ? a->cap_mounts * 2 : 4;
+		void *p = realloc(a->resp.mounts, cap * sizeof(*a->resp.mounts));
+
+		if (p == NULL)
+			return -ENOMEM;
+		a->resp.mounts = p;
+		a->cap_mounts = cap;
+	}
+	m = malloc(sizeof(*m));
+	if (m == NULL)
+		return -ENOMEM;
+	v1beta1__mount__init(m);
+	m->host_path = xstrdup(host_path);
+	m->container_path = xstrdup(container_path);
+	m->read_only = read_only;
+	a->resp.mounts[a->resp.n_mounts++] = m;
+	return (m->host_path && m->container_path) ? 0 : -ENOMEM;
+}
+
+static void
+alloc_clear(struct hdd_alloc *a)
+{
+	for (size_t i = 0; i < a->resp.n_envs; i++) {
+		free(a->resp.envs[i]->key);
+		free(a->resp.envs[i]->value);
+		free(a->resp.envs[i]);
+	}
+	for (size_t i = 0; i < a->resp.n_devices; i++) {
+		free(a->resp.devices[i]->host_path);
+		free(a->resp.devices[i]->container_path);
+		free(a->resp.devices[i]->permissions);
+		free(a->resp.devices[i]);
+	}
+	for (size_t i = 0; i < a->resp.n_mounts; i++) {
+		free(a->resp.mounts[i]->host_path);
+		free(a->resp.mounts[i]->container_path);
+		free(a->resp.mounts[i]);
+	}
+	free(a->resp.envs);
+	free(a->resp.devices);
+	free(a->resp.mounts);
+}
+
+static struct dp_member *
+member_find(const struct dp_resource *r, const char *id)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->members[i].id, id) == 0)
+			return &r->members[i];
+	return NULL;
+}
+
+static void
+handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, const uint8_t *msg,
+		size_t len)
+{
+	V1beta1__AllocateRequest *req;
+	V1beta1__AllocateResponse resp = V1BETA1__ALLOCATE_RESPONSE__INIT;
+	struct hdd_alloc *allocs = NULL;
+	V1beta1__ContainerAllocateResponse **ptrs = NULL;
+	char why[256] = "";
+	int status = GRPC_STATUS_OK;
+	uint8_t *out = NULL;
+	size_t outlen, ncont = 0;
+
+	req = v1beta1__allocate_request__unpack(NULL, len, msg);
+	if (req == NULL) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "malformed AllocateRequest");
+		return;
+	}
+	r->allocate_calls++;
+	if (req->n_container_requests == 0) {
+		status = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(why, sizeof(why), "AllocateRequest has no container requests");
+		goto out;
+	}
+	ncont = req->n_container_requests;
+	allocs = calloc(ncont, sizeof(*allocs));
+	ptrs = calloc(ncont, sizeof(*ptrs));
+	if (allocs == NULL || ptrs == NULL) {
+		status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(why, sizeof(why), "out of memory");
+		goto out;
+	}
+	for (size_t c = 0; c < ncont && status == GRPC_STATUS_OK; c++) {
+		V1beta1__ContainerAllocateRequest *creq = req->container_requests[c];
+		const struct hdd_device_view **views;
+		struct hdd_device_view *vs;
+		size_t n = creq->n_devices_ids;
+		int err;
+
+		v1beta1__container_allocate_response__init(&allocs[c].resp);
+		ptrs[c] = &allocs[c].resp;
+		if (n == 0 || n > DP_MAX_IDS) {
+			status = GRPC_STATUS_INVALID_ARGUMENT;
+			snprintf(why, sizeof(why), "container request %zu asks for %zu devices", c, n);
+			break;
+		}
+		views = calloc(n, sizeof(*views));
+		vs = calloc(n, sizeof(*vs));
+		if (views == NULL || vs == NULL) {
+			free(views);
+			free(vs);
+			status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+			snprintf(why, sizeof(why), "out of memory");
+			break;
+		}
+		for (size_t i = 0; i < n && status == GRPC_STATUS_OK; i++) {
+			const char *id = creq->devices_ids[i];
+			struct dp_member *m = member_find(r, id);
+
+			if (m == NULL) {
+				status = GRPC_STATUS_INVALID_ARGUMENT;
+				snprintf(why, sizeof(why), "unknown device \"%.64s\" for resource %s", id,
+					 r->name);
+			} else if (!m->healthy) {
+				status = GRPC_STATUS_FAILED_PRECONDITION;
+				snprintf(why, sizeof(why), "device %s of resource %s is unhealthy", id,
+					 r->name);
+			} else {
+				for (size_t j = 0; j < i; j++)
+					if (strcmp(creq->devices_ids[j], id) == 0) {
+						status = GRPC_STATUS_INVALID_ARGUMENT;
+						snprintf(why, sizeof(why), "device %s is asked for twice", id);
+					}
+				device_view(m->dev, &vs[i]);
+				views[i] = &vs[i];
+			}
+		}
+		if (status == GRPC_STATUS_OK) {
+			err = r->module->desc->allocate
+				      ? r->module->desc->allocate(r->module->state, r->name, views, n,
+								  &allocs[c])
+				      : -EOPNOTSUPP;
+			if (err < 0) {
+				status = GRPC_STATUS_INTERNAL;
+				snprintf(why, sizeof(why), "module %s cannot allocate: %s",
+					 r->module->desc->name, strerror(-err));
+			}
+		}
+		free(views);
+		free(vs);
+	}
+	if (status == GRPC_STATUS_OK) {
+		resp.n_container_responses = ncont;
+		resp.container_responses = ptrs;
+		if (pack(&resp.base, &out, &outlen) < 0) {
+			status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+			snprintf(why, sizeof(why), "out of memory");
+		}
+	}
+out:
+	if (status == GRPC_STATUS_OK) {
+		grpc_call_send(call, out, outlen, false);
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+		log_info("dp", "%s: Allocate answered (%zu containers)", r->name, ncont);
+	} else {
+		log_warnx("dp", "%s: Allocate refused: %s", r->name, why);
+		grpc_call_finish(call, status, why);
+	}
+	free(out);
+	for (size_t c = 0; allocs && c < ncont; c++)
+		alloc_clear(&allocs[c]);
+	free(allocs);
+	free(ptrs);
+	v1beta1__allocate_request__free_unpacked(req, NULL);
+}
+
+/* --- GetPreferredAllocation ------------------------------------------------- */
+
+/* The PCI bridges above a device: the path components that are PCI
+ * addresses, its own excluded. */
+static bool
+share_switch(const struct device *a, const struct device *b)
+{
+	const char *pa = a->syspath, *pb = b->syspath;
+	const char *enda = strrchr(pa, '/'), *endb = strrchr(pb, '/');
+	size_t common = 0;
+
+	if (!enda || !endb)
+		return false;
+	/* Length of the common directory prefix, on component boundaries. */
+	while (pa + common < enda && pb + common < endb && pa[common] == pb[common])
+		common++;
+	while (common > 0 && pa[common - 1] != '/')
+		common--;
+	/* Below the root bus directory ("devices/pci0000:00/") means a shared
+	 * bridge: at least three components in common. */
+	int slashes = 0;
+	for (size_t i = 0; i < common; i++)
+		slashes += pa[i] == '/';
+	return slashes >= 3;
+}
+
+static int
+score(const struct dp_member *cand, const struct dp_member *const *chosen, size_t nchosen)
+{
+	int best = 0;
+
+	for (size_t i = 0; i < nchosen; i++) {
+		const struct dp_member *c = chosen[i];
+		int s = 0;
+
+		if (cand->iommu_group >= 0 && cand->iommu_group == c->iommu_group)
+			s = 3;
+		else if (cand->numa >= 0 && cand->numa == c->numa)
+			s = 2;
+		else if (share_switch(cand->dev, c->dev))
+			s = 1;
+		if (s > best)
+			best = s;
+	}
+	return best;
+}
+
+int
+dp_preferred(const struct dp_resource *r, char *const *available, size_t navailable,
+	     char *const *must, size_t nmust, int size, const char **out, char *why, size_t whylen)
+{
+	const struct dp_member **avail = NULL, **chosen = NULL;
+	bool *used = NULL;
+	size_t nchosen = 0;
+	int err = -EINVAL;
+
+	if (size <= 0 || (size_t)size > navailable) {
+		snprintf(why, whylen, "allocation_size %d but %zu devices available", size, navailable);
+		return -EINVAL;
+	}
+	if (nmust > (size_t)size) {
+		snprintf(why, whylen, "%zu devices must be included but allocation_size is %d", nmust,
+			 size);
+		return -EINVAL;
+	}
+	avail = calloc(navailable, sizeof(*avail));
+	chosen = calloc((size_t)size, sizeof(*chosen));
+	used = calloc(navailable, sizeof(*used));
+	if (!avail || !chosen || !used) {
+		snprintf(why, whylen, "out of memory");
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < navailable; i++) {
+		avail[i] = member_find(r, available[i]);
+		if (avail[i] == NULL) {
+			snprintf(why, whylen, "unknown device \"%.64s\" in available_deviceIDs",
+				 available[i]);
+			goto out;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (avail[j] == avail[i]) {
+				snprintf(why, whylen, "device %s is listed twice", available[i]);
+				goto out;
+			}
+	}
+	for (size_t i = 0; i < nmust; i++) {
+		size_t k;
+
+		for (k = 0; k < navailable; k++)
+			if (strcmp(available[k], must[i]) == 0)
+				break;
+		if (k == navailable) {
+			snprintf(why, whylen, "must-include device \"%.64s\" is not available", must[i]);
+			goto out;
+		}
+		if (used[k])
+			continue;
+		used[k] = true;
+		chosen[nchosen++] = avail[k];
+	}
+	/* Then the best-placed device, one at a time: same IOMMU group, then
+	 * same NUMA node, then behind the same switch; ties keep the kubelet's
+	 * order. Nothing chosen yet: the first available. */
+	while (nchosen < (size_t)size) {
+		int best = -1;
+		size_t pick = navailable;
+
+		for (size_t k = 0; k < navailable; k++) {
+			int s;
+
+			if (used[k])
+				continue;
+			s = score(avail[k], chosen, nchosen);
+			if (s > best) {
+				best = s;
+				pick = k;
+			}
+		}
+		used[pick] = true;
+		chosen[nchosen++] = avail[pick];
+	}
+	for (size_t i = 0; i < nchosen; i++)
+		out[i] = chosen[i]->id;
+	err = 0;
+out:
+	free(avail);
+	free(chosen);
+	free(used);
+	return err;
+}
+
+static void
+handle_preferred(struct dp_resource *r, struct grpc_call *call, const uint8_t *msg, size_t len)
+{
+	V1beta1__PreferredAllocationRequest *req;
+	V1beta1__PreferredAllocationResponse resp = V1BETA1__PREFERRED_ALLOCATION_RESPONSE__INIT;
+	V1beta1__ContainerPreferredAllocationResponse *cres = NULL, **ptrs = NULL;
+	const char ***ids = NULL;
+	char why[256] = "";
+	int status = GRPC_STATUS_OK;
+	size_t n = 0, outlen;
+	uint8_t *out = NULL;
+
+	req = v1beta1__preferred_allocation_request__unpack(NULL, len, msg);
+	if (req == NULL) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+				 "malformed PreferredAllocationRequest");
+		return;
+	}
+	n = req->n_container_requests;
+	cres = calloc(n ? n : 1, sizeof(*cres));
+	ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	ids = calloc(n ? n : 1, sizeof(*ids));
+	if (!cres || !ptrs || !ids) {
+		status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(why, sizeof(why), "out of memory");
+		goto out;
+	}
+	for (size_t c = 0; c < n; c++) {
+		V1beta1__ContainerPreferredAllocationRequest *cr = req->container_requests[c];
+		int size = cr->allocation_size;
+
+		v1beta1__container_preferred_allocation_response__init(&cres[c]);
+		ptrs[c] = &cres[c];
+		if (cr->n_available_deviceids > DP_MAX_IDS || size > DP_MAX_IDS) {
+			status = GRPC_STATUS_INVALID_ARGUMENT;
+			snprintf(why, sizeof(why), "too many devices in container request %zu", c);
+			break;
+		}
+		ids[c] = calloc(size > 0 ? (size_t)size : 1, sizeof(char *));
+		if (ids[c] == NULL) {
+			status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+			break;
+		}
+		if (dp_preferred(r, cr->available_deviceids, cr->n_available_deviceids,
+				 cr->must_include_deviceids, cr->n_must_include_deviceids, size, ids[c],
+				 why, sizeof(why)) < 0) {
+			status = GRPC_STATUS_INVALID_ARGUMENT;
+			break;
+		}
+		cres[c].n_deviceids = (size_t)size;
+		cres[c].deviceids = (char **)ids[c];
+	}
+	if (status == GRPC_STATUS_OK) {
+		resp.n_container_responses = n;
+		resp.container_responses = ptrs;
+		if (pack(&resp.base, &out, &outlen) < 0)
+			status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+	}
+out:
+	if (status == GRPC_STATUS_OK) {
+		grpc_call_send(call, out, outlen, false);
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	} else {
+		log_warnx("dp", "%s: GetPreferredAllocation refused: %s", r->name, why);
+		grpc_call_finish(call, status, why);
+	}
+	free(out);
+	for (size_t c = 0; ids && c < n; c++)
+		free(ids[c]);
+	free(ids);
+	free(cres);
+	free(ptrs);
+	v1beta1__preferred_allocation_request__free_unpacked(req, NULL);
+}
+
+/* --- dispatch ---------------------------------------------------------------- */
+
+static const char *const dp_methods[] = {
+	"GetDevicePluginOptions", "ListAndWatch", "GetPreferredAllocation", "Allocate",
+	"PreStartContainer",
+};
+
+bool
+dp_known_path(const char *path)
+{
+	size_t n = strlen(DP_PATH_PREFIX);
+
+	if (strncmp(path, DP_PATH_PREFIX, n) != 0)
+		return false;
+	for (size_t i = 0; i < sizeof(dp_methods) / sizeof(dp_methods[0]); i++)
+		if (strcmp(path + n, dp_methods[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool
+empty_message(const uint8_t *msg, size_t len, const ProtobufCMessageDescriptor *desc)
+{
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, msg);
+
+	if (m == NULL)
+		return false;
+	protobuf_c_message_free_unpacked(m, NULL);
+	return true;
+}
+
+static int
+watch_add(struct dp_resource *r, struct grpc_call *call)
+{
+	struct grpc_call **v = realloc(r->watches, (r->nwatches + 1) * sizeof(*v));
+
+	if (v == NULL)
+		return -ENOMEM;
+	r->watches = v;
+	r->watches[r->nwatches++] = call;
+	grpc_call_set_data(call, r);
+	return 0;
+}
+
+static void
+send_list(struct dp_resource *r, struct grpc_call *call)
+{
+	uint8_t *buf;
+	size_t len;
+
+	if (dp_encode_list(r, false, &buf, &len) < 0)
+		return;
+	grpc_call_send(call, buf, len, true);
+	free(buf);
+}
+
+void
+dp_handle(struct dp *dp, struct dp_resource *r, struct grpc_call *call, const char *path,
+	  const uint8_t *msg, size_t len)
+{
+	const char *method = path + strlen(DP_PATH_PREFIX);
+
+	if (r == NULL || dp->stopping) {
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "this resource is no longer served");
+		return;
+	}
+	if (strcmp(method, "GetDevicePluginOptions") == 0) {
+		V1beta1__DevicePluginOptions o;
+		uint8_t *buf;
+		size_t n;
+
+		if (!empty_message(msg, len, &v1beta1__empty__descriptor)) {
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "malformed Empty");
+			return;
+		}
+		plugin_options(&o);
+		if (pack(&o.base, &buf, &n) == 0) {
+			grpc_call_send(call, buf, n, false);
+			free(buf);
+		}
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	} else if (strcmp(method, "ListAndWatch") == 0) {
+		if (!empty_message(msg, len, &v1beta1__empty__descriptor)) {
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "malformed Empty");
+			return;
+		}
+		if (watch_add(r, call) < 0) {
+			grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			return;
+		}
+		log_info("dp", "%s: ListAndWatch opened (%zu devices)", r->name, r->n);
+		send_list(r, call);
+	} else if (strcmp(method, "Allocate") == 0) {
+		handle_allocate(dp, r, call, msg, len);
+	} else if (strcmp(method, "GetPreferredAllocation") == 0) {
+		handle_preferred(r, call, msg, len);
+	} else if (strcmp(method, "PreStartContainer") == 0) {
+		if (!empty_message(msg, len, &v1beta1__pre_start_container_request__descriptor)) {
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+					 "malformed PreStartContainerRequest");
+			return;
+		}
+		grpc_call_send(call, (const uint8_t *)"", 0, false);
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	} else {
+		grpc_call_finish(call, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+	}
+}
+
+bool
+dp_call_closed(struct dp *dp, struct dp_resource *r, struct grpc_call *call)
+{
+	for (size_t i = 0; r && i < r->nwatches; i++) {
+		if (r->watches[i] != call)
+			continue;
+		memmove(&r->watches[i], &r->watches[i + 1], (r->nwatches - i - 1) * sizeof(call));
+		r->nwatches--;
+		log_info("dp", "%s: ListAndWatch stream ended by the kubelet side", r->name);
+		return !dp->stopping;
+	}
+	return false;
+}
+
+void
+dp_push_updates(struct dp *dp)
+{
+	for (size_t i = 0; i < dp->n; i++) {
+		struct dp_resource *r = dp->v[i];
+
+		if (!r->changed)
+			continue;
+		r->changed = false;
+		for (size_t j = 0; j < r->nwatches; j++)
+			send_list(r, r->watches[j]);
+		if (r->nwatches)
+			log_debug("dp", "%s: ListAndWatch update to %zu streams", r->name, r->nwatches);
+	}
+}
+
+/* Ends r's streams with an empty list first, as the kubelet expects. */
+void
+dp_resource_end_streams(struct dp_resource *r)
+{
+	uint8_t *buf;
+	size_t len;
+
+	if (dp_encode_list(r, true, &buf, &len) < 0)
+		buf = NULL;
+	while (r->nwatches > 0) {
+		struct grpc_call *call = r->watches[--r->nwatches];
+
+		if (buf)
+			grpc_call_send(call, buf, len, true);
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	}
+	free(buf);
+}
+
+void
+dp_stop_all(struct dp *dp)
+{
+	dp->stopping = true;
+	for (size_t i = 0; i < dp->n; i++)
+		dp_resource_end_streams(dp->v[i]);
+}
+
+json_t *
+dp_resources_json(struct dp *dp)
+{
+	json_t *out = json_array();
+
+	for (size_t i = 0; out && i < dp->n; i++) {
+		struct dp_resource *r = dp->v[i];
+		json_t *devs = json_array();
+		char path[512];
+
+		for (size_t j = 0; j < r->n; j++) {
+			const struct dp_member *m = &r->members[j];
+
+			json_array_append_new(devs, json_pack("{s:s, s:s, s:i}", "id", m->id, "health",
+							      m->healthy ? "Healthy" : "Unhealthy",
+							      "numa_node", m->numa));
+		}
+		snprintf(path, sizeof(path), "%s/%s", dp->d->opts.kubelet_dir, r->sock);
+		json_array_append_new(
+			out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I, s:I, s:i, s:o}",
+				       "name", r->name, "module", r->module->desc->name, "socket", path,
+				       "endpoint", r->sock, "state", dp_reg_state_to_string(r->state),
+				       "last_error", r->last_error[0] ? r->last_error : NULL,
+				       "registrations", (json_int_t)r->registrations,
+				       "registered_at", (json_int_t)r->registered_at,
+				       "allocate_calls", (json_int_t)r->allocate_calls, "watchers",
+				       (int)r->nwatches, "devices", devs));
+	}
+	return out;
+}

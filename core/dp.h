@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/* Kubelet device plugins: resources, their members and the v1beta1 methods. */
+#ifndef HOSTDEVD_DP_H
+#define HOSTDEVD_DP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "grpc.h"
+
+struct daemon;
+struct device;
+struct dp_endpoint;
+
+#define DP_PATH_PREFIX "/v1beta1.DevicePlugin/"
+#define DP_REGISTER_PATH "/v1beta1.Registration/Register"
+#define DP_API_VERSION "v1beta1"
+
+enum dp_reg_state {
+	DP_REG_NEW = 0,		/* not yet serving */
+	DP_REG_WAIT_KUBELET,	/* serving; no kubelet.sock to register with */
+	DP_REG_REGISTERING,	/* Register sent, waiting for the answer */
+	DP_REG_REGISTERED,
+	DP_REG_BACKOFF,		/* failed; retrying after a delay */
+	DP_REG_FAILED,		/* cannot serve (socket path taken, too long) */
+	DP_REG_STATE_MAX
+};
+
+struct dp_member {
+	char id[32];			/* Device.ID: the PCI address */
+	bool healthy;
+	int numa;
+	int iommu_group;
+	struct device *dev;		/* a reference */
+};
+
+struct dp_resource {
+	char name[256];
+	char sock[128];			/* endpoint file name in the kubelet dir */
+	const struct module *module;
+	struct dp_member *members;
+	size_t n;
+	bool seen;			/* recompute mark */
+	bool changed;			/* a ListAndWatch update is due */
+	enum dp_reg_state state;
+	char last_error[256];
+	uint64_t allocate_calls;
+	uint64_t registrations;
+	int64_t registered_at;		/* unix time */
+	int backoff_step;
+	struct grpc_call **watches;	/* open ListAndWatch streams */
+	size_t nwatches;
+	struct dp_endpoint *ep;		/* the libevent side */
+};
+
+struct dp {
+	struct daemon *d;
+	struct dp_resource **v;
+	size_t n;
+	bool dirty;			/* membership must be recomputed */
+	bool stopping;
+};
+
+int dp_new(struct daemon *d, struct dp **ret);
+/* Frees everything; the server side must have been stopped. */
+void dp_free(struct dp *dp);
+const char *dp_reg_state_to_string(enum dp_reg_state s);
+
+/* Rebuilds which devices are offered under which resource. New resources
+ * and removed ones are handed to the server side (dp-server.c). */
+void dp_recompute(struct dp *dp);
+/* Sends one ListAndWatch message per changed resource to each stream. */
+void dp_push_updates(struct dp *dp);
+/* Ends every resource: an empty list, then the end of each stream. */
+void dp_stop_all(struct dp *dp);
+/* The same for one resource. */
+void dp_resource_end_streams(struct dp_resource *r);
+
+/* Allocate answer builders behind hdd_core_ops. */
+struct hdd_alloc;
+int dp_alloc_env(struct hdd_alloc *a, const char *name, const char *value);
+int dp_alloc_device(struct hdd_alloc *a, const char *host_path, const char *container_path,
+		    const char *permissions);
+int dp_alloc_mount(struct hdd_alloc *a, const char *host_path, const char *container_path,
+		   bool read_only);
+
+struct dp_resource *dp_find(struct dp *dp, const char *name);
+
+/* gRPC server side: a complete request on resource r's endpoint. */
+void dp_handle(struct dp *dp, struct dp_resource *r, struct grpc_call *call, const char *path,
+	       const uint8_t *msg, size_t len);
+bool dp_known_path(const char *path);
+/* A ListAndWatch stream (or a pending call) of r went away. Returns true
+ * when it was a watch that ended while the resource is live: the caller
+ * registers the resource again. */
+bool dp_call_closed(struct dp *dp, struct dp_resource *r, struct grpc_call *call);
+
+/* Encodings for the Register client. */
+int dp_encode_register(const struct dp_resource *r, uint8_t **ret, size_t *len);
+/* The ListAndWatch message for r (tests and the fuzzer use it too). */
+int dp_encode_list(const struct dp_resource *r, bool empty, uint8_t **ret, size_t *len);
+
+/* Preferred allocation over r's members (exposed for unit tests).
+ * available/must are NULL-terminated; writes `size` ids into out.
+ * Returns 0, or -EINVAL with a reason. */
+int dp_preferred(const struct dp_resource *r, char *const *available, size_t navailable,
+		 char *const *must, size_t nmust, int size, const char **out, char *why,
+		 size_t whylen);
+
+json_t *dp_resources_json(struct dp *dp);
+
+#endif
