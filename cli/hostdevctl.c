@@ -42,6 +42,7 @@ usage(FILE *out)
 		"      --iommu-group N --module NAME|none\n"
 		"  device ADDRESS              one device in full (PCI address or USB port)\n"
 		"  modules                     loaded device-class modules\n"
+		"  resources                   kubelet resources: state, devices, Allocate calls\n"
 		"  rescan                      re-read sysfs now (root or the control group)\n"
 		"  events                      follow hotplug and state events until interrupted\n"
 		"\n"
@@ -389,6 +390,47 @@ print_modules(json_t *list)
 	free(rows);
 }
 
+static void
+print_resources(json_t *list)
+{
+	static const char *const hdr[] = { "RESOURCE", "STATE", "DEVICES", "HEALTHY", "ALLOCATES",
+					   "SOCKET", "LAST ERROR" };
+	size_t n = json_array_size(list), i, j;
+	char ***rows = calloc(n + 1, sizeof(char **));
+	json_t *r, *dev;
+
+	json_array_foreach(list, i, r) {
+		json_t *devs = json_object_get(r, "devices");
+		size_t healthy = 0;
+		char buf[32];
+
+		json_array_foreach(devs, j, dev)
+			healthy += strcmp(s_or(dev, "health", ""), "Healthy") == 0;
+		rows[i] = calloc(7, sizeof(char *));
+		rows[i][0] = xstrdup(s_or(r, "name", "?"));
+		rows[i][1] = xstrdup(s_or(r, "state", "?"));
+		snprintf(buf, sizeof(buf), "%zu", json_array_size(devs));
+		rows[i][2] = xstrdup(buf);
+		snprintf(buf, sizeof(buf), "%zu", healthy);
+		rows[i][3] = xstrdup(buf);
+		snprintf(buf, sizeof(buf), "%lld",
+			 (long long)json_integer_value(json_object_get(r, "allocate_calls")));
+		rows[i][4] = xstrdup(buf);
+		rows[i][5] = xstrdup(s_or(r, "socket", "-"));
+		rows[i][6] = xstrdup(s_or(r, "last_error", "-"));
+	}
+	if (n)
+		print_table(hdr, 7, rows, n);
+	else
+		printf("no resources\n");
+	for (i = 0; i < n; i++) {
+		for (int c = 0; c < 7; c++)
+			free(rows[i][c]);
+		free(rows[i]);
+	}
+	free(rows);
+}
+
 static int
 cmd_events(void)
 {
@@ -529,17 +571,20 @@ main(int argc, char **argv)
 		if (rc == EXIT_OK)
 			json_output ? print_json(result) : print_object(result, 0);
 	} else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "modules") == 0 ||
-		   strcmp(cmd, "rescan") == 0) {
+		   strcmp(cmd, "rescan") == 0 || strcmp(cmd, "resources") == 0) {
 		if (optind != argc)
 			goto bad_args;
 		rc = call(strcmp(cmd, "status") == 0 ? "daemon.status" :
-			  strcmp(cmd, "modules") == 0 ? "modules.list" : "daemon.rescan",
+			  strcmp(cmd, "modules") == 0 ? "modules.list" :
+			  strcmp(cmd, "resources") == 0 ? "resources.list" : "daemon.rescan",
 			  NULL, &result);
 		if (rc == EXIT_OK) {
 			if (json_output)
 				print_json(result);
 			else if (strcmp(cmd, "modules") == 0)
 				print_modules(result);
+			else if (strcmp(cmd, "resources") == 0)
+				print_resources(result);
 			else
 				print_object(result, 0);
 		}

@@ -206,6 +206,11 @@ daemon_resync(struct daemon *d, const char *source, json_t **ret_summary)
 	counting = NULL;
 	d->stats.resyncs++;
 	d->last_resync_wall = time(NULL);
+	if (d->dp) {
+		/* Health reads /dev too, which no uevent announces. */
+		d->dp->dirty = true;
+		dp_server_kick(d->dps);
+	}
 	json_decref(d->iommu);
 	d->iommu = daemon_read_iommu_state(d);
 	if (counts.added || counts.removed || counts.changed)

@@ -483,7 +483,8 @@ check_prefix(struct grpc_call *call, const uint8_t *data, size_t len)
 		return 0;		/* already checked */
 	if (have + len < GRPC_PREFIX)
 		return 0;
-	memcpy(head, call->in, have);
+	if (have > 0)
+		memcpy(head, call->in, have);
 	memcpy(head + have, data, need);
 	if (head[0] != 0) {
 		reply_error(call, GRPC_STATUS_INVALID_ARGUMENT,

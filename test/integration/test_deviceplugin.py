@@ -1,0 +1,300 @@
+# SPDX-License-Identifier: MIT
+"""The kubelet side: a grpcio kubelet stand-in registers hostdevd's resources,
+follows ListAndWatch, and calls Allocate and GetPreferredAllocation."""
+
+import os
+import shutil
+import socket
+import stat
+import time
+
+import grpc
+import pytest
+
+import hdtest
+from kubelet import Kubelet, pb
+
+X540VF = "intel.com/X540_ETHERNET_CONTROLLER_VIRTUAL_FUNCTION"
+X540VF_SOCK = "hostdevd-intel.com-X540_ETHERNET_CONTROLLER_VIRTUAL_FUNCTION.sock"
+
+
+@pytest.fixture
+def kubelet_daemon(make_daemon):
+    """hostdevd on dell-190 with a kubelet already running."""
+    d = make_daemon(start=False)
+    k = Kubelet(d.kubelet)
+    d.start()
+    yield k, d
+    k.stop()
+
+
+def bind_vfio(d, bdf):
+    """Rebinds a function of the simulated host to vfio-pci."""
+    t = hdtest.simhost.Tree(d.root)
+    rel = os.path.relpath(os.path.realpath(os.path.join(d.sysfs, "bus/pci/devices", bdf)), d.sysfs)
+    t.devices[bdf] = rel
+    link = os.path.join(d.sysfs, rel, "driver")
+    if os.path.lexists(link):
+        os.unlink(link)
+    t.bind(bdf, "vfio-pci")
+    group = os.path.basename(os.readlink(os.path.join(d.sysfs, rel, "iommu_group")))
+    open(os.path.join(d.devroot, "vfio", group), "w").close()
+
+
+def test_register_and_list(kubelet_daemon):
+    k, d = kubelet_daemon
+    plugin = k.wait_registered(X540VF)
+    req = plugin.req
+    assert req.version == "v1beta1"
+    assert req.endpoint == X540VF_SOCK
+    assert req.options.get_preferred_allocation_available is True
+    assert plugin.options.get_preferred_allocation_available is True
+    assert plugin.options.pre_start_required is False
+    devs = plugin.wait_devices(lambda x: len(x) == 1)
+    assert devs == [("0000:01:10.0", "Healthy", [0])]
+    st = os.stat(os.path.join(d.kubelet, X540VF_SOCK))
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    res = {r["name"]: r for r in d.call("resources.list")}
+    r = res[X540VF]
+    assert r["state"] == "registered" and r["registrations"] == 1
+    assert r["socket"] == os.path.join(d.kubelet, X540VF_SOCK)
+    assert r["devices"] == [{"id": "0000:01:10.0", "health": "Healthy", "numa_node": 0}]
+    assert r["watchers"] == 1 and r["module"] == "pci"
+
+
+def test_hotplug_updates_list_and_watch(kubelet_daemon):
+    k, d = kubelet_daemon
+    plugin = k.wait_registered(X540VF)
+    plugin.wait_devices(lambda x: len(x) == 1)
+    bind_vfio(d, "0000:01:10.2")
+    d.call("daemon.rescan")
+    devs = plugin.wait_devices(lambda x: len(x) == 2)
+    assert [x[0] for x in devs] == ["0000:01:10.0", "0000:01:10.2"]
+    # The A100 PF goes to vfio-pci: a new resource named from pci.ids.
+    bind_vfio(d, "0000:04:00.0")
+    d.call("daemon.rescan")
+    gpu = k.wait_registered("nvidia.com/GA100_A100_PCIE_40GB")
+    assert gpu.wait_devices(lambda x: len(x) == 1) == [("0000:04:00.0", "Healthy", [1])]
+    # The group's node disappears: Unhealthy, and Allocate refuses it.
+    os.unlink(os.path.join(d.devroot, "vfio", "116"))
+    d.call("daemon.rescan")
+    gpu.wait_devices(lambda x: x == [("0000:04:00.0", "Unhealthy", [1])])
+    with pytest.raises(grpc.RpcError) as e:
+        gpu.allocate(["0000:04:00.0"])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "unhealthy" in e.value.details()
+
+
+def test_allocate(kubelet_daemon):
+    k, d = kubelet_daemon
+    os.makedirs(os.path.join(d.sysfs, "devices/pci0000:00/0000:00:01.0/0000:01:10.0/vfio-dev/vfio3"))
+    bind_vfio(d, "0000:01:10.2")
+    d.call("daemon.rescan")
+    plugin = k.wait_registered(X540VF)
+    plugin.wait_devices(lambda x: len(x) == 2)
+    resp = plugin.allocate(["0000:01:10.0", "0000:01:10.2"], ["0000:01:10.2"])
+    assert len(resp.container_responses) == 2
+    c0 = resp.container_responses[0]
+    assert dict(c0.envs) == {
+        "PCI_RESOURCE_INTEL_COM_X540_ETHERNET_CONTROLLER_VIRTUAL_FUNCTION": "0000:01:10.0,0000:01:10.2"}
+    specs = [(s.host_path, s.container_path, s.permissions) for s in c0.devices]
+    assert specs == [("/dev/vfio/vfio", "/dev/vfio/vfio", "mrw"),
+                     ("/dev/vfio/111", "/dev/vfio/111", "mrw"),
+                     ("/dev/vfio/devices/vfio3", "/dev/vfio/devices/vfio3", "mrw"),
+                     ("/dev/vfio/112", "/dev/vfio/112", "mrw")]
+    c1 = resp.container_responses[1]
+    assert [s.host_path for s in c1.devices] == ["/dev/vfio/vfio", "/dev/vfio/112"]
+    for bad, code, text in ((["0000:99:00.0"], grpc.StatusCode.INVALID_ARGUMENT, "unknown device"),
+                            (["0000:01:10.0", "0000:01:10.0"], grpc.StatusCode.INVALID_ARGUMENT,
+                             "twice"),
+                            ([], grpc.StatusCode.INVALID_ARGUMENT, "asks for 0 devices")):
+        with pytest.raises(grpc.RpcError) as e:
+            plugin.allocate(["0000:01:10.0"], bad)
+        assert e.value.code() == code and text in e.value.details()
+    assert plugin.prestart(["0000:01:10.0"]) == pb().PreStartContainerResponse()
+    r = next(r for r in d.call("resources.list") if r["name"] == X540VF)
+    assert r["allocate_calls"] == 4
+
+
+def test_preferred_allocation(make_daemon):
+    """must_include first, then the same IOMMU group, the same NUMA node, the
+    same switch; always exactly allocation_size ids."""
+    d = make_daemon(host=None, start=False)
+    t = hdtest.simhost.Tree(d.root)
+    t.pci("0000:00:01.0", 0x8086, 0x2030, 0x060400, driver="pcieport", group=1, numa=0)
+    t.pci("0000:00:02.0", 0x8086, 0x2030, 0x060400, driver="pcieport", group=2, numa=1)
+    # Switch A (NUMA 0): a two-function group and a single.
+    t.pci("0000:10:00.0", 0x10de, 0x20f1, 0x030200, parent="0000:00:01.0", driver="vfio-pci", group=10, numa=0)
+    t.pci("0000:10:00.1", 0x10de, 0x20f1, 0x030200, parent="0000:00:01.0", driver="vfio-pci", group=10, numa=0)
+    t.pci("0000:11:00.0", 0x10de, 0x20f1, 0x030200, parent="0000:00:01.0", driver="vfio-pci", group=11, numa=0)
+    # Switch B (NUMA 1).
+    t.pci("0000:20:00.0", 0x10de, 0x20f1, 0x030200, parent="0000:00:02.0", driver="vfio-pci", group=20, numa=1)
+    t.pci("0000:21:00.0", 0x10de, 0x20f1, 0x030200, parent="0000:00:02.0", driver="vfio-pci", group=21, numa=1)
+    # No NUMA, behind switch B.
+    t.pci("0000:22:00.0", 0x10de, 0x20f1, 0x030200, parent="0000:00:02.0", driver="vfio-pci", group=22)
+    k = Kubelet(d.kubelet)
+    try:
+        d.start()
+        p = k.wait_registered("nvidia.com/GA100_A100_PCIE_40GB")
+        p.wait_devices(lambda x: len(x) == 6)
+        allids = ["0000:20:00.0", "0000:11:00.0", "0000:10:00.1", "0000:21:00.0", "0000:10:00.0",
+                  "0000:22:00.0"]
+        # Must-include pulls its group peer, then its NUMA node.
+        assert p.preferred(allids, ["0000:10:00.1"], 3) == ["0000:10:00.1", "0000:10:00.0", "0000:11:00.0"]
+        # Same NUMA node before anything else.
+        assert p.preferred(allids, ["0000:21:00.0"], 2) == ["0000:21:00.0", "0000:20:00.0"]
+        # Same switch when NUMA says nothing.
+        assert p.preferred(allids, ["0000:22:00.0"], 2) == ["0000:22:00.0", "0000:20:00.0"]
+        # Nothing required: starts from the kubelet's first and packs around it.
+        assert p.preferred(allids, [], 2) == ["0000:20:00.0", "0000:21:00.0"]
+        assert len(p.preferred(allids, [], 6)) == 6
+        for avail, must, size, text in ((allids, [], 7, "available"),
+                                        (allids, ["0000:99:00.0"], 1, "not available"),
+                                        (["0000:99:00.0"], [], 1, "unknown device"),
+                                        (allids, allids[:3], 2, "must be included")):
+            with pytest.raises(grpc.RpcError) as e:
+                p.preferred(avail, must, size)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in e.value.details()
+    finally:
+        k.stop()
+
+
+def test_kubelet_restart_reregisters(kubelet_daemon):
+    k, d = kubelet_daemon
+    k.wait_registered(X540VF)
+    t0 = time.monotonic()
+    k.restart()
+    plugin = k.wait_registered(X540VF, count=2, timeout=5)
+    when = k.registrations[-1][0]
+    assert when - t0 < 2.0, f"re-registered after {when - t0:.2f} s"
+    assert plugin.wait_devices(lambda x: len(x) == 1)
+    assert os.path.exists(os.path.join(d.kubelet, X540VF_SOCK))
+    r = next(r for r in d.call("resources.list") if r["name"] == X540VF)
+    assert r["registrations"] == 2 and r["state"] == "registered"
+
+
+def test_no_kubelet_at_start(make_daemon):
+    d = make_daemon()
+    r = d.call("resources.list")[0]
+    assert r["name"] == X540VF and r["state"] == "waiting-for-kubelet"
+    assert os.path.exists(os.path.join(d.kubelet, X540VF_SOCK)), "served before registering"
+    k = Kubelet(d.kubelet)
+    try:
+        plugin = k.wait_registered(X540VF, timeout=5)
+        assert plugin.wait_devices(lambda x: len(x) == 1)
+    finally:
+        k.stop()
+
+
+def test_stream_end_reregisters(kubelet_daemon):
+    k, d = kubelet_daemon
+    plugin = k.wait_registered(X540VF)
+    plugin.wait_devices(lambda x: len(x) == 1)
+    plugin.cancel_watch()
+    again = k.wait_registered(X540VF, count=2, timeout=5)
+    assert again.wait_devices(lambda x: len(x) == 1)
+
+
+def test_register_refused_then_backoff(make_daemon):
+    d = make_daemon(start=False)
+    k = Kubelet(d.kubelet, refuse=1)
+    try:
+        d.start()
+        hdtest.wait_until(lambda: "Register refused" in (d.call("resources.list")[0]["last_error"] or ""),
+                          what="the refusal to show")
+        t0 = time.monotonic()
+        k.wait_registered(X540VF, timeout=5)
+        assert time.monotonic() - t0 < 3
+        assert "retrying in 1 s" in d.log_text()
+        assert d.call("resources.list")[0]["last_error"] is None
+    finally:
+        k.stop()
+
+
+def test_resource_withdrawn_with_empty_list(kubelet_daemon):
+    k, d = kubelet_daemon
+    plugin = k.wait_registered(X540VF)
+    plugin.wait_devices(lambda x: len(x) == 1)
+    os.unlink(os.path.join(d.sysfs, "devices/pci0000:00/0000:00:01.0/0000:01:10.0/driver"))
+    d.call("daemon.rescan")
+    assert plugin.wait_devices(lambda x: x == []) == []
+    assert plugin.ended.wait(5) and plugin.end_status == grpc.StatusCode.OK
+    assert not os.path.exists(os.path.join(d.kubelet, X540VF_SOCK))
+    assert d.call("resources.list") == []
+    assert len(k.registrations) == 1, "a withdrawn resource does not register again"
+
+
+def test_config_renames_and_restricts(make_daemon):
+    d = make_daemon(start=False, config={"resources": {"rules": [
+        {"vendor": "8086", "device": "1515", "name": "example.com/sriov-nic"},
+        {"class": "03", "advertise": False}]}})
+    bind_vfio(d, "0000:04:00.0")
+    k = Kubelet(d.kubelet)
+    try:
+        d.start()
+        p = k.wait_registered("example.com/sriov-nic")
+        assert p.req.endpoint == "hostdevd-example.com-sriov-nic.sock"
+        assert [r["name"] for r in d.call("resources.list")] == ["example.com/sriov-nic"]
+        resp = p.allocate(["0000:01:10.0"])
+        assert dict(resp.container_responses[0].envs) == {
+            "PCI_RESOURCE_EXAMPLE_COM_SRIOV-NIC": "0000:01:10.0"}
+        # Only listed devices, after a reload.
+        d.write_config({"resources": {"unlisted": "ignore", "rules": [
+            {"address": "0000:04:*", "name": "example.com/gpu"}]}})
+        import signal
+        d.signal(signal.SIGHUP)
+        g = k.wait_registered("example.com/gpu")
+        assert g.wait_devices(lambda x: len(x) == 1)[0][0] == "0000:04:00.0"
+        p.wait_devices(lambda x: x == [])
+    finally:
+        k.stop()
+
+
+def test_kubelet_dir_is_shared_safely(make_daemon):
+    d = make_daemon(start=False)
+    os.makedirs(d.kubelet, exist_ok=True)
+    # Someone else's plugin socket and files in the directory stay untouched.
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(os.path.join(d.kubelet, "other-plugin.sock"))
+    with open(os.path.join(d.kubelet, "kubelet_internal_checkpoint"), "w") as f:
+        f.write("{}")
+    # A symlink planted at our socket's name is not followed or removed.
+    target = os.path.join(d.dir, "precious")
+    with open(target, "w") as f:
+        f.write("keep")
+    os.symlink(target, os.path.join(d.kubelet, X540VF_SOCK))
+    d.start()
+    r = d.call("resources.list")[0]
+    assert r["state"] in ("backoff", "failed") and "not a socket" in r["last_error"]
+    assert os.path.islink(os.path.join(d.kubelet, X540VF_SOCK))
+    with open(target) as f:
+        assert f.read() == "keep"
+    # Once it is gone, hostdevd serves there (the backoff retries).
+    os.unlink(os.path.join(d.kubelet, X540VF_SOCK))
+    k = Kubelet(d.kubelet)
+    try:
+        k.wait_registered(X540VF, timeout=15)
+        # Someone deletes our socket: it comes back.
+        os.unlink(os.path.join(d.kubelet, X540VF_SOCK))
+        hdtest.wait_until(lambda: os.path.exists(os.path.join(d.kubelet, X540VF_SOCK)),
+                          what="the socket to be re-created")
+        k.wait_registered(X540VF, count=2)
+        d.check_clean_exit()
+        assert not os.path.exists(os.path.join(d.kubelet, X540VF_SOCK)), "ours removed at exit"
+        assert os.path.exists(os.path.join(d.kubelet, "other-plugin.sock"))
+        assert os.path.exists(os.path.join(d.kubelet, "kubelet_internal_checkpoint"))
+    finally:
+        k.stop()
+        other.close()
+
+
+def test_hostdevctl_resources(kubelet_daemon):
+    k, d = kubelet_daemon
+    k.wait_registered(X540VF)
+    import subprocess
+    r = subprocess.run([hdtest.HOSTDEVCTL, "--socket", d.sock, "resources"], capture_output=True,
+                       text=True, timeout=30, env=hdtest.sanitizer_env())
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["RESOURCE", "STATE", "DEVICES", "HEALTHY", "ALLOCATES", "SOCKET", "LAST", "ERROR"]
+    assert lines[1].split()[:5] == [X540VF, "registered", "1", "1", "0"]
