@@ -565,6 +565,8 @@ dp_server_resource_removed(struct dp_server *s, struct dp_resource *r)
 			continue;
 		c->r = NULL;
 		if (!c->client) {
+			/* The streams' last frames first, GOAWAY after them. */
+			conn_flush(c);
 			grpc_conn_shutdown(c->g);
 			conn_flush(c);
 		}
@@ -775,20 +777,33 @@ dp_server_new(struct daemon *d, struct event_base *base, struct dp_server **ret)
 }
 
 /* Pushes what is queued for a connection straight to its socket: at exit
- * there is no later loop turn to do it. */
+ * there is no later loop turn to do it. (A bufferevent's output cannot be
+ * drained by evbuffer_write, so the bytes are copied out.) */
 static void
 conn_drain_now(struct dp_conn *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	int fd = (int)bufferevent_getfd(c->bev);
+	size_t off = 0, len;
+	unsigned char *p;
 
-	for (int i = 0; i < 64 && !c->dead; i++) {
-		bool more = grpc_conn_flush(c->g, FLUSH_BUDGET);
+	/* The streams' last frames first, then GOAWAY behind them. */
+	while (grpc_conn_flush(c->g, FLUSH_BUDGET) && evbuffer_get_length(out) < 4 * OUTPUT_HIGH)
+		;
+	if (!c->client) {
+		grpc_conn_shutdown(c->g);
+		while (grpc_conn_flush(c->g, FLUSH_BUDGET) &&
+		       evbuffer_get_length(out) < 4 * OUTPUT_HIGH)
+			;
+	}
+	len = evbuffer_get_length(out);
+	p = fd >= 0 ? evbuffer_pullup(out, -1) : NULL;
+	while (p && off < len) {
+		ssize_t n = send(fd, p + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
 
-		if (evbuffer_write(out, fd) <= 0 && evbuffer_get_length(out) > 0)
+		if (n <= 0)
 			break;
-		if (!more && evbuffer_get_length(out) == 0)
-			break;
+		off += (size_t)n;
 	}
 }
 
@@ -807,11 +822,8 @@ dp_server_free(struct dp_server *s)
 				endpoint_free(dp->v[i]->ep);
 	}
 	s->stopping = true;
-	for (struct dp_conn *c = s->conns; c; c = c->next) {
-		if (!c->client)
-			grpc_conn_shutdown(c->g);
+	for (struct dp_conn *c = s->conns; c; c = c->next)
 		conn_drain_now(c);
-	}
 	while (s->conns)
 		conn_free(s->conns);
 	if (s->iev)
