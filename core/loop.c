@@ -99,10 +99,16 @@ loop_free(struct loop *l)
 		return;
 	if (l->d && l->d->loop == l)
 		l->d->loop = NULL;
-	if (l->sigterm)
+	/* Stopping: a second SIGTERM must not cut the clean-up short (freeing
+	 * libevent's signal events puts the default action back). */
+	if (l->sigterm) {
 		event_free(l->sigterm);
-	if (l->sigint)
+		signal(SIGTERM, SIG_IGN);
+	}
+	if (l->sigint) {
 		event_free(l->sigint);
+		signal(SIGINT, SIG_IGN);
+	}
 	if (l->sighup)
 		event_free(l->sighup);
 	if (l->udev_ev)

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
