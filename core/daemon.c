@@ -44,6 +44,9 @@ mono_usec(void)
 
 /* --- core services for modules ------------------------------------------ */
 
+static void core_log(struct hdd_core *core, enum hdd_log_level level, const char *module,
+		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 static void
 core_log(struct hdd_core *core, enum hdd_log_level level, const char *module, const char *fmt,
 	 ...)

@@ -229,11 +229,11 @@ data_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length
 	{
 		char code[16];
 		char *enc = call->status_msg ? grpc_percent_encode(call->status_msg) : NULL;
-		nghttp2_nv trailers[2] = { NV("grpc-status", code) };
 		size_t nt = 1;
 
 		snprintf(code, sizeof(code), "%d", call->status);
-		trailers[0].valuelen = strlen(code);
+		nghttp2_nv trailers[2] = { NV("grpc-status", code) };
+
 		if (enc && enc[0]) {
 			nghttp2_nv m = NV("grpc-message", enc);
 			trailers[nt++] = m;
@@ -342,16 +342,16 @@ grpc_call_finish(struct grpc_call *call, int status, const char *message)
 		/* Trailers-Only: one HEADERS frame with END_STREAM. */
 		char code[16];
 		char *enc = message ? grpc_percent_encode(message) : NULL;
+		size_t n = 3;
+		int rv;
+
+		/* The code is written before NV() takes its length. */
+		snprintf(code, sizeof(code), "%d", status);
 		nghttp2_nv hdrs[4] = {
 			NV(":status", "200"),
 			NV("content-type", "application/grpc"),
 			NV("grpc-status", code),
 		};
-		size_t n = 3;
-		int rv;
-
-		snprintf(code, sizeof(code), "%d", status);
-		hdrs[2].valuelen = strlen(code);
 		if (enc && enc[0]) {
 			nghttp2_nv m = NV("grpc-message", enc);
 			hdrs[n++] = m;

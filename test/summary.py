@@ -12,7 +12,9 @@ import xml.etree.ElementTree as ET
 
 def main(builddir):
     passed = failed = skipped = 0
-    for trs in sorted(glob.glob(os.path.join(builddir, "test", "unit", "*.trs"))):
+    trs_files = glob.glob(os.path.join(builddir, "test", "unit", "*.trs")) + \
+        glob.glob(os.path.join(builddir, "fuzz", "*.trs"))
+    for trs in sorted(trs_files):
         with open(trs) as f:
             for line in f:
                 if line.startswith(":test-result:"):
