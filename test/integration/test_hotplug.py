@@ -145,3 +145,21 @@ def test_uevent_burst_is_debounced(start_hotplug):
     st = hdtest.wait_until(settled, what="the burst to be folded into one resync")
     assert st["resyncs"] == before["resyncs"] + 1
     assert "uevent burst" in d.log_text()
+
+
+def test_uevent_reaches_list_and_watch(start_hotplug):
+    """A bind uevent becomes a ListAndWatch message for the kubelet."""
+    from kubelet import Kubelet
+    from test_deviceplugin import X540VF
+    k, d, sub = start_hotplug()
+    kubelet = Kubelet(d.kubelet)
+    try:
+        plugin = kubelet.wait_registered(X540VF)
+        plugin.wait_devices(lambda x: len(x) == 1)
+        k.do("set_driver", bdf="0000:01:10.2", driver="vfio-pci")
+        devs = plugin.wait_devices(lambda x: len(x) == 2)
+        assert [x[0] for x in devs] == ["0000:01:10.0", "0000:01:10.2"]
+        k.do("remove_pci", bdf="0000:01:10.2")
+        plugin.wait_devices(lambda x: [i for i, _, _ in x] == ["0000:01:10.0"])
+    finally:
+        kubelet.stop()

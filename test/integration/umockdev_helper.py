@@ -120,7 +120,6 @@ def main():
             print(json.dumps({"ok": True}), flush=True)
         except Exception as e:  # noqa: BLE001 - reported to the test
             print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
-    shutil.rmtree(k.root, ignore_errors=True)
 
 
 if __name__ == "__main__":
