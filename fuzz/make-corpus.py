@@ -42,6 +42,14 @@ def session(calls, split=None):
     return c.data_to_send()
 
 
+def write_seeds(name, seeds):
+    out = os.path.join(HERE, "corpus", name)
+    os.makedirs(out, exist_ok=True)
+    for file, data in seeds.items():
+        with open(os.path.join(out, file), "wb") as f:
+            f.write(data)
+
+
 def main():
     m = pb()
     dp = "/v1beta1.DevicePlugin/"
@@ -65,11 +73,7 @@ def main():
         "unknown-method": session([(dp + "Nope", frame(b""))]),
         "huge-length": session([(dp + "Allocate", struct.pack(">BI", 0, 0xFFFFFFFF) + b"xx")]),
     }
-    out = os.path.join(HERE, "corpus", "grpc")
-    os.makedirs(out, exist_ok=True)
-    for name, data in seeds.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
+    write_seeds("grpc", seeds)
     ctl = {
         "status": b'{"jsonrpc":"2.0","id":1,"method":"daemon.status"}',
         "list": b'{"jsonrpc":"2.0","id":1,"method":"devices.list","params":{"vendor":"10de","class":"pci"}}',
@@ -79,11 +83,7 @@ def main():
         "resources": b'{"jsonrpc":"2.0","id":3,"method":"resources.list"}',
         "bad": b'{"jsonrpc":"2.0","id":[],"method":7,"params":"x"}',
     }
-    out = os.path.join(HERE, "corpus", "ctl")
-    os.makedirs(out, exist_ok=True)
-    for name, data in ctl.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
+    write_seeds("ctl", ctl)
     conf = {
         "full": b'{"log_level":"debug","resync_interval":5,"debounce_ms":10,"control":{"max_clients":8,"max_output_bytes":65536},'
                 b'"modules":{"disable":["usb"]},"resources":{"unlisted":"ignore","rules":[{"vendor":"10de","device":"20f1",'
@@ -91,11 +91,7 @@ def main():
         "empty": b"{}",
         "bad-rule": b'{"resources":{"rules":[{"name":"bad_"}]}}',
     }
-    out = os.path.join(HERE, "corpus", "conf")
-    os.makedirs(out, exist_ok=True)
-    for name, data in conf.items():
-        with open(os.path.join(out, name), "wb") as f:
-            f.write(data)
+    write_seeds("conf", conf)
 
 
 if __name__ == "__main__":
