@@ -40,10 +40,13 @@ class Kernel:
 
     def op_uevent(self, cmd):
         rel = self.tree.devices.get(cmd.get("bdf"), cmd.get("rel"))
-        for i in range(cmd.get("count", 1)):
+        count = cmd.get("count", 1)
+        for _ in range(count):
             self.uevent(rel, cmd["action"])
-            if i % 8 == 7:
-                time.sleep(0.002)   # the emulated netlink socket has a small buffer
+            if count > 1:
+                # The emulated netlink socket has a small buffer, and
+                # umockdev aborts when it is full.
+                time.sleep(0.003)
 
     def op_add_pci(self, cmd):
         rel = self.tree.pci(cmd["bdf"], int(cmd["vendor"], 16), int(cmd["device"], 16),
