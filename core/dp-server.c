@@ -687,16 +687,18 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
 				kubelet_back = true;
 				continue;
 			}
-			if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
+			if (ev->mask & (IN_DELETE | IN_MOVED_FROM | IN_CREATE | IN_MOVED_TO)) {
 				struct dp_endpoint *ep = endpoint_by_sock(s, name);
 				struct stat st;
 
-				/* Ours is gone (a kubelet restart wipes the directory):
-				 * serve again and register again. */
+				/* Ours is gone (a kubelet restart wipes the directory)
+				 * or something else now sits at its name: serve again
+				 * and register again; what is not ours is left alone. */
 				if (ep && ep->have_file &&
 				    (fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-				     st.st_ino != ep->ino)) {
-					log_info("dp", "%s: our socket %s was removed", ep->r->name, name);
+				     st.st_ino != ep->ino || st.st_dev != ep->dev)) {
+					log_info("dp", "%s: our socket %s was removed or replaced",
+						 ep->r->name, name);
 					ep->have_file = false;
 					ep->r->backoff_step = 0;
 					endpoint_register(ep);

@@ -279,6 +279,21 @@ def test_kubelet_dir_is_shared_safely(make_daemon):
         hdtest.wait_until(lambda: os.path.exists(os.path.join(d.kubelet, X540VF_SOCK)),
                           what="the socket to be re-created")
         k.wait_registered(X540VF, count=2)
+        # Someone puts their own live socket in its place: left alone.
+        theirs = socket.socket(socket.AF_UNIX)
+        tmp = os.path.join(d.kubelet, "theirs.tmp")
+        theirs.bind(tmp)
+        theirs.listen(1)
+        their_inode = os.stat(tmp).st_ino
+        os.rename(tmp, os.path.join(d.kubelet, X540VF_SOCK))
+        hdtest.wait_until(lambda: "in use by another process" in
+                          (d.call("resources.list")[0]["last_error"] or ""),
+                          what="the replacement to be noticed")
+        assert os.stat(os.path.join(d.kubelet, X540VF_SOCK)).st_ino == their_inode, \
+            "their socket is not removed"
+        theirs.close()
+        os.unlink(os.path.join(d.kubelet, X540VF_SOCK))
+        k.wait_registered(X540VF, count=3, timeout=15)
         d.check_clean_exit()
         assert not os.path.exists(os.path.join(d.kubelet, X540VF_SOCK)), "ours removed at exit"
         assert os.path.exists(os.path.join(d.kubelet, "other-plugin.sock"))
