@@ -32,6 +32,8 @@ config_defaults(void)
 	c->control_max_clients = 256;
 	c->control_max_output = 16 * 1024 * 1024;
 	c->advertise_unlisted = true;
+	c->gpu_free_timeout_ms = 60000;
+	c->release_timeout_ms = 30000;
 	c->modules_disable = calloc(1, sizeof(char *));
 	if (c->modules_disable == NULL) {
 		free(c);
@@ -54,15 +56,20 @@ config_free(struct config *c)
 		free(c->rules[i].name);
 	}
 	free(c->rules);
+	for (size_t i = 0; i < c->nexcludes; i++) {
+		free(c->excludes[i].address);
+		free(c->excludes[i].name);
+	}
+	free(c->excludes);
 	free(c);
 }
 
-const struct resource_rule *
-config_match_rule(const struct config *c, const char *address, int vendor, int device,
-		  int class_code)
+static const struct resource_rule *
+match_list(const struct resource_rule *list, size_t n, const char *address, int vendor,
+	   int device, int class_code)
 {
-	for (size_t i = 0; i < c->nrules; i++) {
-		const struct resource_rule *r = &c->rules[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct resource_rule *r = &list[i];
 
 		if (r->vendor >= 0 && r->vendor != vendor)
 			continue;
@@ -79,6 +86,20 @@ config_match_rule(const struct config *c, const char *address, int vendor, int d
 		return r;
 	}
 	return NULL;
+}
+
+const struct resource_rule *
+config_match_rule(const struct config *c, const char *address, int vendor, int device,
+		  int class_code)
+{
+	return match_list(c->rules, c->nrules, address, vendor, device, class_code);
+}
+
+const struct resource_rule *
+config_match_exclude(const struct config *c, const char *address, int vendor, int device,
+		     int class_code)
+{
+	return match_list(c->excludes, c->nexcludes, address, vendor, device, class_code);
 }
 
 bool
@@ -199,7 +220,7 @@ parse_modules(struct config *c, json_t *obj, const char *origin, char *errbuf, s
 }
 
 static int
-parse_hex_selector(json_t *v, const char *origin, size_t idx, const char *key, int digits_min,
+parse_hex_selector(json_t *v, const char *origin, const char *list, size_t idx, const char *key, int digits_min,
 		   int digits_max, int *out, int *digits, char *errbuf, size_t errlen)
 {
 	const char *str = json_string_value(v);
@@ -218,14 +239,14 @@ parse_hex_selector(json_t *v, const char *origin, size_t idx, const char *key, i
 		*digits = (int)len;
 	return 0;
 bad:
-	return fail(errbuf, errlen, "%s: resources.rules[%zu].%s: expected %d%s%s hex digits", origin,
+	return fail(errbuf, errlen, "%s: %s[%zu].%s: expected %d%s%s hex digits", origin, list,
 		    idx, key, digits_min, digits_max != digits_min ? " or " : "",
 		    digits_max != digits_min ? "4" : "");
 }
 
 static int
-parse_rule(struct resource_rule *r, json_t *obj, const char *origin, size_t idx, char *errbuf,
-	   size_t errlen)
+parse_rule(struct resource_rule *r, json_t *obj, const char *origin, const char *list, size_t idx,
+	   char *errbuf, size_t errlen)
 {
 	const char *key;
 	json_t *v;
@@ -234,24 +255,24 @@ parse_rule(struct resource_rule *r, json_t *obj, const char *origin, size_t idx,
 	r->vendor = r->device = r->class_code = -1;
 	r->advertise = true;
 	if (!json_is_object(obj))
-		return fail(errbuf, errlen, "%s: resources.rules[%zu]: expected an object", origin, idx);
+		return fail(errbuf, errlen, "%s: %s[%zu]: expected an object", origin, list, idx);
 	json_object_foreach(obj, key, v) {
 		if (strcmp(key, "vendor") == 0) {
-			err = parse_hex_selector(v, origin, idx, key, 4, 4, &r->vendor, NULL, errbuf,
+			err = parse_hex_selector(v, origin, list, idx, key, 4, 4, &r->vendor, NULL, errbuf,
 						 errlen);
 		} else if (strcmp(key, "device") == 0) {
-			err = parse_hex_selector(v, origin, idx, key, 4, 4, &r->device, NULL, errbuf,
+			err = parse_hex_selector(v, origin, list, idx, key, 4, 4, &r->device, NULL, errbuf,
 						 errlen);
 		} else if (strcmp(key, "class") == 0) {
-			err = parse_hex_selector(v, origin, idx, key, 2, 4, &r->class_code,
+			err = parse_hex_selector(v, origin, list, idx, key, 2, 4, &r->class_code,
 						 &r->class_digits, errbuf, errlen);
 			if (!err && r->class_digits == 3)
-				err = fail(errbuf, errlen, "%s: resources.rules[%zu].class: expected 2 or 4 hex digits",
-					   origin, idx);
+				err = fail(errbuf, errlen, "%s: %s[%zu].class: expected 2 or 4 hex digits",
+					   origin, list, idx);
 		} else if (strcmp(key, "address") == 0) {
 			if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 64)
-				return fail(errbuf, errlen, "%s: resources.rules[%zu].address: expected a PCI address or glob such as \"0000:3b:*\"",
-					    origin, idx);
+				return fail(errbuf, errlen, "%s: %s[%zu].address: expected a PCI address or glob such as \"0000:3b:*\"",
+					    origin, list, idx);
 			r->address = strdup(json_string_value(v));
 			err = r->address ? 0 : -ENOMEM;
 		} else if (strcmp(key, "name") == 0) {
@@ -259,22 +280,60 @@ parse_rule(struct resource_rule *r, json_t *obj, const char *origin, size_t idx,
 
 			if (!json_is_string(v) ||
 			    dp_resource_name_check(json_string_value(v), why, sizeof(why)) < 0)
-				return fail(errbuf, errlen, "%s: resources.rules[%zu].name: not a valid resource name: %s",
-					    origin, idx, json_is_string(v) ? why : "expected a string");
+				return fail(errbuf, errlen, "%s: %s[%zu].name: not a valid resource name: %s",
+					    origin, list, idx, json_is_string(v) ? why : "expected a string");
 			r->name = strdup(json_string_value(v));
 			err = r->name ? 0 : -ENOMEM;
-		} else if (strcmp(key, "advertise") == 0) {
+		} else if (strcmp(key, "advertise") == 0 || strcmp(key, "claim") == 0) {
 			if (!json_is_boolean(v))
-				return fail(errbuf, errlen, "%s: resources.rules[%zu].advertise: expected true or false",
-					    origin, idx);
-			r->advertise = json_is_true(v);
+				return fail(errbuf, errlen, "%s: %s[%zu].%s: expected true or false", origin,
+					    list, idx, key);
+			if (key[0] == 'a')
+				r->advertise = json_is_true(v);
+			else
+				r->claim = json_is_true(v);
+			err = 0;
+		} else if (strcmp(key, "iommu") == 0) {
+			const char *m = json_string_value(v);
+
+			if (m == NULL || (strcmp(m, "legacy") && strcmp(m, "prefer-iommufd")))
+				return fail(errbuf, errlen, "%s: %s[%zu].iommu: expected \"legacy\" or \"prefer-iommufd\"",
+					    origin, list, idx);
+			r->prefer_iommufd = strcmp(m, "prefer-iommufd") == 0;
 			err = 0;
 		} else {
-			return fail(errbuf, errlen, "%s: resources.rules[%zu].%s: unknown key", origin, idx,
-				    key);
+			return fail(errbuf, errlen, "%s: %s[%zu].%s: unknown key", origin, list, idx, key);
 		}
 		if (err)
 			return err;
+	}
+	return 0;
+}
+
+static int
+parse_claims(struct config *c, json_t *obj, const char *origin, char *errbuf, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+	long n;
+	int err;
+
+	if (!json_is_object(obj))
+		return fail(errbuf, errlen, "%s: claims: expected an object", origin);
+	json_object_foreach(obj, key, v) {
+		if (strcmp(key, "gpu_free_timeout_s") == 0) {
+			err = get_int(v, origin, "claims.gpu_free_timeout_s", 0, 3600, &n, errbuf, errlen);
+			if (err)
+				return err;
+			c->gpu_free_timeout_ms = (int)n * 1000;
+		} else if (strcmp(key, "release_timeout_s") == 0) {
+			err = get_int(v, origin, "claims.release_timeout_s", 1, 3600, &n, errbuf, errlen);
+			if (err)
+				return err;
+			c->release_timeout_ms = (int)n * 1000;
+		} else {
+			return fail(errbuf, errlen, "%s: claims.%s: unknown key", origin, key);
+		}
 	}
 	return 0;
 }
@@ -305,7 +364,8 @@ parse_resources(struct config *c, json_t *obj, const char *origin, char *errbuf,
 			if (c->rules == NULL)
 				return -ENOMEM;
 			json_array_foreach(v, i, item) {
-				int err = parse_rule(&c->rules[i], item, origin, i, errbuf, errlen);
+				int err = parse_rule(&c->rules[i], item, origin, "resources.rules", i,
+						     errbuf, errlen);
 
 				c->nrules = i + 1;
 				if (err)
@@ -366,6 +426,27 @@ config_parse(const char *text, size_t len, const char *origin, struct config **r
 			err = parse_modules(c, v, origin, errbuf, errlen);
 		} else if (strcmp(key, "resources") == 0) {
 			err = parse_resources(c, v, origin, errbuf, errlen);
+		} else if (strcmp(key, "exclude") == 0) {
+			size_t i;
+			json_t *item;
+
+			if (!json_is_array(v)) {
+				err = fail(errbuf, errlen, "%s: exclude: expected an array of selectors", origin);
+				break;
+			}
+			c->excludes = calloc(json_array_size(v) + 1, sizeof(*c->excludes));
+			if (c->excludes == NULL) {
+				err = -ENOMEM;
+				break;
+			}
+			json_array_foreach(v, i, item) {
+				c->nexcludes = i + 1;
+				err = parse_rule(&c->excludes[i], item, origin, "exclude", i, errbuf, errlen);
+				if (err)
+					break;
+			}
+		} else if (strcmp(key, "claims") == 0) {
+			err = parse_claims(c, v, origin, errbuf, errlen);
 		} else {
 			err = fail(errbuf, errlen, "%s: %s: unknown key", origin, key);
 		}

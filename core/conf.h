@@ -17,6 +17,8 @@ struct resource_rule {
 	char *address;			/* fnmatch(3) glob on the PCI address, or NULL */
 	char *name;			/* resource name, or NULL for the default */
 	bool advertise;
+	bool claim;			/* claim matching devices at start and on hotplug */
+	bool prefer_iommufd;		/* Allocate: /dev/iommu + vfio cdevs, not groups */
 };
 
 struct config {
@@ -31,7 +33,15 @@ struct config {
 	struct resource_rule *rules;
 	size_t nrules;
 	bool advertise_unlisted;	/* devices no rule matches: offered (default) */
+	struct resource_rule *excludes;	/* never claimed, never offered */
+	size_t nexcludes;
+	int gpu_free_timeout_ms;	/* wait for /dev/nvidia* users before unbinding */
+	int release_timeout_ms;		/* unbind from vfio-pci may block this long */
 };
+
+/* The first exclude entry matching a PCI function, or NULL. */
+const struct resource_rule *config_match_exclude(const struct config *c, const char *address,
+						 int vendor, int device, int class_code);
 
 /* The first rule matching a PCI function, or NULL. */
 const struct resource_rule *config_match_rule(const struct config *c, const char *address,

@@ -33,6 +33,7 @@ struct ctl_client {
 	bool discarding;	/* skipping the rest of an over-long line */
 	bool closing;		/* flush what is queued, then close */
 	bool paused;		/* reading stopped for backpressure */
+	bool eof;		/* the peer closed its side */
 };
 
 struct ctl_server {
@@ -43,6 +44,7 @@ struct ctl_server {
 	char *path;
 	struct ctl_client *clients;
 	int nclients, nsubscribers;
+	uint64_t next_serial;
 	int max_clients;
 	size_t max_output;
 };
@@ -212,7 +214,9 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 		/* A subscriber may close its sending side and keep listening
 		 * (socat -t with a long timeout): stop reading, keep streaming. */
-		if (c->peer.subscribed) {
+		c->eof = true;
+		if (c->peer.subscribed || c->peer.pending > 0) {
+			/* Answers are still to come (a claim takes its time). */
 			bufferevent_disable(bev, EV_READ);
 			return;
 		}
@@ -268,6 +272,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 		c->peer.pid = -1;
 	}
 	c->srv = s;
+	c->peer.serial = ++s->next_serial;
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		close(fd);
@@ -452,6 +457,25 @@ ctl_server_set_limits(struct ctl_server *s, int max_clients, size_t max_output)
 {
 	s->max_clients = max_clients;
 	s->max_output = max_output;
+}
+
+void
+ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp)
+{
+	struct ctl_server *s = d->ctl;
+
+	for (struct ctl_client *c = s ? s->clients : NULL; c && resp; c = c->next) {
+		if (c->peer.serial != serial || c->closing)
+			continue;
+		client_send(c, resp);
+		if (c->peer.pending > 0)
+			c->peer.pending--;
+		if (c->eof && c->peer.pending == 0 && !c->peer.subscribed)
+			c->closing = true;	/* freed once the answer is written */
+		break;
+	}
+	/* Gone: the operation went on all the same; claims.list tells. */
+	json_decref(resp);
 }
 
 bool

@@ -3,11 +3,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "ctl.h"
+#include "claim.h"
 #include "daemon.h"
 #include "dp.h"
 #include "log.h"
@@ -302,6 +304,125 @@ m_resources_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *c
 	return d->dp ? dp_resources_json(d->dp) : json_array();
 }
 
+/* Answers that come later: a claim or release finishes after the reply
+ * would have gone out. The token finds the connection again. */
+#define CTL_PENDING ((json_t *)&ctl_pending_marker)
+static int ctl_pending_marker;
+
+struct ctl_token {
+	struct daemon *d;
+	uint64_t serial;
+	json_t *id;
+};
+
+static struct ctl_token *
+token_new(struct daemon *d, struct ctl_peer *peer)
+{
+	struct ctl_token *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->d = d;
+	t->serial = peer->serial;
+	t->id = peer->current_id ? json_incref(peer->current_id) : NULL;
+	if (t->id)
+		peer->pending++;
+	return t;
+}
+
+static int
+errno_to_code(int err)
+{
+	switch (err) {
+	case -EPERM: return CTL_ERR_REFUSED;
+	case -ENOENT: return CTL_ERR_NOT_FOUND;
+	case -EBUSY: return CTL_ERR_BUSY;
+	case -EINVAL: return CTL_INVALID_PARAMS;
+	default: return CTL_ERR_FAILED;
+	}
+}
+
+static void
+token_done(void *arg, int err, const char *message, json_t *result)
+{
+	struct ctl_token *t = arg;
+	json_t *resp;
+
+	if (t->id == NULL) {		/* a notification: nobody waits */
+		json_decref(result);
+		free(t);
+		return;
+	}
+	if (err < 0)
+		resp = ctl_error_response(t->id, errno_to_code(err), message ? message : "failed");
+	else
+		resp = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", t->id, "result",
+				 result ? result : json_object());
+	if (err < 0)
+		json_decref(result);
+	ctl_server_send_to(t->d, t->serial, resp);
+	json_decref(t->id);
+	free(t);
+}
+
+static const char *const claim_params[] = { "address", "resource_name", NULL };
+
+static json_t *
+m_pci_claim(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+	    size_t msglen)
+{
+	json_t *a = params ? json_object_get(params, "address") : NULL;
+	json_t *r = params ? json_object_get(params, "resource_name") : NULL;
+	struct ctl_token *t;
+
+	if (!json_is_string(a) || !pci_address_valid(json_string_value(a)) ||
+	    (r && !json_is_string(r))) {
+		*code = CTL_INVALID_PARAMS;
+		snprintf(msg, msglen, "address: expected a PCI address such as 0000:3b:00.0%s",
+			 r && !json_is_string(r) ? "; resource_name: expected a string" : "");
+		return NULL;
+	}
+	t = token_new(d, peer);
+	if (t == NULL) {
+		snprintf(msg, msglen, "out of memory");
+		return NULL;
+	}
+	claims_claim(d->claims, json_string_value(a), json_string_value(r), token_done, t);
+	return CTL_PENDING;
+}
+
+static const char *const release_params[] = { "address", "force", NULL };
+
+static json_t *
+m_pci_release(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+	      size_t msglen)
+{
+	json_t *a = params ? json_object_get(params, "address") : NULL;
+	json_t *f = params ? json_object_get(params, "force") : NULL;
+	struct ctl_token *t;
+
+	if (!json_is_string(a) || !pci_address_valid(json_string_value(a)) ||
+	    (f && !json_is_boolean(f))) {
+		*code = CTL_INVALID_PARAMS;
+		snprintf(msg, msglen, "address: expected a PCI address; force: expected true or false");
+		return NULL;
+	}
+	t = token_new(d, peer);
+	if (t == NULL) {
+		snprintf(msg, msglen, "out of memory");
+		return NULL;
+	}
+	claims_release(d->claims, json_string_value(a), json_is_true(f), token_done, t);
+	return CTL_PENDING;
+}
+
+static json_t *
+m_claims_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+	      size_t msglen)
+{
+	return d->claims ? claims_json(d->claims) : json_pack("{s:[]}", "claims");
+}
+
 static const char *const no_params[] = { NULL };
 
 static const struct ctl_method methods[] = {
@@ -313,6 +434,9 @@ static const struct ctl_method methods[] = {
 	{ .name = "events.subscribe", .fn = m_events_subscribe, .params = subscribe_params },
 	{ .name = "events.unsubscribe", .fn = m_events_unsubscribe, .params = no_params },
 	{ .name = "resources.list", .fn = m_resources_list, .params = no_params },
+	{ .name = "claims.list", .fn = m_claims_list, .params = no_params },
+	{ .name = "pci.claim", .fn = m_pci_claim, .params = claim_params, .mutating = true },
+	{ .name = "pci.release", .fn = m_pci_release, .params = release_params, .mutating = true },
 };
 
 static const struct ctl_method *
@@ -399,7 +523,11 @@ handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 			 d->cfg->control_group ? d->cfg->control_group : "");
 		return id ? ctl_error_response(id, CTL_ERR_PERMISSION, msg) : NULL;
 	}
+	peer->current_id = id;
 	result = m->fn(d, peer, params, &code, msg, sizeof(msg));
+	peer->current_id = NULL;
+	if (result == CTL_PENDING)
+		return NULL;		/* answered later through the token */
 	if (id == NULL) {
 		json_decref(result);
 		return NULL;

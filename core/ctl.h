@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <jansson.h>
 
@@ -18,13 +19,18 @@
 #define CTL_INTERNAL_ERROR	-32603
 #define CTL_ERR_TOO_MANY	-32000	/* too many clients */
 #define CTL_ERR_PERMISSION	-32001	/* mutating method, peer not allowed */
-#define CTL_ERR_NOT_FOUND	-32004	/* no such device */
+#define CTL_ERR_REFUSED		-32003	/* the request is refused: protected, in use, no IOMMU... */
+#define CTL_ERR_NOT_FOUND	-32004	/* no such device or claim */
+#define CTL_ERR_BUSY		-32005	/* another operation on it is in progress */
 #define CTL_ERR_FAILED		-32010	/* the operation failed; data says why */
 
 struct daemon;
 
 /* What the protocol layer knows of a connected client. */
 struct ctl_peer {
+	uint64_t serial;	/* which connection, for answers that come later */
+	json_t *current_id;	/* id of the request being handled (borrowed) */
+	int pending;		/* answers that will come later */
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
@@ -42,6 +48,10 @@ json_t *ctl_error_response(json_t *id, int code, const char *message);
 
 /* Whether a subscribed peer wants an event of this type. */
 bool ctl_peer_wants(const struct ctl_peer *peer, const char *type);
+
+/* Sends a response to the connection with `serial`, if it is still there
+ * (ctl-server.c). Steals `resp`. */
+void ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp);
 
 /* Whether the peer may call mutating methods (root, or the configured group). */
 bool ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctl-server.h"
+#include "claim.h"
 #include "daemon.h"
 #include "dp-names.h"
 #include "dp-server.h"
@@ -108,6 +109,7 @@ const struct hdd_core_ops daemon_core_ops = {
 	.alloc_env = dp_alloc_env,
 	.alloc_device = dp_alloc_device,
 	.alloc_mount = dp_alloc_mount,
+	.alloc_prefer_iommufd = dp_alloc_prefer_iommufd,
 };
 
 /* --- events --------------------------------------------------------------- */
@@ -162,6 +164,10 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 
 	if (ev != INV_EVENT_REMOVE)
 		probe_owner(d, dev);
+	/* Claimed devices that moved or vanished; config claim rules. Not
+	 * before the worker exists: start-up reconciles them all at once. */
+	if (d->claims && d->worker)
+		claims_device_event(d->claims, dev, ev == INV_EVENT_REMOVE);
 	if (d->dp) {
 		d->dp->dirty = true;
 		dp_server_kick(d->dps);
@@ -463,8 +469,22 @@ daemon_read_iommu_state(struct daemon *d)
 			 "modules", mods);
 }
 
+json_t *daemon_status_claims(struct daemon *d);
+
+static json_t *daemon_status_base(struct daemon *d);
+
 json_t *
 daemon_status_json(struct daemon *d)
+{
+	json_t *o = daemon_status_base(d);
+
+	if (o)
+		json_object_set_new(o, "claims", daemon_status_claims(d));
+	return o;
+}
+
+static json_t *
+daemon_status_base(struct daemon *d)
 {
 	size_t npci = 0, nusb = 0, nmods = 0;
 
@@ -508,6 +528,15 @@ daemon_status_json(struct daemon *d)
 			 "control",
 			 "clients", d->ctl ? ctl_server_clients(d->ctl) : 0,
 			 "subscribers", d->ctl ? ctl_server_subscribers(d->ctl) : 0);
+}
+
+json_t *
+daemon_status_claims(struct daemon *d)
+{
+	return d->claims ? json_pack("{s:I, s:b, s:s?}", "count", (json_int_t)d->claims->n,
+				     "fail_closed", d->claims->fail_closed, "fail_reason",
+				     d->claims->fail_closed ? d->claims->fail_reason : NULL)
+			 : json_null();
 }
 
 /* --- start-up and reload ------------------------------------------------- */
@@ -555,10 +584,10 @@ lock_state_dir(struct daemon *d)
 		return err;
 	}
 	fd = openat(dfd, "hostdevd.lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	close(dfd);
 	if (fd < 0) {
 		err = -errno;
 		log_err("daemon", "cannot open %s/hostdevd.lock", d->opts.state_dir);
+		close(dfd);
 		return err;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -566,9 +595,11 @@ lock_state_dir(struct daemon *d)
 		log_errx("daemon", "another hostdevd is running with state directory %s",
 			 d->opts.state_dir);
 		close(fd);
+		close(dfd);
 		return err == -EWOULDBLOCK ? -EBUSY : err;
 	}
 	d->lock_fd = fd;
+	d->state_dirfd = dfd;
 	return 0;
 }
 
@@ -581,6 +612,7 @@ daemon_init(struct daemon *d, const struct options *opts)
 	memset(d, 0, sizeof(*d));
 	d->opts = *opts;
 	d->lock_fd = -1;
+	d->state_dirfd = -1;
 	d->started_usec = mono_usec();
 	if (opts->node_name) {
 		snprintf(d->node_name, sizeof(d->node_name), "%s", opts->node_name);
@@ -623,6 +655,9 @@ daemon_init(struct daemon *d, const struct options *opts)
 	err = dp_new(d, &d->dp);
 	if (err < 0)
 		return err;
+	err = claims_new(d, d->state_dirfd, &d->claims);
+	if (err < 0)
+		return err;
 
 	/* Monitor first, enumerate second: a device that appears in between is
 	 * in the monitor's queue. */
@@ -648,6 +683,7 @@ daemon_init(struct daemon *d, const struct options *opts)
 void
 daemon_fini(struct daemon *d)
 {
+	claims_free(d->claims);
 	dp_free(d->dp);
 	inventory_free(d->inv);
 	modules_free(d->mods);
@@ -659,8 +695,11 @@ daemon_fini(struct daemon *d)
 	json_decref(d->iommu);
 	if (d->lock_fd >= 0)
 		close(d->lock_fd);
+	if (d->state_dirfd >= 0)
+		close(d->state_dirfd);
 	memset(d, 0, sizeof(*d));
 	d->lock_fd = -1;
+	d->state_dirfd = -1;
 }
 
 int

@@ -19,6 +19,8 @@ struct loop;
 struct ctl_server;
 struct dp;
 struct dp_server;
+struct claims;
+struct worker;
 
 struct options {
 	bool foreground;
@@ -58,6 +60,9 @@ struct daemon {
 	struct dp *dp;			/* kubelet resources */
 	struct dp_server *dps;		/* their sockets, see dp-server.h */
 	struct udev_watch *udev;
+	struct claims *claims;		/* PCI claims, see claim.h */
+	struct worker *worker;		/* the process that does the kernel writes */
+	int state_dirfd;
 	json_t *iommu;			/* IOMMU state read at start and on rescan */
 	uint64_t event_seq;
 	int64_t started_usec;		/* CLOCK_MONOTONIC */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "claim.h"
 #include "daemon.h"
 #include "deviceplugin.pb-c.h"
 #include "dp-names.h"
@@ -110,6 +111,38 @@ members_equal(const struct dp_member *a, size_t na, const struct candidate *b, s
 	return true;
 }
 
+/* A claimed function: offered under the claim's name while it is claimed,
+ * Unhealthy when it left vfio-pci or its group's node is gone. */
+static bool
+claimed_candidate(struct dp *dp, struct claim *cl, struct device *dev, struct candidate *c)
+{
+	const struct config *cfg = dp->d->cfg;
+	const struct resource_rule *rule;
+	char node[32];
+
+	if (cl->state != CLAIM_CLAIMED || cl->job != NULL || dev->pci.f.is_bridge ||
+	    dev->owner == NULL)
+		return false;
+	rule = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
+				 dev->pci.f.class_code);
+	if (cl->resource_name)
+		snprintf(c->name, sizeof(c->name), "%s", cl->resource_name);
+	else if (rule && rule->name)
+		snprintf(c->name, sizeof(c->name), "%s", rule->name);
+	else
+		dp_default_resource_name(&dev->pci.f, c->name, sizeof(c->name));
+	snprintf(cl->advertised, sizeof(cl->advertised), "%s", c->name);
+	snprintf(node, sizeof(node), "vfio/%d", dev->pci.f.iommu_group);
+	c->m.healthy = dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
+		       dev->pci.f.iommu_group == cl->group && fsroot_exists(dp->d->dev, node) == 0;
+	snprintf(c->m.id, sizeof(c->m.id), "%s", dev->id);
+	c->m.numa = dev->pci.f.numa_node;
+	c->m.iommu_group = dev->pci.f.iommu_group;
+	c->m.dev = dev;
+	c->module = dev->owner;
+	return true;
+}
+
 /* What one device contributes: its resource name and health, or nothing. */
 static bool
 device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
@@ -117,10 +150,14 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 	const struct config *cfg = dp->d->cfg;
 	const struct resource_rule *rule;
 	struct hdd_device_view view;
+	struct claim *cl;
 	bool healthy = true;
 
 	if (dev->cls != HDD_DEV_PCI || dev->owner == NULL || dev->owner->desc->advertise == NULL)
 		return false;
+	cl = claims_find_member(dp->d->claims, dev->id);
+	if (cl)
+		return claimed_candidate(dp, cl, dev, c);
 	device_view(dev, &view);
 	if (dev->owner->desc->advertise(dev->owner->state, &view, c->name, sizeof(c->name),
 					&healthy) != 1)
@@ -140,6 +177,40 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 	c->m.dev = dev;
 	c->module = dev->owner;
 	return true;
+}
+
+/* Claimed functions missing from sysfs stay in their resource, Unhealthy,
+ * so the kubelet keeps the capacity and refuses new pods. */
+static size_t
+absent_candidates(struct dp *dp, struct candidate *c, size_t room)
+{
+	struct claims *claims = dp->d->claims;
+	const struct module *pci = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; dp->d->mods && i < dp->d->mods->n; i++)
+		if (dp->d->mods->v[i].active && strcmp(dp->d->mods->v[i].desc->name, "pci") == 0)
+			pci = &dp->d->mods->v[i];
+	for (size_t i = 0; claims && pci && i < claims->n; i++) {
+		struct claim *cl = claims->v[i];
+
+		if (cl->state != CLAIM_CLAIMED || cl->job || !cl->advertised[0])
+			continue;
+		for (size_t k = 0; k < cl->n && n < room; k++) {
+			if (cl->members[k].bridge ||
+			    inventory_find(dp->d->inv, HDD_DEV_PCI, cl->members[k].address))
+				continue;
+			memset(&c[n], 0, sizeof(c[n]));
+			snprintf(c[n].name, sizeof(c[n].name), "%s", cl->advertised);
+			snprintf(c[n].m.id, sizeof(c[n].m.id), "%s", cl->members[k].address);
+			c[n].m.healthy = false;
+			c[n].m.numa = -1;
+			c[n].m.iommu_group = cl->group;
+			c[n].module = pci;
+			n++;
+		}
+	}
+	return n;
 }
 
 static struct dp_resource *
@@ -178,7 +249,8 @@ set_members(struct dp_resource *r, const struct candidate *c, size_t n)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		m[i] = c[i].m;
-		device_ref(m[i].dev);
+		if (m[i].dev)
+			device_ref(m[i].dev);
 	}
 	members_free(r->members, r->n);
 	r->members = m;
@@ -189,8 +261,8 @@ set_members(struct dp_resource *r, const struct candidate *c, size_t n)
 void
 dp_recompute(struct dp *dp)
 {
-	size_t total = inventory_count(dp->d->inv), n = 0;
-	struct candidate *c = calloc(total ? total : 1, sizeof(*c));
+	size_t total = inventory_count(dp->d->inv), n = 0, extra = 64;
+	struct candidate *c = calloc(total + extra, sizeof(*c));
 
 	if (c == NULL)
 		return;
@@ -198,6 +270,7 @@ dp_recompute(struct dp *dp)
 	for (size_t i = 0; i < total; i++)
 		if (device_candidate(dp, inventory_at(dp->d->inv, i), &c[n]))
 			n++;
+	n += absent_candidates(dp, &c[n], extra);
 	qsort(c, n, sizeof(*c), candidate_cmp);
 	for (size_t i = 0; i < dp->n; i++)
 		dp->v[i]->seen = false;
@@ -330,7 +403,14 @@ dp_encode_register(const struct dp_resource *r, uint8_t **ret, size_t *len)
 struct hdd_alloc {
 	V1beta1__ContainerAllocateResponse resp;
 	size_t cap_envs, cap_devs, cap_mounts;
+	bool prefer_iommufd;
 };
+
+bool
+dp_alloc_prefer_iommufd(const struct hdd_alloc *a)
+{
+	return a->prefer_iommufd;
+}
 
 static char *
 xstrdup(const char *s)
@@ -538,6 +618,12 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 				views[i] = &vs[i];
 			}
 		}
+		if (status == GRPC_STATUS_OK && dp->d && views[0]->pci) {
+			const struct resource_rule *rule =
+				config_match_rule(dp->d->cfg, views[0]->id, views[0]->pci->vendor_id,
+						  views[0]->pci->device_id, views[0]->pci->class_code);
+			allocs[c].prefer_iommufd = rule && rule->prefer_iommufd;
+		}
 		if (status == GRPC_STATUS_OK) {
 			err = r->module->desc->allocate
 				      ? r->module->desc->allocate(r->module->state, r->name, views, n,
@@ -565,6 +651,13 @@ out:
 		grpc_call_send(call, out, outlen, false);
 		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
 		log_info("dp", "%s: Allocate answered (%zu containers)", r->name, ncont);
+		for (size_t c = 0; c < ncont; c++)
+			for (size_t i = 0; i < req->container_requests[c]->n_devices_ids; i++) {
+				struct claim *cl = claims_find_member(dp->d ? dp->d->claims : NULL,
+								      req->container_requests[c]->devices_ids[i]);
+				if (cl)
+					cl->allocations++;
+			}
 	} else {
 		log_warnx("dp", "%s: Allocate refused: %s", r->name, why);
 		grpc_call_finish(call, status, why);
@@ -584,6 +677,8 @@ out:
 static bool
 share_switch(const struct device *a, const struct device *b)
 {
+	if (a == NULL || b == NULL)
+		return false;
 	const char *pa = a->syspath, *pb = b->syspath;
 	const char *enda = strrchr(pa, '/'), *endb = strrchr(pb, '/');
 	size_t common = 0;

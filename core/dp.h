@@ -83,6 +83,7 @@ struct hdd_alloc;
 int dp_alloc_env(struct hdd_alloc *a, const char *name, const char *value);
 int dp_alloc_device(struct hdd_alloc *a, const char *host_path, const char *container_path,
 		    const char *permissions);
+bool dp_alloc_prefer_iommufd(const struct hdd_alloc *a);
 int dp_alloc_mount(struct hdd_alloc *a, const char *host_path, const char *container_path,
 		   bool read_only);
 

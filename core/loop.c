@@ -13,6 +13,9 @@
 #include "loop.h"
 #include "udev.h"
 
+struct later;
+static void later_unlink(struct later *t);
+
 struct loop {
 	struct daemon *d;
 	struct event_base *base;
@@ -21,6 +24,7 @@ struct loop {
 	struct event *resync_ev;
 	struct event *debounce_ev;
 	int resync_interval;
+	struct later *laters;		/* loop_call_later timers still pending */
 };
 
 static void
@@ -117,6 +121,12 @@ loop_free(struct loop *l)
 		event_free(l->resync_ev);
 	if (l->debounce_ev)
 		event_free(l->debounce_ev);
+	while (l->laters) {
+		struct later *t = l->laters;
+
+		later_unlink(t);
+		free(t);
+	}
 	if (l->base)
 		event_base_free(l->base);
 	free(l);
@@ -158,6 +168,63 @@ loop_arm_debounce(struct loop *l, int ms)
 	if (l == NULL || evtimer_pending(l->debounce_ev, NULL))
 		return;
 	evtimer_add(l->debounce_ev, &tv);
+}
+
+struct later {
+	struct loop *l;
+	struct event *ev;
+	void (*fn)(void *arg);
+	void *arg;
+	struct later *next, *prev;
+};
+
+static void
+later_unlink(struct later *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		t->l->laters = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	event_free(t->ev);
+}
+
+static void
+later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct later *t = arg;
+	void (*fn)(void *) = t->fn;
+	void *fnarg = t->arg;
+
+	later_unlink(t);
+	free(t);
+	fn(fnarg);
+}
+
+int
+loop_call_later(struct loop *l, int ms, void (*fn)(void *arg), void *arg)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct later *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return -ENOMEM;
+	t->l = l;
+	t->fn = fn;
+	t->arg = arg;
+	t->ev = evtimer_new(l->base, later_cb, t);
+	if (t->ev == NULL || evtimer_add(t->ev, &tv) < 0) {
+		if (t->ev)
+			event_free(t->ev);
+		free(t);
+		return -ENOMEM;
+	}
+	t->next = l->laters;
+	if (l->laters)
+		l->laters->prev = t;
+	l->laters = t;
+	return 0;
 }
 
 int

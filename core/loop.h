@@ -21,6 +21,9 @@ void loop_set_resync_interval(struct loop *l, int seconds);
 /* Arms the debounce window if it is not running. */
 void loop_arm_debounce(struct loop *l, int ms);
 
+/* Calls fn(arg) once, `ms` from now (from the loop). Returns 0 or -ENOMEM. */
+int loop_call_later(struct loop *l, int ms, void (*fn)(void *arg), void *arg);
+
 /* Runs until SIGTERM or SIGINT. Returns 0 on a clean stop. */
 int loop_run(struct loop *l);
 

@@ -14,11 +14,13 @@
 #include <unistd.h>
 
 #include "ctl-server.h"
+#include "claim.h"
 #include "daemon.h"
 #include "dp-server.h"
 #include "log.h"
 #include "loop.h"
 #include "udev.h"
+#include "worker.h"
 
 #ifndef MODULEDIR
 #define MODULEDIR "/usr/lib/hostdevd/modules"
@@ -206,6 +208,14 @@ main(int argc, char **argv)
 		log_errx("daemon", "cannot watch the udev monitor");
 		goto out;
 	}
+	/* The worker is forked before any outside input is read; then the
+	 * recorded claims are re-applied before anything else can bind. */
+	err = worker_new(loop_base(loop), opts.sysfs_root, opts.dev_root, &d.worker);
+	if (err < 0) {
+		log_errx("daemon", "cannot start the worker process: %s", strerror(-err));
+		goto out;
+	}
+	claims_reconcile(d.claims, "start");
 	err = ctl_server_new(&d, loop_base(loop), opts.control_socket, &d.ctl);
 	if (err < 0) {
 		log_errx("daemon", "control socket %s: %s", opts.control_socket, strerror(-err));
@@ -230,6 +240,8 @@ out:
 	d.dps = NULL;
 	ctl_server_free(d.ctl);
 	d.ctl = NULL;
+	worker_free(d.worker);
+	d.worker = NULL;
 	loop_free(loop);
 	daemon_fini(&d);
 	return rc;

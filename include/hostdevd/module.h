@@ -113,6 +113,9 @@ struct hdd_core_ops {
 			    const char *permissions);
 	int (*alloc_mount)(struct hdd_alloc *a, const char *host_path, const char *container_path,
 			   bool read_only);
+	/* The resource's policy: hand out /dev/iommu and the vfio cdevs
+	 * instead of the group and container nodes. */
+	bool (*alloc_prefer_iommufd)(const struct hdd_alloc *a);
 };
 
 struct hdd_module {

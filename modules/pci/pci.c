@@ -182,6 +182,22 @@ pci_allocate(void *state, const char *resource, const struct hdd_device_view *co
 	if (err == 0)
 		err = st->ops->alloc_env(alloc, env, value);
 	free(value);
+	if (err == 0 && st->ops->alloc_prefer_iommufd(alloc) && st->ops->dev_exists(st->core, "iommu")) {
+		bool all_cdevs = true;
+
+		for (size_t i = 0; i < n; i++)
+			all_cdevs &= devs[i]->pci->vfio_cdev != NULL;
+		if (all_cdevs) {
+			/* seed 002, PreferIommuFD: the iommufd API device and the
+			 * per-device cdevs instead of container and groups. */
+			err = st->ops->alloc_device(alloc, "/dev/iommu", "/dev/iommu", "mrw");
+			for (size_t i = 0; i < n && err == 0; i++) {
+				snprintf(path, sizeof(path), "/dev/vfio/devices/%s", devs[i]->pci->vfio_cdev);
+				err = st->ops->alloc_device(alloc, path, path, "mrw");
+			}
+			return err;
+		}
+	}
 	if (err == 0)
 		err = st->ops->alloc_device(alloc, "/dev/vfio/vfio", "/dev/vfio/vfio", "mrw");
 	for (size_t i = 0; i < n && err == 0; i++) {

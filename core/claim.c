@@ -1,0 +1,1287 @@
+/* SPDX-License-Identifier: MIT */
+/* PCI claims: whole IOMMU groups onto vfio-pci and back, journalled in
+ * state.json so that restart, kill -9 and reboot leave nothing half done. */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "claim.h"
+#include "daemon.h"
+#include "dp-names.h"
+#include "dp-server.h"
+#include "dp.h"
+#include "log.h"
+#include "loop.h"
+#include "protect.h"
+#include "state.h"
+#include "sysfs.h"
+#include "worker.h"
+
+#define VFIO_DRIVER "vfio-pci"
+#define WRITE_TIMEOUT_MS 15000
+#define VERIFY_INTERVAL_MS 20
+#define VERIFY_TRIES 250		/* 5 s for a bind to show */
+#define MAX_MEMBERS 64
+
+enum phase {
+	PH_START = 0,
+	/* claim */
+	PH_GPU_FREE, PH_PM_OFF, PH_INTENT, PH_MODPROBE, PH_OVERRIDE, PH_UNBIND, PH_PROBE, PH_VERIFY,
+	PH_CLAIMED,
+	/* rollback of a failed claim */
+	PH_RB_UNBIND, PH_RB_CLEAR, PH_RB_BIND, PH_RB_DONE,
+	/* release */
+	PH_RL_HOLDERS, PH_RL_INTENT, PH_RL_UNBIND, PH_RL_CLEAR, PH_RL_BIND, PH_RL_VERIFY, PH_RL_PM_ON,
+	PH_RELEASED,
+	PH_MAX
+};
+
+static const char *const phase_names[PH_MAX] = {
+	[PH_START] = "start", [PH_GPU_FREE] = "gpu-free", [PH_PM_OFF] = "persistence-off",
+	[PH_INTENT] = "intent", [PH_MODPROBE] = "modprobe", [PH_OVERRIDE] = "override",
+	[PH_UNBIND] = "unbind", [PH_PROBE] = "probe", [PH_VERIFY] = "verify",
+	[PH_CLAIMED] = "claimed", [PH_RB_UNBIND] = "rollback-unbind",
+	[PH_RB_CLEAR] = "rollback-clear", [PH_RB_BIND] = "rollback-bind",
+	[PH_RB_DONE] = "rolled-back", [PH_RL_HOLDERS] = "release-holders",
+	[PH_RL_INTENT] = "release-intent", [PH_RL_UNBIND] = "release-unbind",
+	[PH_RL_CLEAR] = "release-clear", [PH_RL_BIND] = "release-bind",
+	[PH_RL_VERIFY] = "release-verify", [PH_RL_PM_ON] = "persistence-on",
+	[PH_RELEASED] = "released",
+};
+
+static const char *const state_names[CLAIM_STATE_MAX] = {
+	[CLAIM_CLAIMING] = "claiming",
+	[CLAIM_CLAIMED] = "claimed",
+	[CLAIM_RELEASING] = "releasing",
+};
+
+struct claim_job {
+	struct claims *c;
+	struct claim *cl;
+	bool release;
+	bool force;
+	bool resumed;		/* continuing after a restart */
+	enum phase phase;
+	size_t member;		/* the member the phase works on */
+	size_t moved;		/* members touched so far (for rollback) */
+	int tries;
+	bool nvidia;
+	char error[512];
+	claim_done_fn done;
+	void *arg;
+	struct claim_job *next;	/* the queue */
+};
+
+static const char *crash_after;	/* HOSTDEVD_TEST_CRASH_AFTER, tests only */
+
+static void job_run(struct claim_job *j);
+static void job_next_member(struct claim_job *j, enum phase first, enum phase after);
+
+const char *
+claim_state_to_string(enum claim_state s)
+{
+	return (unsigned)s < CLAIM_STATE_MAX ? state_names[s] : "invalid";
+}
+
+static int
+state_from_string(const char *s)
+{
+	for (int i = 0; i < CLAIM_STATE_MAX; i++)
+		if (s && strcmp(s, state_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+static void
+claim_free(struct claim *cl)
+{
+	for (size_t i = 0; i < cl->n; i++)
+		free(cl->members[i].original_driver);
+	free(cl->members);
+	free(cl->resource_name);
+	free(cl);
+}
+
+/* --- persistence ---------------------------------------------------------- */
+
+static json_t *
+claim_persist_json(const struct claim *cl)
+{
+	json_t *members = json_array();
+
+	for (size_t i = 0; i < cl->n; i++)
+		json_array_append_new(members, json_pack("{s:s, s:s?, s:b}", "address",
+							 cl->members[i].address, "original_driver",
+							 cl->members[i].original_driver, "bridge",
+							 cl->members[i].bridge));
+	return json_pack("{s:s, s:i, s:s?, s:s, s:o, s:b, s:I, s:I, s:s}", "address", cl->address,
+			 "iommu_group", cl->group, "resource_name", cl->resource_name, "state",
+			 claim_state_to_string(cl->state), "members", members, "from_config",
+			 cl->from_config, "created", (json_int_t)cl->created, "allocations",
+			 (json_int_t)cl->allocations, "advertised_as", cl->advertised);
+}
+
+static int
+claims_save(struct claims *c)
+{
+	json_t *list = json_array(), *state;
+	int err;
+
+	for (size_t i = 0; i < c->n; i++)
+		json_array_append_new(list, claim_persist_json(c->v[i]));
+	state = json_pack("{s:s, s:o}", "boot_id", c->boot_id, "claims", list);
+	if (state == NULL)
+		return -ENOMEM;
+	err = state_save(c->state_dirfd, state);
+	json_decref(state);
+	if (err < 0)
+		log_errx("claim", "cannot write %s/%s: %s", c->d->opts.state_dir, STATE_FILE,
+			 strerror(-err));
+	return err;
+}
+
+static struct claim *
+claim_from_json(const json_t *o)
+{
+	struct claim *cl = calloc(1, sizeof(*cl));
+	const json_t *members = json_object_get(o, "members");
+	const char *addr = json_string_value(json_object_get(o, "address"));
+	const char *res = json_string_value(json_object_get(o, "resource_name"));
+	int st = state_from_string(json_string_value(json_object_get(o, "state")));
+	size_t i;
+	json_t *m;
+
+	if (cl == NULL)
+		return NULL;
+	if (!addr || !pci_address_valid(addr) || st < 0 || !json_is_array(members) ||
+	    json_array_size(members) == 0 || json_array_size(members) > MAX_MEMBERS)
+		goto bad;
+	snprintf(cl->address, sizeof(cl->address), "%s", addr);
+	cl->group = (int)json_integer_value(json_object_get(o, "iommu_group"));
+	cl->resource_name = res ? strdup(res) : NULL;
+	cl->state = (enum claim_state)st;
+	cl->from_config = json_is_true(json_object_get(o, "from_config"));
+	cl->created = (int64_t)json_integer_value(json_object_get(o, "created"));
+	cl->allocations = (uint64_t)json_integer_value(json_object_get(o, "allocations"));
+	snprintf(cl->advertised, sizeof(cl->advertised), "%s",
+		 json_string_value(json_object_get(o, "advertised_as")) ?: "");
+	cl->members = calloc(json_array_size(members), sizeof(*cl->members));
+	if (cl->members == NULL)
+		goto bad;
+	json_array_foreach(members, i, m) {
+		const char *ma = json_string_value(json_object_get(m, "address"));
+		const char *drv = json_string_value(json_object_get(m, "original_driver"));
+
+		if (!ma || !pci_address_valid(ma) || (drv && (strchr(drv, '/') || !drv[0])))
+			goto bad;
+		snprintf(cl->members[i].address, sizeof(cl->members[i].address), "%s", ma);
+		cl->members[i].original_driver = drv ? strdup(drv) : NULL;
+		cl->members[i].bridge = json_is_true(json_object_get(m, "bridge"));
+		cl->n = i + 1;
+	}
+	return cl;
+bad:
+	claim_free(cl);
+	return NULL;
+}
+
+int
+claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
+{
+	struct claims *c = calloc(1, sizeof(*c));
+	char why[256] = "";
+	json_t *state = NULL;
+	int err;
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->d = d;
+	c->state_dirfd = state_dirfd;
+	crash_after = getenv("HOSTDEVD_TEST_CRASH_AFTER");
+	state_boot_id(c->boot_id, sizeof(c->boot_id));
+	err = state_load(state_dirfd, &state, why, sizeof(why));
+	if (err == -ENOENT) {
+		*ret = c;
+		return 0;
+	}
+	if (err < 0) {
+		/* Fail closed: never start as if nothing had been claimed. */
+		c->fail_closed = true;
+		snprintf(c->fail_reason, sizeof(c->fail_reason), "%s",
+			 why[0] ? why : strerror(-err));
+		log_errx("claim", "state is unusable (%s): keeping every binding as it is and refusing claims and releases until it is repaired or removed",
+			 c->fail_reason);
+		*ret = c;
+		return 0;
+	}
+	{
+		const char *boot = json_string_value(json_object_get(state, "boot_id"));
+		json_t *list = json_object_get(state, "claims"), *o;
+		size_t i;
+
+		c->rebooted = boot && c->boot_id[0] && strcmp(boot, c->boot_id) != 0;
+		json_array_foreach(list, i, o) {
+			struct claim *cl = claim_from_json(o);
+			struct claim **v;
+
+			if (cl == NULL) {
+				c->fail_closed = true;
+				snprintf(c->fail_reason, sizeof(c->fail_reason),
+					 "claim %zu in %s is malformed", i, STATE_FILE);
+				log_errx("claim", "%s: failing closed", c->fail_reason);
+				break;
+			}
+			v = realloc(c->v, (c->n + 1) * sizeof(*v));
+			if (v == NULL) {
+				claim_free(cl);
+				break;
+			}
+			c->v = v;
+			c->v[c->n++] = cl;
+		}
+	}
+	json_decref(state);
+	log_info("claim", "%zu claims in %s/%s%s", c->n, d->opts.state_dir, STATE_FILE,
+		 c->rebooted ? " (the node has rebooted since they were written)" : "");
+	*ret = c;
+	return 0;
+}
+
+static struct claim_job *running;	/* one job at a time: the worker is sequential anyway */
+static struct claim_job *queue_head, *queue_tail;
+
+void
+claims_free(struct claims *c)
+{
+	if (c == NULL)
+		return;
+	/* Jobs in flight just stop: the journal says where they were. */
+	free(running);
+	running = NULL;
+	while (queue_head) {
+		struct claim_job *next = queue_head->next;
+		free(queue_head);
+		queue_head = next;
+	}
+	queue_tail = NULL;
+	for (size_t i = 0; i < c->n; i++)
+		claim_free(c->v[i]);
+	free(c->v);
+	free(c);
+}
+
+/* --- lookups ---------------------------------------------------------------- */
+
+struct claim *
+claims_find_member(struct claims *c, const char *address)
+{
+	for (size_t i = 0; c && i < c->n; i++)
+		for (size_t k = 0; k < c->v[i]->n; k++)
+			if (strcmp(c->v[i]->members[k].address, address) == 0)
+				return c->v[i];
+	return NULL;
+}
+
+static void
+claims_remove(struct claims *c, struct claim *cl)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->v[i] != cl)
+			continue;
+		memmove(&c->v[i], &c->v[i + 1], (c->n - i - 1) * sizeof(*c->v));
+		c->n--;
+		claim_free(cl);
+		return;
+	}
+}
+
+/* The member's driver right now, from sysfs; NULL when unbound or gone. */
+static int
+current_driver(struct claims *c, const char *addr, char *buf, size_t size, bool *present)
+{
+	char dir[64], target[1024];
+	int err;
+
+	snprintf(dir, sizeof(dir), "bus/pci/devices/%s", addr);
+	*present = fsroot_exists(c->d->sys, dir) == 0;
+	buf[0] = '\0';
+	err = fsroot_readlink(c->d->sys, "bus/pci/devices", -1, addr, target, sizeof(target));
+	if (err < 0)
+		return err;
+	if (fsroot_readlink(c->d->sys, target, -1, "driver", target, sizeof(target)) < 0)
+		return 0;
+	snprintf(buf, size, "%s", path_basename(target));
+	return 0;
+}
+
+json_t *
+claim_json(const struct claim *cl)
+{
+	json_t *o = claim_persist_json(cl);
+
+	json_object_set_new(o, "step", json_string(cl->step));
+	json_object_set_new(o, "busy", json_boolean(cl->job != NULL));
+	json_object_set_new(o, "absent", json_boolean(cl->absent));
+	json_object_set_new(o, "drift", json_boolean(cl->drift));
+	json_object_set_new(o, "last_error", cl->last_error[0] ? json_string(cl->last_error)
+							      : json_null());
+	return o;
+}
+
+json_t *
+claims_json(struct claims *c)
+{
+	json_t *list = json_array();
+
+	for (size_t i = 0; i < c->n; i++) {
+		json_t *o = claim_json(c->v[i]);
+		json_t *members = json_object_get(o, "members"), *m;
+		size_t k;
+
+		/* Each member's driver now, beside the one it had. */
+		json_array_foreach(members, k, m) {
+			char drv[64];
+			bool present;
+
+			current_driver(c, c->v[i]->members[k].address, drv, sizeof(drv), &present);
+			json_object_set_new(m, "driver", drv[0] ? json_string(drv) : json_null());
+			json_object_set_new(m, "present", json_boolean(present));
+		}
+		json_array_append_new(list, o);
+	}
+	return json_pack("{s:o, s:b, s:s?, s:s, s:b}", "claims", list, "fail_closed",
+			 c->fail_closed, "fail_reason", c->fail_closed ? c->fail_reason : NULL,
+			 "boot_id", c->boot_id, "rebooted", c->rebooted);
+}
+
+/* --- jobs ------------------------------------------------------------------- */
+
+static void
+emit(struct claims *c, const char *type, const struct claim *cl, const char *extra_key,
+     const char *extra)
+{
+	json_t *p = json_pack("{s:s, s:s, s:s}", "class", "pci", "id", cl->address, "step",
+			      cl->step);
+
+	if (p && extra_key)
+		json_object_set_new(p, extra_key, json_string(extra ? extra : ""));
+	daemon_emit(c->d, type, p);
+}
+
+static void
+refresh_members(struct claims *c, struct claim *cl)
+{
+	for (size_t i = 0; i < cl->n; i++)
+		inventory_refresh(c->d->inv, HDD_DEV_PCI, cl->members[i].address, "claim");
+	if (c->d->dp) {
+		c->d->dp->dirty = true;
+		dp_server_kick(c->d->dps);
+	}
+}
+
+static void
+job_start_queued(struct claims *c);
+
+static void
+job_finish(struct claim_job *j, int err)
+{
+	struct claims *c = j->c;
+	struct claim *cl = j->cl;
+	json_t *result = NULL;
+
+	if (cl)
+		cl->job = NULL;
+	if (err == 0 && cl)
+		result = claim_json(cl);
+	if (j->done)
+		j->done(j->arg, err, err ? j->error : NULL, result);
+	else
+		json_decref(result);
+	if (running == j)
+		running = NULL;
+	free(j);
+	job_start_queued(c);
+}
+
+static void
+maybe_crash(struct claim_job *j)
+{
+	char want[96];
+
+	if (crash_after == NULL)
+		return;
+	snprintf(want, sizeof(want), "%s@%zu", phase_names[j->phase], j->member);
+	if (strcmp(crash_after, phase_names[j->phase]) == 0 || strcmp(crash_after, want) == 0) {
+		log_warnx("claim", "HOSTDEVD_TEST_CRASH_AFTER=%s: killing myself", crash_after);
+		raise(SIGKILL);
+	}
+}
+
+static void
+set_step(struct claim_job *j, enum phase p)
+{
+	j->phase = p;
+	snprintf(j->cl->step, sizeof(j->cl->step), "%s", phase_names[p]);
+}
+
+static void
+job_fail(struct claim_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* After a failure: a claim rolls back what it moved; a release stops where
+ * it is (the claim stays, marked releasing, so a retry or restart goes on). */
+static void
+job_fail(struct claim_job *j, const char *fmt, ...)
+{
+	struct claim *cl = j->cl;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(j->error, sizeof(j->error), fmt, ap);
+	va_end(ap);
+	snprintf(cl->last_error, sizeof(cl->last_error), "%s", j->error);
+	log_warnx("claim", "%s: %s", cl->address, j->error);
+	emit(j->c, j->release ? "release.failed" : "claim.failed", cl, "error", j->error);
+	if (!j->release && j->resumed) {
+		/* Re-applying a recorded claim: keep it, unhealthy, and try
+		 * again at the next resync. */
+		cl->state = CLAIM_CLAIMED;
+		cl->drift = true;
+		claims_save(j->c);
+		job_finish(j, -EIO);
+		return;
+	}
+	if (!j->release && j->phase >= PH_INTENT && j->phase < PH_CLAIMED && cl->state == CLAIM_CLAIMING) {
+		j->member = j->moved;
+		job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
+		return;
+	}
+	if (!j->release && cl->state == CLAIM_CLAIMING) {
+		/* Nothing was written to the kernel or the state yet. */
+		struct claims *c = j->c;
+
+		j->cl = NULL;
+		claims_remove(c, cl);
+		job_finish(j, -EIO);
+		return;
+	}
+	job_finish(j, -EIO);
+}
+
+static void job_after_write(void *arg, int result, const json_t *reply);
+
+static void
+submit(struct claim_job *j, json_t *req, int timeout_ms)
+{
+	if (worker_submit(j->c->d->worker, req, timeout_ms, job_after_write, j) < 0)
+		job_fail(j, "%s: out of memory", phase_names[j->phase]);
+}
+
+static void
+write_attr(struct claim_job *j, const char *path, const char *value, int timeout_ms)
+{
+	log_debug("claim", "%s: %s: %s <- %s", j->cl->address, phase_names[j->phase], path, value);
+	submit(j, json_pack("{s:s, s:s, s:s}", "op", "write", "path", path, "value", value),
+	       timeout_ms);
+}
+
+static const char *
+member_addr(struct claim_job *j)
+{
+	return j->cl->members[j->member].address;
+}
+
+/* Moves to `first` for the next non-bridge member at or after j->member
+ * (counting down when rolling back), or to `after` when there is none. */
+static void
+job_next_member(struct claim_job *j, enum phase first, enum phase after)
+{
+	bool down = first == PH_RB_UNBIND;
+
+	if (down) {
+		while (j->member > 0 && j->cl->members[j->member - 1].bridge)
+			j->member--;
+		if (j->member == 0) {
+			set_step(j, after);
+		} else {
+			j->member--;
+			set_step(j, first);
+		}
+	} else {
+		while (j->member < j->cl->n && j->cl->members[j->member].bridge)
+			j->member++;
+		set_step(j, j->member < j->cl->n ? first : after);
+	}
+	job_run(j);
+}
+
+static void verify_tick(void *arg);
+
+static void
+job_after_write(void *arg, int result, const json_t *reply)
+{
+	struct claim_job *j = arg;
+	const json_t *holders = reply ? json_object_get(reply, "holders") : NULL;
+
+	bool best_effort = j->phase == PH_PM_OFF || j->phase == PH_RL_PM_ON ||
+			   (j->phase >= PH_RB_UNBIND && j->phase <= PH_RB_DONE);
+
+	if (result < 0 && (result == -ETIMEDOUT || !best_effort) && j->phase != PH_MODPROBE) {
+		if (j->phase == PH_RL_UNBIND && result == -ETIMEDOUT) {
+			/* Who holds it? A fresh worker looks. */
+			job_fail(j, "%s: unbinding %s from vfio-pci did not finish within %d s; the device is still in use (see its holders with claims.list)",
+				 phase_names[j->phase], member_addr(j),
+				 j->c->d->cfg->release_timeout_ms / 1000);
+			return;
+		}
+		job_fail(j, "%s of %s failed: %s", phase_names[j->phase], member_addr(j),
+			 strerror(-result));
+		return;
+	}
+	if (result < 0)
+		log_warnx("claim", "%s: %s of %s: %s (carrying on)", j->cl->address,
+			  phase_names[j->phase], member_addr(j), strerror(-result));
+	if (j->phase == PH_GPU_FREE || j->phase == PH_RL_HOLDERS) {
+		if (json_array_size(holders) > 0 && !(j->phase == PH_RL_HOLDERS && j->force)) {
+			char who[384] = "";
+			size_t i, len = 0;
+			json_t *h;
+
+			json_array_foreach(holders, i, h)
+				len += (size_t)snprintf(who + len, len < sizeof(who) ? sizeof(who) - len : 0,
+							"%s%d (%s)", i ? ", " : "",
+							(int)json_integer_value(json_object_get(h, "pid")),
+							json_string_value(json_object_get(h, "comm")));
+			if (j->phase == PH_GPU_FREE)
+				job_fail(j, "gpu-free: still in use after %d s by PID %s",
+					 j->c->d->cfg->gpu_free_timeout_ms / 1000, who);
+			else
+				job_fail(j, "release refused: in use by PID %s (force to release anyway)",
+					 who);
+			return;
+		}
+	}
+	maybe_crash(j);
+	switch (j->phase) {
+	case PH_GPU_FREE: set_step(j, PH_PM_OFF); break;
+	case PH_PM_OFF: set_step(j, PH_INTENT); break;
+	case PH_MODPROBE:
+		j->member = 0;
+		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+		return;
+	case PH_OVERRIDE: set_step(j, PH_UNBIND); break;
+	case PH_UNBIND: set_step(j, PH_PROBE); break;
+	case PH_PROBE:
+		j->tries = 0;
+		set_step(j, PH_VERIFY);
+		break;
+	case PH_RB_UNBIND: set_step(j, PH_RB_CLEAR); break;
+	case PH_RB_CLEAR: set_step(j, PH_RB_BIND); break;
+	case PH_RB_BIND:
+		job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
+		return;
+	case PH_RL_HOLDERS: set_step(j, PH_RL_INTENT); break;
+	case PH_RL_UNBIND: set_step(j, PH_RL_CLEAR); break;
+	case PH_RL_CLEAR: set_step(j, PH_RL_BIND); break;
+	case PH_RL_BIND:
+		j->tries = 0;
+		set_step(j, PH_RL_VERIFY);
+		break;
+	case PH_RL_PM_ON: set_step(j, PH_RELEASED); break;
+	default:
+		break;
+	}
+	job_run(j);
+}
+
+static void
+job_schedule_verify(struct claim_job *j)
+{
+	if (loop_call_later(j->c->d->loop, VERIFY_INTERVAL_MS, verify_tick, j) < 0)
+		job_fail(j, "%s: cannot arm a timer", phase_names[j->phase]);
+}
+
+static void
+verify_tick(void *arg)
+{
+	job_run(arg);
+}
+
+static json_t *
+holder_paths(struct claims *c, struct claim *cl)
+{
+	json_t *paths = json_array();
+	char path[1200];
+
+	snprintf(path, sizeof(path), "%s/vfio/%d", c->d->opts.dev_root, cl->group);
+	json_array_append_new(paths, json_string(path));
+	for (size_t i = 0; i < cl->n; i++) {
+		struct device *dev = inventory_find(c->d->inv, HDD_DEV_PCI, cl->members[i].address);
+
+		if (dev && dev->pci.vfio_cdev) {
+			snprintf(path, sizeof(path), "%s/vfio/devices/%s", c->d->opts.dev_root,
+				 dev->pci.vfio_cdev);
+			json_array_append_new(paths, json_string(path));
+		}
+	}
+	return paths;
+}
+
+/* One step of the state machine; every step looks at sysfs first, so
+ * running it again after a crash does no harm. */
+static void
+job_run(struct claim_job *j)
+{
+	struct claims *c = j->c;
+	struct claim *cl = j->cl;
+	char drv[64], path[256], prefix[1200];
+	bool present = true;
+	int err;
+
+	if (j->member < cl->n)
+		current_driver(c, member_addr(j), drv, sizeof(drv), &present);
+	else
+		drv[0] = '\0';
+
+	switch (j->phase) {
+	case PH_START:
+		set_step(j, PH_GPU_FREE);
+		job_run(j);
+		return;
+	case PH_GPU_FREE:
+		for (size_t i = 0; i < cl->n; i++) {
+			const char *orig = cl->members[i].original_driver;
+			j->nvidia |= orig && strcmp(orig, "nvidia") == 0;
+		}
+		if (!j->nvidia || j->resumed) {
+			set_step(j, PH_INTENT);
+			job_run(j);
+			return;
+		}
+		/* Seed 002: nothing may hold the GPU's /dev/nvidia* when it
+		 * leaves the nvidia driver. Wait for them, within a deadline. */
+		snprintf(prefix, sizeof(prefix), "%s/nvidia", c->d->opts.dev_root);
+		submit(j, json_pack("{s:s, s:[], s:[s], s:i}", "op", "wait_free", "paths",
+				    "prefixes", prefix, "timeout_ms", c->d->cfg->gpu_free_timeout_ms),
+		       c->d->cfg->gpu_free_timeout_ms + 10000);
+		return;
+	case PH_PM_OFF:
+		submit(j, json_pack("{s:s, s:s, s:b}", "op", "nvidia_pm", "bus_id", cl->address,
+				    "enable", 0), WRITE_TIMEOUT_MS);
+		return;
+	case PH_INTENT:
+		cl->state = CLAIM_CLAIMING;
+		if (claims_save(c) < 0) {
+			job_fail(j, "intent: cannot record the claim in %s", STATE_FILE);
+			return;
+		}
+		maybe_crash(j);
+		emit(c, "claim.progress", cl, NULL, NULL);
+		set_step(j, PH_MODPROBE);
+		job_run(j);
+		return;
+	case PH_MODPROBE:
+		if (fsroot_exists(c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
+			j->member = 0;
+			job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+			return;
+		}
+		if (j->tries++ > 0) {
+			job_fail(j, "modprobe: vfio-pci is not available (modprobe vfio-pci failed; is the module installed?)");
+			return;
+		}
+		submit(j, json_pack("{s:s, s:s}", "op", "modprobe", "module", "vfio-pci"),
+		       WRITE_TIMEOUT_MS);
+		return;
+	case PH_OVERRIDE:
+		if (!present) {
+			job_fail(j, "override: %s vanished", member_addr(j));
+			return;
+		}
+		if (j->member + 1 > j->moved)
+			j->moved = j->member + 1;
+		snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
+		write_attr(j, path, VFIO_DRIVER, WRITE_TIMEOUT_MS);
+		return;
+	case PH_UNBIND:
+		if (drv[0] == '\0' || strcmp(drv, VFIO_DRIVER) == 0) {
+			set_step(j, PH_PROBE);
+			job_run(j);
+			return;
+		}
+		snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", drv);
+		write_attr(j, path, member_addr(j), c->d->cfg->release_timeout_ms);
+		return;
+	case PH_PROBE:
+		if (strcmp(drv, VFIO_DRIVER) == 0) {
+			j->tries = 0;
+			set_step(j, PH_VERIFY);
+			job_run(j);
+			return;
+		}
+		write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
+		return;
+	case PH_VERIFY:
+		snprintf(path, sizeof(path), "vfio/%d", cl->group);
+		if (present && strcmp(drv, VFIO_DRIVER) == 0 && fsroot_exists(c->d->dev, path) == 0) {
+			maybe_crash(j);
+			j->member++;
+			job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+			return;
+		}
+		if (!present) {
+			job_fail(j, "verify: %s vanished", member_addr(j));
+			return;
+		}
+		if (j->tries++ >= VERIFY_TRIES) {
+			job_fail(j, "verify: %s is on %s, not vfio-pci%s, %d ms after the probe",
+				 member_addr(j), drv[0] ? drv : "no driver",
+				 strcmp(drv, VFIO_DRIVER) == 0 ? " (no /dev/vfio node)" : "",
+				 VERIFY_TRIES * VERIFY_INTERVAL_MS);
+			return;
+		}
+		job_schedule_verify(j);
+		return;
+	case PH_CLAIMED:
+		cl->state = CLAIM_CLAIMED;
+		cl->drift = false;
+		cl->absent = false;
+		cl->last_error[0] = '\0';
+		err = claims_save(c);
+		refresh_members(c, cl);
+		if (err < 0) {
+			/* Bound, but not recorded: say so; a restart re-reads
+			 * the intent and finishes the same way. */
+			snprintf(j->error, sizeof(j->error),
+				 "bound, but the state could not be written: %s", strerror(-err));
+			job_finish(j, err);
+			return;
+		}
+		maybe_crash(j);
+		log_info("claim", "%s: claimed (%zu functions on vfio-pci)", cl->address, cl->n);
+		emit(c, "claim.done", cl, NULL, NULL);
+		job_finish(j, 0);
+		return;
+
+	case PH_RB_UNBIND:
+		if (strcmp(drv, VFIO_DRIVER) != 0 || !present) {
+			set_step(j, PH_RB_CLEAR);
+			job_run(j);
+			return;
+		}
+		write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
+			   c->d->cfg->release_timeout_ms);
+		return;
+	case PH_RB_CLEAR:
+	case PH_RL_CLEAR:
+		if (!present) {
+			set_step(j, j->phase == PH_RB_CLEAR ? PH_RB_BIND : PH_RL_BIND);
+			job_run(j);
+			return;
+		}
+		snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
+		write_attr(j, path, "\n", WRITE_TIMEOUT_MS);
+		return;
+	case PH_RB_BIND:
+	case PH_RL_BIND: {
+		const char *orig = cl->members[j->member].original_driver;
+
+		if (!present || (drv[0] && (orig == NULL || strcmp(drv, orig) == 0))) {
+			if (j->phase == PH_RB_BIND) {
+				job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
+			} else {
+				j->tries = 0;
+				set_step(j, PH_RL_VERIFY);
+				job_run(j);
+			}
+			return;
+		}
+		if (orig) {
+			snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", orig);
+			if (fsroot_exists(c->d->sys, path) == 0) {
+				write_attr(j, path, member_addr(j), WRITE_TIMEOUT_MS);
+				return;
+			}
+		}
+		write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
+		return;
+	}
+	case PH_RB_DONE: {
+		/* Everything moved is back; the claim never happened. */
+		char error[512];
+		claim_done_fn done = j->done;
+		void *arg = j->arg;
+
+		snprintf(error, sizeof(error), "%s", j->error);
+		refresh_members(c, cl);
+		claims_remove(c, cl);
+		claims_save(c);
+		j->cl = NULL;
+		j->done = NULL;
+		job_finish(j, -EIO);
+		if (done)
+			done(arg, -EIO, error, NULL);
+		return;
+	}
+
+	case PH_RL_HOLDERS:
+		if (j->resumed) {
+			set_step(j, PH_RL_INTENT);
+			job_run(j);
+			return;
+		}
+		submit(j, json_pack("{s:s, s:o, s:[]}", "op", "holders", "paths", holder_paths(c, cl),
+				    "prefixes"), WRITE_TIMEOUT_MS);
+		return;
+	case PH_RL_INTENT:
+		cl->state = CLAIM_RELEASING;
+		if (claims_save(c) < 0) {
+			job_fail(j, "release-intent: cannot record the release in %s", STATE_FILE);
+			return;
+		}
+		/* Out of the kubelet's resource before the kernel writes. */
+		if (c->d->dp) {
+			c->d->dp->dirty = true;
+			dp_server_kick(c->d->dps);
+		}
+		maybe_crash(j);
+		emit(c, "claim.progress", cl, NULL, NULL);
+		for (size_t i = 0; i < cl->n; i++) {
+			const char *orig = cl->members[i].original_driver;
+			j->nvidia |= orig && strcmp(orig, "nvidia") == 0;
+		}
+		j->member = 0;
+		job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
+		return;
+	case PH_RL_UNBIND:
+		if (!present || strcmp(drv, VFIO_DRIVER) != 0) {
+			set_step(j, PH_RL_CLEAR);
+			job_run(j);
+			return;
+		}
+		/* Blocks in the kernel while a VFIO user holds the device: only
+		 * ever in the worker, with a deadline. */
+		write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
+			   c->d->cfg->release_timeout_ms);
+		return;
+	case PH_RL_VERIFY: {
+		const char *orig = cl->members[j->member].original_driver;
+
+		if (!present || orig == NULL || strcmp(drv, orig) == 0) {
+			maybe_crash(j);
+			j->member++;
+			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
+			return;
+		}
+		if (j->tries++ >= VERIFY_TRIES) {
+			log_warnx("claim", "%s: %s did not go back to %s (now %s); released from vfio-pci all the same",
+				  cl->address, member_addr(j), orig, drv[0] ? drv : "no driver");
+			j->member++;
+			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
+			return;
+		}
+		job_schedule_verify(j);
+		return;
+	}
+	case PH_RL_PM_ON:
+		if (!j->nvidia) {
+			set_step(j, PH_RELEASED);
+			job_run(j);
+			return;
+		}
+		submit(j, json_pack("{s:s, s:s, s:b}", "op", "nvidia_pm", "bus_id", cl->address,
+				    "enable", 1), WRITE_TIMEOUT_MS);
+		return;
+	case PH_RELEASED: {
+		claim_done_fn done = j->done;
+		void *arg = j->arg;
+		json_t *result = claim_json(cl);
+
+		refresh_members(c, cl);
+		log_info("claim", "%s: released", cl->address);
+		emit(c, "release.done", cl, NULL, NULL);
+		claims_remove(c, cl);
+		claims_save(c);
+		j->cl = NULL;
+		j->done = NULL;
+		json_object_set_new(result, "state", json_string("released"));
+		job_finish(j, 0);
+		if (done)
+			done(arg, 0, NULL, result);
+		else
+			json_decref(result);
+		return;
+	}
+	default:
+		job_fail(j, "internal error: phase %d", (int)j->phase);
+		return;
+	}
+}
+
+static void
+job_start_queued(struct claims *c)
+{
+	while (running == NULL && queue_head) {
+		struct claim_job *j = queue_head;
+
+		queue_head = j->next;
+		if (queue_head == NULL)
+			queue_tail = NULL;
+		j->next = NULL;
+		running = j;
+		job_run(j);
+	}
+}
+
+static void
+job_queue(struct claims *c, struct claim_job *j)
+{
+	j->cl->job = j;
+	if (queue_tail)
+		queue_tail->next = j;
+	else
+		queue_head = j;
+	queue_tail = j;
+	job_start_queued(c);
+}
+
+static struct claim_job *
+job_new(struct claims *c, struct claim *cl, bool release, claim_done_fn done, void *arg)
+{
+	struct claim_job *j = calloc(1, sizeof(*j));
+
+	if (j == NULL)
+		return NULL;
+	j->c = c;
+	j->cl = cl;
+	j->release = release;
+	j->done = done;
+	j->arg = arg;
+	j->phase = release ? PH_RL_HOLDERS : PH_START;
+	return j;
+}
+
+/* --- requests --------------------------------------------------------------- */
+
+static void
+reply_now(claim_done_fn done, void *arg, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+reply_now(claim_done_fn done, void *arg, int err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (done)
+		done(arg, err, msg, NULL);
+}
+
+static struct claim *
+build_claim(struct claims *c, struct device *dev, const char *resource_name, char *why,
+	    size_t whylen)
+{
+	struct device *members[MAX_MEMBERS];
+	struct claim *cl;
+	size_t n;
+
+	if (dev->pci.f.iommu_group < 0) {
+		snprintf(why, whylen, "%s has no IOMMU group: turn the IOMMU on (intel_iommu=on or amd_iommu=on on the kernel command line, VT-d or AMD-Vi in the firmware)",
+			 dev->id);
+		return NULL;
+	}
+	n = inventory_group_members(c->d->inv, dev->pci.f.iommu_group, members, MAX_MEMBERS);
+	if (n == 0 || n > MAX_MEMBERS) {
+		snprintf(why, whylen, "IOMMU group %d of %s is empty or too large (%zu)",
+			 dev->pci.f.iommu_group, dev->id, n);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct device *m = members[i];
+		struct claim *other = claims_find_member(c, m->id);
+		char reason[384];
+
+		if (m->pci.f.is_bridge)
+			continue;
+		if (other) {
+			snprintf(why, whylen, "%s shares IOMMU group %d with %s, which belongs to the claim of %s",
+				 dev->id, dev->pci.f.iommu_group, m->id, other->address);
+			return NULL;
+		}
+		if (protect_check(c->d, m, reason, sizeof(reason))) {
+			snprintf(why, whylen, "refused: %s %s%s%s", m->id, reason,
+				 m == dev ? "" : "; it shares IOMMU group with ",
+				 m == dev ? "" : dev->id);
+			return NULL;
+		}
+		if (m->pci.f.sriov_numvfs > 0) {
+			snprintf(why, whylen, "refused: %s is an SR-IOV physical function with %d VFs enabled; set sriov_numvfs to 0 first",
+				 m->id, m->pci.f.sriov_numvfs);
+			return NULL;
+		}
+	}
+	cl = calloc(1, sizeof(*cl));
+	if (cl == NULL || (cl->members = calloc(n, sizeof(*cl->members))) == NULL) {
+		free(cl);
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	snprintf(cl->address, sizeof(cl->address), "%s", dev->id);
+	cl->group = dev->pci.f.iommu_group;
+	cl->resource_name = resource_name ? strdup(resource_name) : NULL;
+	cl->created = (int64_t)time(NULL);
+	cl->state = CLAIM_CLAIMING;
+	for (size_t i = 0; i < n; i++) {
+		struct claim_member *m = &cl->members[i];
+		const char *drv = members[i]->pci.driver;
+
+		snprintf(m->address, sizeof(m->address), "%s", members[i]->id);
+		m->bridge = members[i]->pci.f.is_bridge;
+		/* Remember the driver to give it back to; a device already on
+		 * vfio-pci goes back to whatever probes it. */
+		m->original_driver = drv && strcmp(drv, VFIO_DRIVER) != 0 ? strdup(drv) : NULL;
+	}
+	cl->n = n;
+	return cl;
+}
+
+static int
+claims_add(struct claims *c, struct claim *cl)
+{
+	struct claim **v = realloc(c->v, (c->n + 1) * sizeof(*v));
+
+	if (v == NULL)
+		return -ENOMEM;
+	c->v = v;
+	c->v[c->n++] = cl;
+	return 0;
+}
+
+static void
+start_claim(struct claims *c, struct device *dev, const char *resource_name, bool from_config,
+	    claim_done_fn done, void *arg)
+{
+	struct claim_job *j;
+	struct claim *cl;
+	char why[512];
+
+	cl = build_claim(c, dev, resource_name, why, sizeof(why));
+	if (cl == NULL) {
+		if (from_config)
+			log_warnx("claim", "%s: not claimed by the configuration: %s", dev->id, why);
+		reply_now(done, arg, -EPERM, "%s", why);
+		return;
+	}
+	cl->from_config = from_config;
+	j = job_new(c, cl, false, done, arg);
+	if (j == NULL || claims_add(c, cl) < 0) {
+		free(j);
+		claim_free(cl);
+		reply_now(done, arg, -ENOMEM, "out of memory");
+		return;
+	}
+	log_info("claim", "%s: claiming IOMMU group %d (%zu functions)%s", cl->address, cl->group,
+		 cl->n, from_config ? " by configuration" : "");
+	job_queue(c, j);
+}
+
+void
+claims_claim(struct claims *c, const char *address, const char *resource_name,
+	     claim_done_fn done, void *arg)
+{
+	struct device *dev;
+	struct claim *cl;
+	char why[128];
+
+	if (c->fail_closed) {
+		reply_now(done, arg, -EPERM, "claims are refused: %s", c->fail_reason);
+		return;
+	}
+	if (resource_name && dp_resource_name_check(resource_name, why, sizeof(why)) < 0) {
+		reply_now(done, arg, -EINVAL, "resource_name: %s", why);
+		return;
+	}
+	dev = pci_address_valid(address) ? inventory_find(c->d->inv, HDD_DEV_PCI, address) : NULL;
+	if (dev == NULL) {
+		reply_now(done, arg, -ENOENT, "no such PCI device: %s", address);
+		return;
+	}
+	cl = claims_find_member(c, address);
+	if (cl) {
+		if (cl->job) {
+			reply_now(done, arg, -EBUSY, "%s: a %s is in progress (%s)", address,
+				  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
+		} else if (cl->state == CLAIM_CLAIMED) {
+			if (done)
+				done(arg, 0, NULL, claim_json(cl));
+		} else {
+			reply_now(done, arg, -EBUSY, "%s is %s", address, claim_state_to_string(cl->state));
+		}
+		return;
+	}
+	start_claim(c, dev, resource_name, false, done, arg);
+}
+
+void
+claims_release(struct claims *c, const char *address, bool force, claim_done_fn done, void *arg)
+{
+	struct claim *cl;
+	struct claim_job *j;
+
+	if (c->fail_closed) {
+		reply_now(done, arg, -EPERM, "releases are refused: %s", c->fail_reason);
+		return;
+	}
+	cl = claims_find_member(c, address);
+	if (cl == NULL) {
+		reply_now(done, arg, -ENOENT, "%s is not claimed", address);
+		return;
+	}
+	if (cl->job) {
+		reply_now(done, arg, -EBUSY, "%s: a %s is in progress (%s)", address,
+			  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
+		return;
+	}
+	j = job_new(c, cl, true, done, arg);
+	if (j == NULL) {
+		reply_now(done, arg, -ENOMEM, "out of memory");
+		return;
+	}
+	j->force = force;
+	log_info("claim", "%s: releasing IOMMU group %d%s", cl->address, cl->group,
+		 force ? " (forced)" : "");
+	job_queue(c, j);
+}
+
+/* --- reconcile ---------------------------------------------------------------- */
+
+static void
+reapply(struct claims *c, struct claim *cl, const char *why)
+{
+	struct claim_job *j = job_new(c, cl, false, NULL, NULL);
+
+	if (j == NULL)
+		return;
+	j->resumed = true;
+	log_info("claim", "%s: %s; binding it to vfio-pci again", cl->address, why);
+	job_queue(c, j);
+}
+
+static void
+check_claimed(struct claims *c, struct claim *cl, const char *source)
+{
+	bool absent = false, drift = false;
+	char who[64] = "", drv[64];
+
+	if (cl->job || cl->state != CLAIM_CLAIMED)
+		return;
+	for (size_t i = 0; i < cl->n; i++) {
+		bool present;
+
+		if (cl->members[i].bridge)
+			continue;
+		current_driver(c, cl->members[i].address, drv, sizeof(drv), &present);
+		if (!present) {
+			absent = true;
+		} else if (strcmp(drv, VFIO_DRIVER) != 0) {
+			drift = true;
+			snprintf(who, sizeof(who), "%s on %s", cl->members[i].address,
+				 drv[0] ? drv : "no driver");
+		}
+	}
+	if (absent != cl->absent) {
+		cl->absent = absent;
+		snprintf(cl->step, sizeof(cl->step), "%s", absent ? "absent" : "claimed");
+		log_info("claim", "%s: %s (%s)", cl->address,
+			 absent ? "a member is missing; kept as absent" : "back", source);
+		emit(c, "drift", cl, "reason", absent ? "absent" : "returned");
+	}
+	if (drift && !absent) {
+		cl->drift = true;
+		emit(c, "drift", cl, "reason", who);
+		reapply(c, cl, who);
+	}
+}
+
+static void
+apply_config_rules(struct claims *c, struct device *only)
+{
+	const struct config *cfg = c->d->cfg;
+
+	for (size_t i = 0; i < inventory_count(c->d->inv); i++) {
+		struct device *dev = inventory_at(c->d->inv, i);
+		const struct resource_rule *r;
+
+		if (only && dev != only)
+			continue;
+		if (dev->cls != HDD_DEV_PCI || dev->pci.f.is_bridge || claims_find_member(c, dev->id))
+			continue;
+		r = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
+				      dev->pci.f.class_code);
+		if (r && r->claim)
+			start_claim(c, dev, r->name, true, NULL, NULL);
+	}
+}
+
+void
+claims_reconcile(struct claims *c, const char *source)
+{
+	if (c->fail_closed)
+		return;
+	if (c->rebooted)
+		log_info("claim", "reboot detected: re-applying %zu claims before anything else", c->n);
+	for (size_t i = 0; i < c->n; i++) {
+		struct claim *cl = c->v[i];
+		struct claim_job *j;
+
+		if (cl->job)
+			continue;
+		switch (cl->state) {
+		case CLAIM_CLAIMING:
+			reapply(c, cl, "an interrupted claim");
+			break;
+		case CLAIM_RELEASING:
+			j = job_new(c, cl, true, NULL, NULL);
+			if (j) {
+				j->resumed = true;
+				j->force = true;
+				log_info("claim", "%s: finishing an interrupted release", cl->address);
+				job_queue(c, j);
+			}
+			break;
+		default:
+			check_claimed(c, cl, source);
+			break;
+		}
+	}
+	if (c->rebooted) {
+		c->rebooted = false;
+		claims_save(c);		/* records this boot */
+	}
+	apply_config_rules(c, NULL);
+}
+
+void
+claims_device_event(struct claims *c, struct device *dev, bool removed)
+{
+	struct claim *cl;
+
+	if (c == NULL || c->fail_closed || dev->cls != HDD_DEV_PCI)
+		return;
+	cl = claims_find_member(c, dev->id);
+	if (cl) {
+		check_claimed(c, cl, removed ? "removed" : "changed");
+		return;
+	}
+	if (!removed)
+		apply_config_rules(c, dev);
+}

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/* PCI claims: whole IOMMU groups onto vfio-pci and back, journalled in
+ * state.json so that restart, kill -9 and reboot leave nothing half done. */
+#ifndef HOSTDEVD_CLAIM_H
+#define HOSTDEVD_CLAIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+
+struct daemon;
+struct device;
+struct worker;
+
+enum claim_state {
+	CLAIM_CLAIMING = 0,	/* intent recorded; binding in progress */
+	CLAIM_CLAIMED,
+	CLAIM_RELEASING,	/* release recorded; restoring drivers */
+	CLAIM_STATE_MAX
+};
+
+struct claim_member {
+	char address[16];
+	char *original_driver;	/* NULL: it had none */
+	bool bridge;
+};
+
+struct claim_job;
+
+struct claim {
+	char address[16];	/* the device asked for */
+	int group;
+	char *resource_name;	/* NULL: the module's default */
+	enum claim_state state;
+	struct claim_member *members;
+	size_t n;
+	bool from_config;
+	bool absent;		/* a member is missing from sysfs */
+	bool drift;		/* found on another driver; being bound again */
+	char last_error[512];
+	char step[64];		/* what it is doing or did last */
+	char advertised[256];	/* the resource it was last offered under */
+	uint64_t allocations;
+	int64_t created;
+	struct claim_job *job;	/* in flight, or NULL */
+};
+
+/* The reply to a control request that waits for a claim or release. */
+typedef void (*claim_done_fn)(void *arg, int err, const char *message, json_t *result);
+
+struct claims {
+	struct daemon *d;
+	struct claim **v;
+	size_t n;
+	bool fail_closed;	/* state.json unreadable: refuse, keep bindings */
+	char fail_reason[256];
+	char boot_id[64];
+	bool rebooted;		/* boot id differs from the one recorded */
+	int state_dirfd;
+};
+
+/* Loads state.json (a torn or corrupt file makes the engine fail closed).
+ * Returns 0 or -errno for an unusable state directory. */
+int claims_new(struct daemon *d, int state_dirfd, struct claims **ret);
+void claims_free(struct claims *c);
+
+/* After start-up: finishes interrupted claims and releases, binds again
+ * claimed devices found on another driver, applies config claim rules. */
+void claims_reconcile(struct claims *c, const char *source);
+
+/* A device changed (hotplug): drift and absence of claimed devices, config
+ * claim rules for new ones. */
+void claims_device_event(struct claims *c, struct device *dev, bool removed);
+
+/* Requests; done() is called once, maybe later. */
+void claims_claim(struct claims *c, const char *address, const char *resource_name,
+		  claim_done_fn done, void *arg);
+void claims_release(struct claims *c, const char *address, bool force, claim_done_fn done,
+		    void *arg);
+
+/* The claim holding `address` as a member, or NULL. */
+struct claim *claims_find_member(struct claims *c, const char *address);
+
+json_t *claims_json(struct claims *c);
+json_t *claim_json(const struct claim *cl);
+const char *claim_state_to_string(enum claim_state s);
+
+#endif

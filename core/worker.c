@@ -1,0 +1,564 @@
+/* SPDX-License-Identifier: MIT */
+/* The worker process: kernel writes that may sleep, modprobe, waiting for a
+ * device to be let go. */
+#include "config.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define MSG_MAX 65536
+
+struct op {
+	uint64_t id;
+	json_t *req;
+	int timeout_ms;
+	worker_cb cb;
+	void *arg;
+	struct op *next;
+};
+
+struct worker {
+	struct event_base *base;
+	char *sysfs_root, *dev_root;
+	pid_t pid;
+	int sock;
+	struct event *ev;
+	struct event *timer;
+	struct op *current;
+	struct op *head, *tail;
+	uint64_t next_id;
+	unsigned restarts;
+};
+
+/* --- the worker's side -------------------------------------------------- */
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+op_write(int sysfs_fd, const char *path, const char *value)
+{
+	struct open_how how = { .flags = O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+	size_t len = strlen(value);
+	ssize_t n;
+	int fd;
+
+	/* No O_CREAT: sysfs attributes exist or the write is wrong (O_TRUNC is
+	 * a no-op on sysfs and keeps simulated trees honest). */
+	fd = (int)syscall(SYS_openat2, sysfs_fd, path, &how, sizeof(how));
+	if (fd < 0 && errno == ENOSYS)
+		fd = openat(sysfs_fd, path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	do {
+		n = write(fd, value, len);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	if (close(fd) < 0)
+		return -errno;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+static int
+run(const char *prog, char *const argv[])
+{
+	static const char *const dirs[] = { "/usr/sbin", "/usr/bin", "/sbin", "/bin" };
+	char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", NULL };
+	char path[256] = "";
+	pid_t pid;
+	int status;
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && path[0] == '\0'; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dirs[i], prog);
+		if (access(path, X_OK) < 0)
+			path[0] = '\0';
+	}
+	if (path[0] == '\0')
+		return -ENOENT;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		/* A scrubbed environment: nothing of the daemon's leaks in. */
+		execve(path, argv, envp);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 127 ? -ENOENT : -EIO;
+}
+
+static bool
+matches(const char *target, const json_t *paths, const json_t *prefixes)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(paths, i, v)
+		if (json_is_string(v) && strcmp(target, json_string_value(v)) == 0)
+			return true;
+	json_array_foreach(prefixes, i, v) {
+		const char *p = json_string_value(v);
+		size_t n = p ? strlen(p) : 0;
+
+		/* "/dev/nvidia" matches nvidia0, nvidiactl, nvidia-uvm... */
+		if (n && strncmp(target, p, n) == 0 && strchr(target + n, '/') == NULL)
+			return true;
+	}
+	return false;
+}
+
+/* Processes holding any of the paths open: the links in /proc/PID/fd. */
+static json_t *
+scan_holders(const json_t *paths, const json_t *prefixes)
+{
+	json_t *out = json_array();
+	DIR *proc = opendir("/proc");
+	struct dirent *de;
+	pid_t self = getpid(), parent = getppid();
+
+	if (proc == NULL)
+		return out;
+	while ((de = readdir(proc)) != NULL) {
+		char fddir[64], link[128], target[4096], comm[64] = "";
+		pid_t pid;
+		DIR *fds;
+		struct dirent *fe;
+		FILE *f;
+
+		if (!isdigit((unsigned char)de->d_name[0]))
+			continue;
+		pid = (pid_t)atoi(de->d_name);
+		if (pid == self || pid == parent)
+			continue;
+		snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)pid);
+		fds = opendir(fddir);
+		if (fds == NULL)
+			continue;
+		while ((fe = readdir(fds)) != NULL) {
+			ssize_t n;
+
+			if (fe->d_name[0] == '.')
+				continue;
+			snprintf(link, sizeof(link), "%s/%s", fddir, fe->d_name);
+			n = readlink(link, target, sizeof(target) - 1);
+			if (n <= 0)
+				continue;
+			target[n] = '\0';
+			if (!matches(target, paths, prefixes))
+				continue;
+			snprintf(link, sizeof(link), "/proc/%d/comm", (int)pid);
+			f = fopen(link, "re");
+			if (f) {
+				if (fgets(comm, sizeof(comm), f) == NULL)
+					comm[0] = '\0';
+				comm[strcspn(comm, "\n")] = '\0';
+				fclose(f);
+			}
+			json_array_append_new(out, json_pack("{s:i, s:s, s:s}", "pid", (int)pid, "comm",
+							     comm, "path", target));
+			break;
+		}
+		closedir(fds);
+	}
+	closedir(proc);
+	return out;
+}
+
+json_t *
+worker_handle(int sysfs_fd, const char *dev_root, const json_t *req)
+{
+	const char *op = json_string_value(json_object_get(req, "op"));
+	json_t *reply = json_object();
+	int64_t t0 = now_ms();
+	int result = -EINVAL;
+
+	if (op == NULL) {
+		/* fall through with -EINVAL */
+	} else if (strcmp(op, "write") == 0) {
+		const char *path = json_string_value(json_object_get(req, "path"));
+		const char *value = json_string_value(json_object_get(req, "value"));
+
+		if (path && value)
+			result = op_write(sysfs_fd, path, value);
+	} else if (strcmp(op, "modprobe") == 0) {
+		const char *mod = json_string_value(json_object_get(req, "module"));
+
+		if (mod && mod[0] != '-') {
+			char *argv[] = { "modprobe", "-q", "--", (char *)mod, NULL };
+			result = run("modprobe", argv);
+		}
+	} else if (strcmp(op, "holders") == 0 || strcmp(op, "wait_free") == 0) {
+		const json_t *paths = json_object_get(req, "paths");
+		const json_t *prefixes = json_object_get(req, "prefixes");
+		int64_t limit = json_integer_value(json_object_get(req, "timeout_ms"));
+		json_t *h = scan_holders(paths, prefixes);
+
+		/* wait_free: poll until nobody holds them or the time is up. */
+		while (strcmp(op, "wait_free") == 0 && json_array_size(h) > 0 &&
+		       now_ms() - t0 < limit) {
+			struct timespec ts = { 0, 200 * 1000000L };
+
+			nanosleep(&ts, NULL);
+			json_decref(h);
+			h = scan_holders(paths, prefixes);
+		}
+		result = 0;
+		json_object_set_new(reply, "holders", h);
+	} else if (strcmp(op, "nvidia_pm") == 0) {
+		const char *bus = json_string_value(json_object_get(req, "bus_id"));
+
+		if (bus) {
+			char *argv[] = { "nvidia-smi", "-i", (char *)bus, "-pm",
+					 json_is_true(json_object_get(req, "enable")) ? "1" : "0", NULL };
+			result = run("nvidia-smi", argv);
+		}
+	}
+	json_object_set(reply, "id", json_object_get(req, "id"));
+	json_object_set_new(reply, "result", json_integer(result));
+	json_object_set_new(reply, "elapsed_ms", json_integer(now_ms() - t0));
+	(void)dev_root;
+	return reply;
+}
+
+static void __attribute__((noreturn))
+worker_main(int sock, int sysfs_fd, const char *dev_root)
+{
+	static char buf[MSG_MAX];
+
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	for (;;) {
+		ssize_t n = recv(sock, buf, sizeof(buf) - 1, 0);
+		json_t *req, *reply;
+		char *text;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			_exit(0);
+		req = json_loadb(buf, (size_t)n, 0, NULL);
+		reply = req ? worker_handle(sysfs_fd, dev_root, req)
+			    : json_pack("{s:i}", "result", -EINVAL);
+		json_decref(req);
+		text = json_dumps(reply, JSON_COMPACT);
+		json_decref(reply);
+		if (text == NULL || send(sock, text, strlen(text), MSG_NOSIGNAL) < 0)
+			_exit(1);
+		free(text);
+	}
+}
+
+/* --- the daemon's side -------------------------------------------------- */
+
+static void worker_read_cb(evutil_socket_t fd, short what, void *arg);
+static void worker_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static int
+spawn(struct worker *w)
+{
+	int sv[2], sysfs_fd;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	sysfs_fd = open(w->sysfs_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sysfs_fd < 0) {
+		int err = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		return err;
+	}
+	pid = fork();
+	if (pid < 0) {
+		int err = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		close(sysfs_fd);
+		return err;
+	}
+	if (pid == 0) {
+		/* Keep only the socket, the sysfs root and stdio. */
+		long max = sysconf(_SC_OPEN_MAX);
+
+		for (int fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+			if (fd != sv[1] && fd != sysfs_fd)
+				close(fd);
+		worker_main(sv[1], sysfs_fd, w->dev_root);
+	}
+	close(sv[1]);
+	close(sysfs_fd);
+	w->pid = pid;
+	w->sock = sv[0];
+	w->ev = event_new(w->base, w->sock, EV_READ | EV_PERSIST, worker_read_cb, w);
+	if (w->ev == NULL || event_add(w->ev, NULL) < 0)
+		return -ENOMEM;
+	log_debug("worker", "started (pid %d)", (int)pid);
+	return 0;
+}
+
+static void
+reap(struct worker *w)
+{
+	/* A worker stuck in the kernel (uninterruptible sleep) may linger
+	 * until the kernel lets go; collect whatever has exited. */
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+	(void)w;
+}
+
+static void
+close_current_worker(struct worker *w, bool kill_it)
+{
+	if (w->ev) {
+		event_free(w->ev);
+		w->ev = NULL;
+	}
+	if (w->sock >= 0) {
+		close(w->sock);
+		w->sock = -1;
+	}
+	if (w->pid > 0 && kill_it)
+		kill(w->pid, SIGKILL);
+	w->pid = -1;
+	reap(w);
+}
+
+static void send_next(struct worker *w);
+
+static void
+finish_current(struct worker *w, int result, const json_t *reply)
+{
+	struct op *op = w->current;
+
+	w->current = NULL;
+	evtimer_del(w->timer);
+	if (op) {
+		if (op->cb)
+			op->cb(op->arg, result, reply);
+		json_decref(op->req);
+		free(op);
+	}
+	send_next(w);
+}
+
+static void
+restart(struct worker *w, const char *why)
+{
+	log_warnx("worker", "%s; starting a new worker", why);
+	close_current_worker(w, true);
+	w->restarts++;
+	if (spawn(w) < 0)
+		log_err("worker", "cannot start a new worker");
+}
+
+static void
+send_next(struct worker *w)
+{
+	struct timeval tv;
+	char *text;
+
+	while (w->current == NULL && w->head) {
+		struct op *op = w->head;
+
+		w->head = op->next;
+		if (w->head == NULL)
+			w->tail = NULL;
+		w->current = op;
+		if (w->sock < 0)
+			restart(w, "no worker");
+		text = json_dumps(op->req, JSON_COMPACT);
+		if (text == NULL || w->sock < 0 || strlen(text) >= MSG_MAX ||
+		    send(w->sock, text, strlen(text), MSG_NOSIGNAL) < 0) {
+			free(text);
+			w->current = NULL;
+			if (op->cb)
+				op->cb(op->arg, -EPIPE, NULL);
+			json_decref(op->req);
+			free(op);
+			continue;
+		}
+		free(text);
+		tv.tv_sec = op->timeout_ms / 1000;
+		tv.tv_usec = (op->timeout_ms % 1000) * 1000;
+		evtimer_add(w->timer, &tv);
+	}
+}
+
+static void
+worker_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	static char buf[MSG_MAX];
+	ssize_t n = recv(w->sock, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+	json_t *reply;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		restart(w, "the worker went away");
+		finish_current(w, -EPIPE, NULL);
+		return;
+	}
+	reply = json_loadb(buf, (size_t)n, 0, NULL);
+	if (reply == NULL || w->current == NULL ||
+	    (uint64_t)json_integer_value(json_object_get(reply, "id")) != w->current->id) {
+		json_decref(reply);
+		return;		/* a late answer for an operation already timed out */
+	}
+	finish_current(w, (int)json_integer_value(json_object_get(reply, "result")), reply);
+	json_decref(reply);
+}
+
+static void
+worker_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	char why[160];
+
+	snprintf(why, sizeof(why), "operation %s did not finish within %d ms",
+		 w->current ? json_string_value(json_object_get(w->current->req, "op")) : "?",
+		 w->current ? w->current->timeout_ms : 0);
+	restart(w, why);
+	finish_current(w, -ETIMEDOUT, NULL);
+}
+
+int
+worker_new(struct event_base *base, const char *sysfs_root, const char *dev_root,
+	   struct worker **ret)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	int err;
+
+	if (w == NULL)
+		return -ENOMEM;
+	w->base = base;
+	w->sock = -1;
+	w->pid = -1;
+	w->next_id = 1;
+	w->sysfs_root = strdup(sysfs_root);
+	w->dev_root = strdup(dev_root);
+	w->timer = evtimer_new(base, worker_timer_cb, w);
+	if (!w->sysfs_root || !w->dev_root || !w->timer) {
+		worker_free(w);
+		return -ENOMEM;
+	}
+	err = spawn(w);
+	if (err < 0) {
+		worker_free(w);
+		return err;
+	}
+	*ret = w;
+	return 0;
+}
+
+void
+worker_free(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	while (w->head) {
+		struct op *op = w->head;
+
+		w->head = op->next;
+		json_decref(op->req);
+		free(op);
+	}
+	if (w->current) {
+		json_decref(w->current->req);
+		free(w->current);
+	}
+	/* Closing the socket ends an idle worker; one stuck in the kernel is
+	 * left to finish on its own. */
+	close_current_worker(w, false);
+	if (w->timer)
+		event_free(w->timer);
+	free(w->sysfs_root);
+	free(w->dev_root);
+	free(w);
+}
+
+int
+worker_submit(struct worker *w, json_t *req, int timeout_ms, worker_cb cb, void *arg)
+{
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL || req == NULL) {
+		free(op);
+		json_decref(req);
+		return -ENOMEM;
+	}
+	op->id = w->next_id++;
+	json_object_set_new(req, "id", json_integer((json_int_t)op->id));
+	op->req = req;
+	op->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
+	op->cb = cb;
+	op->arg = arg;
+	if (w->tail)
+		w->tail->next = op;
+	else
+		w->head = op;
+	w->tail = op;
+	send_next(w);
+	return 0;
+}
+
+void
+worker_forget(struct worker *w, void *arg)
+{
+	if (w->current && w->current->arg == arg)
+		w->current->cb = NULL;
+	for (struct op *op = w->head; op; op = op->next)
+		if (op->arg == arg)
+			op->cb = NULL;
+}
+
+int
+worker_pid(const struct worker *w)
+{
+	return (int)w->pid;
+}
+
+unsigned
+worker_restarts(const struct worker *w)
+{
+	return w->restarts;
+}
