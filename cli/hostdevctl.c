@@ -22,6 +22,8 @@ enum {
 	EXIT_NO_DAEMON = 3,	/* cannot connect, or the daemon hung up */
 	EXIT_DENIED = 4,	/* permission denied */
 	EXIT_NOT_FOUND = 5,	/* no such device */
+	EXIT_REFUSED = 6,	/* refused: protected, in use, no IOMMU */
+	EXIT_BUSY = 7,		/* another operation on it is in progress */
 };
 
 #define MAX_RESPONSE (512u * 1024 * 1024)
@@ -45,9 +47,12 @@ usage(FILE *out)
 		"  resources                   kubelet resources: state, devices, Allocate calls\n"
 		"  rescan                      re-read sysfs now (root or the control group)\n"
 		"  events                      follow hotplug and state events until interrupted\n"
+		"  claim ADDRESS [--resource NAME]  bind ADDRESS's IOMMU group to vfio-pci and offer it\n"
+		"  release ADDRESS [--force]   give the group back to its drivers\n"
+		"  claims                      claims, their members, drivers and state\n"
 		"\n"
 		"Exit status: 0 ok, 1 daemon error, 2 bad arguments, 3 no daemon,\n"
-		"4 permission denied, 5 no such device.\n");
+		"4 permission denied, 5 no such device, 6 refused, 7 busy.\n");
 }
 
 static int
@@ -159,6 +164,10 @@ error_exit_code(json_t *err)
 		return EXIT_DENIED;
 	if (code == -32004)
 		return EXIT_NOT_FOUND;
+	if (code == -32003)
+		return EXIT_REFUSED;
+	if (code == -32005)
+		return EXIT_BUSY;
 	if (code == -32602)
 		return EXIT_USAGE;
 	return EXIT_ERROR;
@@ -431,6 +440,51 @@ print_resources(json_t *list)
 	free(rows);
 }
 
+static void
+print_claims(json_t *result)
+{
+	static const char *const hdr[] = { "ADDRESS", "STATE", "GROUP", "MEMBERS", "RESOURCE",
+					   "ALLOCATES", "LAST ERROR" };
+	json_t *list = json_object_get(result, "claims"), *cl, *m;
+	size_t n = json_array_size(list), i, k;
+	char ***rows = calloc(n + 1, sizeof(char **));
+
+	if (json_is_true(json_object_get(result, "fail_closed")))
+		printf("FAILING CLOSED: %s\n", s_or(result, "fail_reason", "state unusable"));
+	json_array_foreach(list, i, cl) {
+		char members[512] = "", buf[64];
+		size_t len = 0;
+		const char *state = s_or(cl, "state", "?");
+
+		json_array_foreach(json_object_get(cl, "members"), k, m)
+			len += (size_t)snprintf(members + len, len < sizeof(members) ? sizeof(members) - len : 0,
+						"%s%s(%s<-%s)", k ? " " : "", s_or(m, "address", "?"),
+						s_or(m, "driver", "-"), s_or(m, "original_driver", "-"));
+		rows[i] = calloc(7, sizeof(char *));
+		rows[i][0] = xstrdup(s_or(cl, "address", "?"));
+		if (json_is_true(json_object_get(cl, "absent")))
+			state = "absent";
+		rows[i][1] = xstrdup(state);
+		snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(json_object_get(cl, "iommu_group")));
+		rows[i][2] = xstrdup(buf);
+		rows[i][3] = xstrdup(members);
+		rows[i][4] = xstrdup(s_or(cl, "resource_name", s_or(cl, "advertised_as", "-")));
+		snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(json_object_get(cl, "allocations")));
+		rows[i][5] = xstrdup(buf);
+		rows[i][6] = xstrdup(s_or(cl, "last_error", "-"));
+	}
+	if (n)
+		print_table(hdr, 7, rows, n);
+	else
+		printf("no claims\n");
+	for (i = 0; i < n; i++) {
+		for (int c = 0; c < 7; c++)
+			free(rows[i][c]);
+		free(rows[i]);
+	}
+	free(rows);
+}
+
 static int
 cmd_events(void)
 {
@@ -497,8 +551,13 @@ static const struct option opts[] = {
 	{ "driver", required_argument, NULL, 'D' },
 	{ "iommu-group", required_argument, NULL, 'g' },
 	{ "module", required_argument, NULL, 'm' },
+	{ "resource", required_argument, NULL, 'r' },
+	{ "force", no_argument, NULL, 'f' },
 	{ NULL, 0, NULL, 0 },
 };
+
+static const char *opt_resource;
+static int opt_force;
 
 /* Options and filters, before or after the command. Returns -1 to go on, or
  * the exit code to leave with (--help, a bad option). */
@@ -520,6 +579,8 @@ parse_options(int argc, char **argv, json_t *filters)
 		case 'D': key = "driver"; break;
 		case 'g': key = "iommu_group"; break;
 		case 'm': key = "module"; break;
+		case 'r': opt_resource = optarg; break;
+		case 'f': opt_force = 1; break;
 		default: usage(stderr); return EXIT_USAGE;
 		}
 		if (key)
@@ -588,6 +649,30 @@ main(int argc, char **argv)
 			else
 				print_object(result, 0);
 		}
+	} else if (strcmp(cmd, "claim") == 0 || strcmp(cmd, "release") == 0) {
+		json_t *p;
+
+		if (optind + 1 != argc)
+			goto bad_args;
+		p = json_pack("{s:s}", "address", argv[optind]);
+		if (strcmp(cmd, "claim") == 0 && opt_resource)
+			json_object_set_new(p, "resource_name", json_string(opt_resource));
+		if (strcmp(cmd, "release") == 0 && opt_force)
+			json_object_set_new(p, "force", json_true());
+		rc = call(strcmp(cmd, "claim") == 0 ? "pci.claim" : "pci.release", p, &result);
+		json_decref(p);
+		if (rc == EXIT_OK) {
+			if (json_output)
+				print_json(result);
+			else
+				printf("%s: %s\n", argv[optind], s_or(result, "state", "done"));
+		}
+	} else if (strcmp(cmd, "claims") == 0) {
+		if (optind != argc)
+			goto bad_args;
+		rc = call("claims.list", NULL, &result);
+		if (rc == EXIT_OK)
+			json_output ? print_json(result) : print_claims(result);
 	} else if (strcmp(cmd, "events") == 0) {
 		if (optind != argc)
 			goto bad_args;

@@ -494,7 +494,7 @@ write_attr(struct claim_job *j, const char *path, const char *value, int timeout
 static const char *
 member_addr(struct claim_job *j)
 {
-	return j->cl->members[j->member].address;
+	return j->member < j->cl->n ? j->cl->members[j->member].address : j->cl->address;
 }
 
 /* Moves to `first` for the next non-bridge member at or after j->member
