@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -562,11 +563,13 @@ static int opt_force;
 /* Options and filters, before or after the command. Returns -1 to go on, or
  * the exit code to leave with (--help, a bad option). */
 static int
-parse_options(int argc, char **argv, json_t *filters)
+parse_options(int argc, char **argv, json_t *filters, bool permute)
 {
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1) {
+	/* Before the command: stop at it. After it: options may come
+	 * before or after the arguments (claim ADDR --resource NAME). */
+	while ((c = getopt_long(argc, argv, permute ? "s:jh" : "+s:jh", opts, NULL)) != -1) {
 		const char *key = NULL;
 
 		switch (c) {
@@ -598,7 +601,7 @@ main(int argc, char **argv)
 
 	if (getenv("HOSTDEVD_SOCKET"))
 		socket_path = getenv("HOSTDEVD_SOCKET");
-	rc = parse_options(argc, argv, filters);
+	rc = parse_options(argc, argv, filters, false);
 	if (rc >= 0) {
 		json_decref(filters);
 		return rc;
@@ -609,8 +612,13 @@ main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cmd = argv[optind++];
-	/* Filters may also follow the command: hostdevctl devices --class pci. */
-	rc = parse_options(argc, argv, filters);
+	/* Filters may also follow the command: hostdevctl devices --class pci.
+	 * Parse what follows it as an argument vector of its own (the
+	 * command standing as argv[0]), so getopt may permute it. */
+	argv += optind - 1;
+	argc -= optind - 1;
+	optind = 0;
+	rc = parse_options(argc, argv, filters, true);
 	if (rc >= 0) {
 		json_decref(filters);
 		return rc;

@@ -184,6 +184,7 @@ claim_from_json(const json_t *o)
 		snprintf(cl->members[i].address, sizeof(cl->members[i].address), "%s", ma);
 		cl->members[i].original_driver = drv ? strdup(drv) : NULL;
 		cl->members[i].bridge = json_is_true(json_object_get(m, "bridge"));
+		cl->members[i].aer_seen = -1;
 		cl->n = i + 1;
 	}
 	return cl;
@@ -1046,6 +1047,7 @@ build_claim(struct claims *c, struct device *dev, const char *resource_name, cha
 
 		snprintf(m->address, sizeof(m->address), "%s", members[i]->id);
 		m->bridge = members[i]->pci.f.is_bridge;
+		m->aer_seen = -1;
 		/* Remember the driver to give it back to; a device already on
 		 * vfio-pci goes back to whatever probes it. */
 		m->original_driver = drv && strcmp(drv, VFIO_DRIVER) != 0 ? strdup(drv) : NULL;

@@ -23,6 +23,8 @@ struct claim_member {
 	char address[16];
 	char *original_driver;	/* NULL: it had none */
 	bool bridge;
+	int aer_seen;		/* AER total last seen, -1 before the first look */
+	int64_t aer_sick_until;	/* unhealthy until (monotonic s) after new errors */
 };
 
 struct claim_job;

@@ -62,6 +62,7 @@ device_new(enum hdd_dev_class cls, const char *id)
 		f->class_code = f->revision = -1;
 		f->iommu_group = f->numa_node = -1;
 		f->sriov_totalvfs = f->sriov_numvfs = -1;
+		f->aer_errors = -1;
 		dev->pci.virtfns = calloc(1, sizeof(char *));
 		if (dev->pci.virtfns == NULL)
 			goto fail;
@@ -249,6 +250,7 @@ pci_facts_json(const struct device *dev)
 	json_object_set_new(o, "bridge", json_boolean(f->is_bridge));
 	json_object_set_new(o, "parent", str_or_null(p->parent));
 	json_object_set_new(o, "boot_vga", json_boolean(f->boot_vga));
+	json_object_set_new(o, "aer_errors", int_or_null(f->aer_errors));
 	if (p->vfio_cdev) {
 		char path[64];
 
@@ -348,7 +350,8 @@ device_facts_equal(const struct device *a, const struct device *b)
 		       x->f.iommu_group == y->f.iommu_group && x->f.numa_node == y->f.numa_node &&
 		       x->f.sriov_totalvfs == y->f.sriov_totalvfs &&
 		       x->f.sriov_numvfs == y->f.sriov_numvfs && x->f.is_bridge == y->f.is_bridge &&
-		       x->f.boot_vga == y->f.boot_vga && str_eq(x->driver, y->driver) &&
+		       x->f.boot_vga == y->f.boot_vga && x->f.aer_errors == y->f.aer_errors &&
+		       str_eq(x->driver, y->driver) &&
 		       str_eq(x->physfn, y->physfn) && str_eq(x->parent, y->parent) &&
 		       str_eq(x->vfio_cdev, y->vfio_cdev) && strv_eq(x->virtfns, y->virtfns) &&
 		       str_eq(x->vendor_name, y->vendor_name) &&

@@ -61,6 +61,7 @@ struct dp_server {
 	struct event_base *base;
 	int dirfd, cwdfd;
 	int ifd;
+	int dir_wd, vfio_wd;		/* the kubelet directory, <dev-root>/vfio */
 	struct event *iev;
 	struct event *kick_ev;
 	struct event *dir_poll;
@@ -607,11 +608,14 @@ open_dir(struct dp_server *s)
 		return -errno;
 	if (fstat(s->dirfd, &st) < 0 || !S_ISDIR(st.st_mode))
 		return -ENOTDIR;
-	if (s->ifd >= 0 &&
-	    inotify_add_watch(s->ifd, dir, IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
-						    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR) < 0)
-		log_warn("dp", "cannot watch %s; kubelet restarts are noticed only by failed streams",
-			 dir);
+	if (s->ifd >= 0) {
+		s->dir_wd = inotify_add_watch(s->ifd, dir, IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+							       IN_MOVED_TO | IN_DELETE_SELF |
+							       IN_MOVE_SELF | IN_ONLYDIR);
+		if (s->dir_wd < 0)
+			log_warn("dp", "cannot watch %s; kubelet restarts are noticed only by failed streams",
+				 dir);
+	}
 	return 0;
 }
 
@@ -670,7 +674,7 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dp_server *s = arg;
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool kubelet_back = false, lost = false;
+	bool kubelet_back = false, lost = false, vfio_changed = false;
 	ssize_t n;
 
 	while ((n = read(s->ifd, buf, sizeof(buf))) > 0) {
@@ -679,6 +683,14 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
 			const char *name = ev->len ? ev->name : "";
 
 			p += sizeof(*ev) + ev->len;
+			if (ev->wd == s->vfio_wd) {
+				/* A group's node came or went: health changes now,
+				 * not at the next resync. */
+				vfio_changed = true;
+				continue;
+			}
+			if (ev->wd != s->dir_wd)
+				continue;
 			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
 				lost = true;
 				continue;
@@ -705,6 +717,10 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
 				}
 			}
 		}
+	}
+	if (vfio_changed && s->d->dp) {
+		s->d->dp->dirty = true;
+		dp_server_kick(s);
 	}
 	if (lost) {
 		dir_lost(s);
@@ -749,6 +765,7 @@ dp_server_new(struct daemon *d, struct event_base *base, struct dp_server **ret)
 	s->d = d;
 	s->base = base;
 	s->dirfd = -1;
+	s->dir_wd = s->vfio_wd = -1;
 	s->cwdfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->cwdfd < 0)
 		s->cwdfd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -760,9 +777,14 @@ dp_server_new(struct daemon *d, struct event_base *base, struct dp_server **ret)
 		return -ENOMEM;
 	}
 	if (s->ifd >= 0) {
+		char vfio[4096];
+
 		s->iev = event_new(base, s->ifd, EV_READ | EV_PERSIST, inotify_cb, s);
 		if (s->iev)
 			event_add(s->iev, NULL);
+		snprintf(vfio, sizeof(vfio), "%s/vfio", d->opts.dev_root);
+		s->vfio_wd = inotify_add_watch(s->ifd, vfio, IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+							       IN_MOVED_TO | IN_ONLYDIR);
 	} else {
 		log_warn("dp", "inotify");
 	}

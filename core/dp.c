@@ -135,6 +135,29 @@ claimed_candidate(struct dp *dp, struct claim *cl, struct device *dev, struct ca
 	snprintf(node, sizeof(node), "vfio/%d", dev->pci.f.iommu_group);
 	c->m.healthy = dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
 		       dev->pci.f.iommu_group == cl->group && fsroot_exists(dp->d->dev, node) == 0;
+	/* AER errors since the last look: Unhealthy for a resync interval
+	 * (at least a minute) after the last new one. */
+	for (size_t i = 0; i < cl->n; i++) {
+		struct claim_member *m = &cl->members[i];
+		struct timespec ts;
+		int64_t now;
+
+		if (strcmp(m->address, dev->id) != 0)
+			continue;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		now = ts.tv_sec;
+		if (m->aer_seen >= 0 && dev->pci.f.aer_errors > m->aer_seen) {
+			int hold = cfg->resync_interval > 60 ? cfg->resync_interval : 60;
+
+			m->aer_sick_until = now + hold;
+			log_warnx("dp", "%s: %d new AER errors; Unhealthy for %d s", dev->id,
+				  dev->pci.f.aer_errors - m->aer_seen, hold);
+		}
+		if (dev->pci.f.aer_errors >= 0)
+			m->aer_seen = dev->pci.f.aer_errors;
+		if (now < m->aer_sick_until)
+			c->m.healthy = false;
+	}
 	snprintf(c->m.id, sizeof(c->m.id), "%s", dev->id);
 	c->m.numa = dev->pci.f.numa_node;
 	c->m.iommu_group = dev->pci.f.iommu_group;

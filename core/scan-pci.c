@@ -194,6 +194,21 @@ find_parent(struct pci_data *p, const char *syspath)
 	p->f.parent = p->parent;
 }
 
+/* AER counters: "TOTAL_ERR_FATAL 3" (or _NONFATAL) ends each file. */
+static int
+read_aer_total(int dfd, const char *name)
+{
+	char buf[2048], *p;
+	long v;
+
+	if (sysfs_read_attr(dfd, name, buf, sizeof(buf)) < 0)
+		return -1;
+	p = strstr(buf, "TOTAL_ERR_");
+	if (p == NULL || (p = strchr(p, ' ')) == NULL || sysfs_parse_int(p, 0, 0x7fffffff, &v) < 0)
+		return -1;
+	return (int)v;
+}
+
 int
 scan_pci_device(const struct fsroot *sys, struct names *names, const char *address,
 		struct device **ret)
@@ -278,6 +293,13 @@ scan_pci_device(const struct fsroot *sys, struct names *names, const char *addre
 
 	if (sysfs_read_hex(dfd, "boot_vga", 1, &v) == 0)
 		p->f.boot_vga = v == 1;
+	{
+		int fatal = read_aer_total(dfd, "aer_dev_fatal");
+		int nonfatal = read_aer_total(dfd, "aer_dev_nonfatal");
+
+		if (fatal >= 0 || nonfatal >= 0)
+			p->f.aer_errors = (fatal > 0 ? fatal : 0) + (nonfatal > 0 ? nonfatal : 0);
+	}
 	read_vfio_cdev(dev, dfd);
 	close(dfd);
 

@@ -57,6 +57,7 @@ struct hdd_pci_facts {
 	const char *parent;		/* upstream bridge address, NULL at a root bus */
 	const char *vfio_cdev;		/* "vfio3" when the device has a vfio cdev, else NULL */
 	bool boot_vga;			/* boot_vga reads 1 */
+	int aer_errors;			/* AER fatal + non-fatal totals, -1 when absent */
 	const char *vendor_name;	/* from pci.ids, NULL when unknown */
 	const char *device_name;	/* from pci.ids, NULL when unknown */
 };

@@ -441,3 +441,31 @@ def test_iommufd_policy(host):
         assert specs == ["/dev/iommu", "/dev/vfio/devices/vfio7"]
     finally:
         kubelet.stop()
+
+
+def test_health_follows_the_vfio_node_and_aer(host):
+    d, k = host()
+    kubelet = Kubelet(d.kubelet)
+    try:
+        claim(d, "0000:01:10.2")
+        plugin = kubelet.wait_registered(X540VF)
+        plugin.wait_devices(lambda x: ("0000:01:10.2", "Healthy", [0]) in x)
+        # The group's node disappears: Unhealthy at once (inotify), no rescan.
+        os.unlink(os.path.join(d.devroot, "vfio/112"))
+        plugin.wait_devices(lambda x: ("0000:01:10.2", "Unhealthy", [0]) in x, timeout=5)
+        open(os.path.join(d.devroot, "vfio/112"), "w").close()
+        plugin.wait_devices(lambda x: ("0000:01:10.2", "Healthy", [0]) in x, timeout=5)
+        # AER errors rising: Unhealthy.
+        dev = k.devpath("0000:01:10.2")
+        for name, total in (("aer_dev_fatal", 0), ("aer_dev_nonfatal", 0)):
+            with open(os.path.join(dev, name), "w") as f:
+                f.write(f"Undefined 0\nTOTAL_ERR_{'FATAL' if 'non' not in name else 'NONFATAL'} {total}\n")
+        d.call("daemon.rescan")
+        with open(os.path.join(dev, "aer_dev_nonfatal"), "w") as f:
+            f.write("BadTLP 2\nTOTAL_ERR_NONFATAL 2\n")
+        d.call("daemon.rescan")
+        plugin.wait_devices(lambda x: ("0000:01:10.2", "Unhealthy", [0]) in x, timeout=5)
+        assert d.call("devices.get", {"address": "0000:01:10.2"})["aer_errors"] == 2
+        assert "new AER errors" in d.log_text()
+    finally:
+        kubelet.stop()

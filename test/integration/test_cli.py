@@ -84,3 +84,26 @@ def test_events_follow(daemon):
     assert "device.remove" in line and "0000:00:17.0" in line and "rescan" in line
     p.send_signal(signal.SIGINT)
     p.wait(10)
+
+
+def test_claim_commands(make_daemon):
+    from simkernel import SimKernel
+    d = make_daemon(start=False)
+    k = SimKernel(d.root)
+    try:
+        d.start()
+        r = ctl(d, "claim", "0000:01:10.2", "--resource", "example.com/nic")
+        assert r.returncode == 0 and "0000:01:10.2: claimed" in r.stdout, r.stderr
+        r = ctl(d, "claims")
+        lines = r.stdout.splitlines()
+        assert lines[0].split()[:4] == ["ADDRESS", "STATE", "GROUP", "MEMBERS"]
+        assert "0000:01:10.2(vfio-pci<-ixgbevf)" in lines[1] and "example.com/nic" in lines[1]
+        r = ctl(d, "claim", "0000:01:00.0")
+        assert r.returncode == 6 and "VFs enabled" in r.stderr
+        r = ctl(d, "release", "0000:01:10.4")
+        assert r.returncode == 5 and "not claimed" in r.stderr
+        r = ctl(d, "release", "0000:01:10.2")
+        assert r.returncode == 0 and "released" in r.stdout
+        assert ctl(d, "claims").stdout.strip() == "no claims"
+    finally:
+        k.stop()
