@@ -469,3 +469,33 @@ def test_health_follows_the_vfio_node_and_aer(host):
         assert "new AER errors" in d.log_text()
     finally:
         kubelet.stop()
+
+
+def test_kernel_write_error_rolls_back(host):
+    d, k = host()
+    # The unbind attribute cannot be written (EISDIR stands in for the
+    # kernel's EBUSY/EINVAL: any error from the write).
+    unbind = os.path.join(d.sysfs, "bus/pci/drivers/ixgbevf/unbind")
+    with k.lock:
+        os.unlink(unbind)
+        os.mkdir(unbind)
+    c = d.client(timeout=60)
+    resp = c.request("pci.claim", {"address": "0000:01:10.2"})
+    c.close()
+    assert resp["error"]["code"] == -32010
+    assert "unbind of 0000:01:10.2 failed: Is a directory" in resp["error"]["message"]
+    wait_until(lambda: override(d, "0000:01:10.2") == "(null)", what="the override to be cleared")
+    assert k.driver_of("0000:01:10.2") == "ixgbevf" and claims(d) == []
+
+
+def test_state_file_symlink_is_not_followed(host):
+    d, k = host()
+    claim(d, "0000:01:10.2")
+    d.check_clean_exit()
+    path = os.path.join(d.state, "state.json")
+    shutil.copy(path, os.path.join(d.dir, "elsewhere.json"))
+    os.unlink(path)
+    os.symlink(os.path.join(d.dir, "elsewhere.json"), path)
+    d.start()
+    st = d.call("daemon.status")["claims"]
+    assert st["fail_closed"] is True, "a planted symlink is not trusted"
