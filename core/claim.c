@@ -476,6 +476,36 @@ job_fail(struct claim_job *j, const char *fmt, ...)
 }
 
 static void job_after_write(void *arg, int result, const json_t *reply);
+static json_t *holder_paths(struct claims *c, struct claim *cl);
+
+static void
+format_holders(const json_t *holders, char *buf, size_t size)
+{
+	size_t i, len = 0;
+	json_t *h;
+
+	buf[0] = '\0';
+	json_array_foreach(holders, i, h)
+		len += (size_t)snprintf(buf + len, len < size ? size - len : 0, "%s%d (%s)",
+					i ? ", " : "", (int)json_integer_value(json_object_get(h, "pid")),
+					json_string_value(json_object_get(h, "comm")));
+}
+
+/* A release whose unbind timed out: say who holds the device. */
+static void
+release_timeout_holders(void *arg, int result, const json_t *reply)
+{
+	struct claim_job *j = arg;
+	const json_t *holders = reply ? json_object_get(reply, "holders") : NULL;
+	char who[384];
+
+	format_holders(holders, who, sizeof(who));
+	job_fail(j, "release-unbind: unbinding %s from vfio-pci did not finish within %d s; %s%s",
+		 j->member < j->cl->n ? j->cl->members[j->member].address : j->cl->address,
+		 j->c->d->cfg->release_timeout_ms / 1000,
+		 json_array_size(holders) ? "held by PID " : "no process holds its /dev/vfio node (the kernel is still busy)",
+		 who);
+}
 
 static void
 submit(struct claim_job *j, json_t *req, int timeout_ms)
@@ -535,10 +565,12 @@ job_after_write(void *arg, int result, const json_t *reply)
 
 	if (result < 0 && (result == -ETIMEDOUT || !best_effort) && j->phase != PH_MODPROBE) {
 		if (j->phase == PH_RL_UNBIND && result == -ETIMEDOUT) {
-			/* Who holds it? A fresh worker looks. */
-			job_fail(j, "%s: unbinding %s from vfio-pci did not finish within %d s; the device is still in use (see its holders with claims.list)",
-				 phase_names[j->phase], member_addr(j),
-				 j->c->d->cfg->release_timeout_ms / 1000);
+			/* Who holds it? The fresh worker looks. */
+			if (worker_submit(j->c->d->worker,
+					  json_pack("{s:s, s:o, s:[]}", "op", "holders", "paths",
+						    holder_paths(j->c, j->cl), "prefixes"),
+					  WRITE_TIMEOUT_MS, release_timeout_holders, j) < 0)
+				job_fail(j, "release-unbind: timed out");
 			return;
 		}
 		job_fail(j, "%s of %s failed: %s", phase_names[j->phase], member_addr(j),
@@ -550,15 +582,9 @@ job_after_write(void *arg, int result, const json_t *reply)
 			  phase_names[j->phase], member_addr(j), strerror(-result));
 	if (j->phase == PH_GPU_FREE || j->phase == PH_RL_HOLDERS) {
 		if (json_array_size(holders) > 0 && !(j->phase == PH_RL_HOLDERS && j->force)) {
-			char who[384] = "";
-			size_t i, len = 0;
-			json_t *h;
+			char who[384];
 
-			json_array_foreach(holders, i, h)
-				len += (size_t)snprintf(who + len, len < sizeof(who) ? sizeof(who) - len : 0,
-							"%s%d (%s)", i ? ", " : "",
-							(int)json_integer_value(json_object_get(h, "pid")),
-							json_string_value(json_object_get(h, "comm")));
+			format_holders(holders, who, sizeof(who));
 			if (j->phase == PH_GPU_FREE)
 				job_fail(j, "gpu-free: still in use after %d s by PID %s",
 					 j->c->d->cfg->gpu_free_timeout_ms / 1000, who);

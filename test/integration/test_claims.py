@@ -140,7 +140,6 @@ def test_protected_devices(host):
     assert "0000:35:00.0 is the boot VGA device with an active framebuffer (fb0)" in msg
     if ifaces:
         assert "carries the default route" in refused(d, "0000:01:00.1")
-    assert "6" in refused(d, "0000:01:00.0") or True
     assert "VFs enabled" in refused(d, "0000:01:00.0")
     assert k.driver_of("0000:35:00.0") == "amdgpu", "nothing was touched"
     assert claims(d) == []
@@ -336,6 +335,7 @@ def test_release_timeout_names_the_step(host):
     c.close()
     assert resp["error"]["code"] == -32010
     assert "did not finish within 1 s" in resp["error"]["message"]
+    assert "no process holds its /dev/vfio node" in resp["error"]["message"]
     cl = claims(d)[0]
     assert cl["state"] == "releasing" and "release-unbind" in cl["last_error"]
     st = d.call("daemon.status")
@@ -346,7 +346,7 @@ def test_release_timeout_names_the_step(host):
 
 
 def test_release_refused_while_held(host):
-    d, k = host()
+    d, k = host(config={"claims": {"release_timeout_s": 1}})
     claim(d, "0000:01:10.2")
     node = os.path.join(d.devroot, "vfio/112")
     holder = subprocess.Popen([sys.executable, "-c",
@@ -358,6 +358,14 @@ def test_release_refused_while_held(host):
         resp = c.request("pci.release", {"address": "0000:01:10.2"})
         assert resp["error"]["code"] == -32010 and f"PID {holder.pid}" in resp["error"]["message"]
         assert claims(d)[0]["state"] == "claimed"
+        # Forced, while the kernel keeps the unbind waiting: the timeout
+        # names the holder.
+        k.slow_unbind("vfio-pci", 3)
+        d.call("daemon.status")
+        resp = c.request("pci.release", {"address": "0000:01:10.2", "force": True})
+        assert resp["error"]["code"] == -32010
+        assert f"held by PID {holder.pid} (python3" in resp["error"]["message"], resp
+        time.sleep(3)
         resp = c.request("pci.release", {"address": "0000:01:10.2", "force": True})
         assert resp["result"]["state"] == "released"
         c.close()
