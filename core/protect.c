@@ -16,6 +16,21 @@
 #include "protect.h"
 #include "sysfs.h"
 
+/* A directory under the sysfs root as a DIR, or NULL. */
+static DIR *
+open_sysdir(struct daemon *d, const char *rel)
+{
+	int fd = fsroot_open_dir(d->sys, rel);
+	DIR *dir;
+
+	if (fd < 0)
+		return NULL;
+	dir = fdopendir(fd);
+	if (dir == NULL)
+		close(fd);
+	return dir;
+}
+
 /* Whether the sysfs path `rel` (relative to the root) lies under the PCI
  * function `addr`: one of its components is that address. */
 static int
@@ -35,7 +50,7 @@ static int
 block_on_device(struct daemon *d, unsigned maj, unsigned min, const char *addr, int depth)
 {
 	char rel[64], target[1024];
-	int fd, found = 0;
+	int found = 0;
 	DIR *dir;
 	struct dirent *de;
 
@@ -48,14 +63,9 @@ block_on_device(struct daemon *d, unsigned maj, unsigned min, const char *addr, 
 		return 1;
 	/* dm/md: the devices under it are in slaves/. */
 	snprintf(rel, sizeof(rel), "dev/block/%u:%u/slaves", maj, min);
-	fd = fsroot_open_dir(d->sys, rel);
-	if (fd < 0)
+	dir = open_sysdir(d, rel);
+	if (dir == NULL)
 		return 0;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		close(fd);
-		return 0;
-	}
 	while (!found && (de = readdir(dir)) != NULL) {
 		char devrel[512], buf[32];
 		unsigned a, b;
@@ -128,7 +138,7 @@ static int
 iface_on_device(struct daemon *d, const char *ifname, const char *addr, int depth)
 {
 	char rel[256], target[1024];
-	int fd, found = 0;
+	int found = 0;
 	DIR *dir;
 	struct dirent *de;
 
@@ -138,14 +148,9 @@ iface_on_device(struct daemon *d, const char *ifname, const char *addr, int dept
 	if (fsroot_readlink(d->sys, "class/net", -1, ifname, target, sizeof(target)) == 0 &&
 	    path_has_pci(target, addr))
 		return 1;
-	fd = fsroot_open_dir(d->sys, rel);
-	if (fd < 0)
+	dir = open_sysdir(d, rel);
+	if (dir == NULL)
 		return 0;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		close(fd);
-		return 0;
-	}
 	while (!found && (de = readdir(dir)) != NULL)
 		if (strncmp(de->d_name, "lower_", 6) == 0)
 			found = iface_on_device(d, de->d_name + 6, addr, depth + 1);
@@ -153,14 +158,9 @@ iface_on_device(struct daemon *d, const char *ifname, const char *addr, int dept
 	if (found)
 		return 1;
 	snprintf(rel, sizeof(rel), "class/net/%s/brif", ifname);
-	fd = fsroot_open_dir(d->sys, rel);
-	if (fd < 0)
+	dir = open_sysdir(d, rel);
+	if (dir == NULL)
 		return 0;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		close(fd);
-		return 0;
-	}
 	while (!found && (de = readdir(dir)) != NULL)
 		if (de->d_name[0] != '.')
 			found = iface_on_device(d, de->d_name, addr, depth + 1);
@@ -205,20 +205,15 @@ check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen
 static int
 check_console(struct daemon *d, const struct device *dev, char *why, size_t whylen)
 {
-	int fd, hit = 0;
+	int hit = 0;
 	DIR *dir;
 	struct dirent *de;
 
 	if (!dev->pci.f.boot_vga || dev->pci.driver == NULL)
 		return 0;
-	fd = fsroot_open_dir(d->sys, "class/graphics");
-	if (fd < 0)
+	dir = open_sysdir(d, "class/graphics");
+	if (dir == NULL)
 		return 0;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		close(fd);
-		return 0;
-	}
 	while (!hit && (de = readdir(dir)) != NULL) {
 		char rel[128], target[1024];
 

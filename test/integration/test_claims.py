@@ -39,20 +39,20 @@ def host(make_daemon):
         k.stop()
 
 
-def claim(d, addr, **kw):
+def call(d, method, addr, **kw):
     c = d.client(timeout=60)
     try:
-        return c.call("pci.claim", dict(address=addr, **kw))
+        return c.call(method, dict(address=addr, **kw))
     finally:
         c.close()
+
+
+def claim(d, addr, **kw):
+    return call(d, "pci.claim", addr, **kw)
 
 
 def release(d, addr, **kw):
-    c = d.client(timeout=60)
-    try:
-        return c.call("pci.release", dict(address=addr, **kw))
-    finally:
-        c.close()
+    return call(d, "pci.release", addr, **kw)
 
 
 def override(d, addr):
