@@ -9,16 +9,19 @@ while a VFIO user holds the device)."""
 
 import glob
 import os
+import shutil
 import threading
 import time
 
 
 class SimKernel:
-    def __init__(self, root, poll=0.004):
+    def __init__(self, root, poll=0.004, on_event=None):
         self.sys = os.path.join(root, "sys")
         self.dev = os.path.join(root, "dev")
         self.poll = poll
         self.fail_bind = set()
+        self.vanish_on_unbind = set()  # addresses that disappear when unbound
+        self.on_event = on_event        # (action, sysfs devpath) -> sends the uevent
         self.overrides = {}
         self.original = {}
         self.mtimes = {}
@@ -91,6 +94,13 @@ class SimKernel:
             if group and not still and os.path.exists(os.path.join(self.dev, "vfio", group)):
                 os.unlink(os.path.join(self.dev, "vfio", group))
         self.log.append(("unbind", addr, drv))
+        self._uevent("unbind", dev)
+        if addr in self.vanish_on_unbind:
+            # Surprise removal: gone from the bus, then from sysfs.
+            os.unlink(os.path.join(self.sys, "bus/pci/devices", addr))
+            self._uevent("remove", dev)
+            shutil.rmtree(dev)
+            self.log.append(("vanished", addr, drv))
 
     def do_bind(self, addr, drv):
         dev = self.devpath(addr)
@@ -112,6 +122,11 @@ class SimKernel:
             if group:
                 open(os.path.join(self.dev, "vfio", group), "a").close()
         self.log.append(("bind", addr, drv))
+        self._uevent("bind", dev)
+
+    def _uevent(self, action, dev):
+        if self.on_event:
+            self.on_event(action, "/sys/" + os.path.relpath(dev, self.sys))
 
     def _handle(self, path, data):
         name = os.path.basename(path)

@@ -507,3 +507,19 @@ def test_state_file_symlink_is_not_followed(host):
     d.start()
     st = d.call("daemon.status")["claims"]
     assert st["fail_closed"] is True, "a planted symlink is not trusted"
+
+
+def test_device_vanishes_mid_claim(host):
+    d, k = host()
+    k.vanish_on_unbind.add("0000:01:10.2")
+    c = d.client(timeout=60)
+    resp = c.request("pci.claim", {"address": "0000:01:10.2"})
+    c.close()
+    assert resp["error"]["code"] == -32010
+    assert "0000:01:10.2 vanished" in resp["error"]["message"], resp
+    assert claims(d) == [], "nothing half-claimed is left behind"
+    assert d.call("daemon.status")["pid"] == d.pid()
+    d.call("daemon.rescan")
+    c = d.client()
+    assert c.request("devices.get", {"address": "0000:01:10.2"})["error"]["code"] == -32004
+    c.close()

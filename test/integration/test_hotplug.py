@@ -163,3 +163,20 @@ def test_uevent_reaches_list_and_watch(start_hotplug):
         plugin.wait_devices(lambda x: [i for i, _, _ in x] == ["0000:01:10.0"])
     finally:
         kubelet.stop()
+
+
+def test_claim_with_kernel_uevents(start_hotplug):
+    """The simulated kernel answers the worker's writes with bind and unbind
+    uevents, which reach the inventory and the event stream."""
+    k, d, sub = start_hotplug()
+    k.do("simkernel")
+    c = d.client(timeout=60)
+    res = c.call("pci.claim", {"address": "0000:01:10.2"})
+    c.close()
+    assert res["state"] == "claimed"
+    seen = []
+    while not any(e.get("source") == "udev:bind" and e["device"]["driver"] == "vfio-pci"
+                  for e in seen):
+        seen.append(sub.next_event(match=lambda e: e["id"] == "0000:01:10.2"))
+    assert any(e.get("source") == "udev:unbind" for e in seen)
+    assert any(e["type"] == "claim.progress" for e in seen)

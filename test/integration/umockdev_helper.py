@@ -20,6 +20,7 @@ gi.require_version("UMockdev", "1.0")
 from gi.repository import UMockdev  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import simhost  # noqa: E402
 
 
@@ -102,6 +103,11 @@ class Kernel:
         rel = os.path.relpath(os.path.realpath(self.tree.path(f"bus/usb/devices/{name}")),
                               self.tree.sys)
         self.uevent(rel, "add")
+
+    def op_simkernel(self, cmd):
+        """Plays the kernel's side of driver writes, with uevents."""
+        from simkernel import SimKernel
+        self.sim = SimKernel(self.root, on_event=lambda action, path: self.tb.uevent(path, action))
 
     def op_remove_usb(self, cmd):
         link = self.tree.path(f"bus/usb/devices/{cmd['port']}")
