@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Boots the test VM and runs one guest scenario in it.
-#   run-vm.sh [-H host-script] [-a "qemu args"] [-t seconds] scenario.sh
+#   run-vm.sh [-H "qmp steps"] [-a "qemu args"] [-t seconds] scenario.sh
+# (-H: steps for qmp.py, which runs beside the VM and does what the guest asks)
 # The guest sees the host's root read-only (so the build tree and its
 # binaries at the same paths) and the run directory at /run/vmtest. Exit
 # status: the scenario's; 124 on timeout; 125 when the VM died without
@@ -9,7 +10,7 @@
 # console are printed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-VM_CACHE=${VM_CACHE:-${HOSTDEVD_BUILDDIR:-$here/../..}/vm-cache}
+VM_CACHE=${VM_CACHE:-$here/../../.vm-cache}
 host_script= qemu_args= limit=300
 while getopts "H:a:t:" o; do
 	case $o in
@@ -49,7 +50,7 @@ timeout "$limit" qemu-system-x86_64 -bios /usr/share/qemu/qboot.rom -machine q35
 qemu=$!
 hrc=0
 if [ -n "$host_script" ]; then
-	QMP="$run/qmp.sock" RUNDIR="$run" bash "$host_script" >"$run/host.log" 2>&1
+	QMP="$run/qmp.sock" RUNDIR="$run" /usr/bin/python3 "$here/qmp.py" $host_script >"$run/host.log" 2>&1
 	hrc=$?
 fi
 wait $qemu

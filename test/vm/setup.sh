@@ -7,7 +7,7 @@
 # with the cache in place does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-VM_CACHE=${VM_CACHE:-${HOSTDEVD_BUILDDIR:-$here/../..}/vm-cache}
+VM_CACHE=${VM_CACHE:-$here/../../.vm-cache}
 mkdir -p "$VM_CACHE"
 cd "$VM_CACHE"
 [ -f ready ] && [ ready -nt "$here/setup.sh" ] && [ ready -nt "$here/init.sh" ] && exit 0

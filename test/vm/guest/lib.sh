@@ -53,9 +53,21 @@ hd_stop() {
 	fi
 	return $rc
 }
-ctl() { "$HOSTDEVCTL" --socket $SOCK "$@"; }
-rpc() { # rpc METHOD [PARAMS-JSON]: prints the result or error object
-	echo "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$1\",\"params\":${2:-{\}}}" |
-		socat -t 120 - UNIX-CONNECT:$SOCK
+# ctl and rpc are commands (not functions) so that sh -c strings see them.
+mkdir -p $HD/bin
+cat >$HD/bin/ctl <<EOS
+#!/bin/sh
+exec "$HOSTDEVCTL" --socket $SOCK "\$@"
+EOS
+cat >$HD/bin/rpc <<EOS
+#!/bin/sh
+# rpc METHOD [PARAMS-JSON]: prints the response
+echo "{\\"jsonrpc\\":\\"2.0\\",\\"id\\":1,\\"method\\":\\"\$1\\",\\"params\\":\${2:-{\}}}" |
+	socat -t 120 - UNIX-CONNECT:$SOCK
+EOS
+chmod +x $HD/bin/ctl $HD/bin/rpc
+export PATH=$HD/bin:$PATH
+seen() { # seen FILE JQ-FILTER: an event in the stream matches
+	jq -e -s "map(select($2)) | length > 0" "$1"
 }
 finish() { echo "1..$T"; exit $FAILED; }
