@@ -283,14 +283,31 @@ print_devices(json_t *list)
 					       "NUMA", "MODULE", "NAME" };
 	static const char *const usb_hdr[] = { "PORT", "ID", "BUS:DEV", "DRIVER", "CONTROLLER",
 					       "MODULE", "NAME" };
-	size_t n = json_array_size(list), npci = 0, nusb = 0;
+	static const char *const mdev_hdr[] = { "MDEV", "TYPE", "GROUP", "DRIVER", "PARENT",
+						"MODULE", "NAME" };
+	size_t n = json_array_size(list), npci = 0, nusb = 0, nmdev = 0;
 	char ***pci = calloc(n + 1, sizeof(char **)), ***usb = calloc(n + 1, sizeof(char **));
+	char ***mdev = calloc(n + 1, sizeof(char **));
 	size_t i;
 	json_t *d;
 
 	json_array_foreach(list, i, d) {
 		char buf[128];
 
+		if (strcmp(s_or(d, "class", ""), "mdev") == 0) {
+			char **row = calloc(7, sizeof(char *));
+
+			/* mdevs share the USB table's shape: id, type, parent... */
+			row[0] = xstrdup(s_or(d, "uuid", "?"));
+			row[1] = xstrdup(s_or(d, "type", "-"));
+			row[2] = xstrdup(s_or(d, "iommu_group", "-"));
+			row[3] = xstrdup(s_or(d, "driver", "-"));
+			row[4] = xstrdup(s_or(d, "parent", "-"));
+			row[5] = xstrdup(s_or(d, "module", "-"));
+			row[6] = xstrdup(s_or(d, "type_name", ""));
+			mdev[nmdev++] = row;
+			continue;
+		}
 		if (strcmp(s_or(d, "class", ""), "pci") == 0) {
 			char **row = calloc(8, sizeof(char *));
 			json_t *numa = json_object_get(d, "numa_node");
@@ -336,7 +353,11 @@ print_devices(json_t *list)
 		putchar('\n');
 	if (nusb)
 		print_table(usb_hdr, 7, usb, nusb);
-	if (npci + nusb == 0)
+	if ((npci || nusb) && nmdev)
+		putchar('\n');
+	if (nmdev)
+		print_table(mdev_hdr, 7, mdev, nmdev);
+	if (npci + nusb + nmdev == 0)
 		printf("no devices\n");
 	for (i = 0; i < npci; i++) {
 		for (int c = 0; c < 8; c++)
@@ -348,8 +369,14 @@ print_devices(json_t *list)
 			free(usb[i][c]);
 		free(usb[i]);
 	}
+	for (i = 0; i < nmdev; i++) {
+		for (int c = 0; c < 7; c++)
+			free(mdev[i][c]);
+		free(mdev[i]);
+	}
 	free(pci);
 	free(usb);
+	free(mdev);
 }
 
 /* "key: value" lines for one object, nested objects indented. */

@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "dp.h"
 #include "log.h"
+#include "scan.h"
 #include "sysfs.h"
 
 /* A handler returns the result, or NULL after filling *code and *msg. */
@@ -120,30 +121,32 @@ device_matches(const struct device *dev, json_t *params)
 		if (strcmp(key, "class") == 0) {
 			if (dev_class_from_string(json_string_value(v)) != (int)dev->cls)
 				return false;
-		} else if (strcmp(key, "vendor") == 0) {
-			sysfs_parse_hex(json_string_value(v), 0xffff, &x);
-			if ((long)x != (dev->cls == HDD_DEV_PCI ? dev->pci.f.vendor_id
-							       : dev->usb.f.vendor_id))
+		} else if (strcmp(key, "vendor") == 0 || strcmp(key, "device") == 0) {
+			bool vendor = key[0] == 'v';
+
+			if (dev->cls == HDD_DEV_MDEV)
 				return false;
-		} else if (strcmp(key, "device") == 0) {
 			sysfs_parse_hex(json_string_value(v), 0xffff, &x);
-			if ((long)x != (dev->cls == HDD_DEV_PCI ? dev->pci.f.device_id
-							       : dev->usb.f.product_id))
+			if ((long)x != (dev->cls == HDD_DEV_PCI
+						? (vendor ? dev->pci.f.vendor_id : dev->pci.f.device_id)
+						: (vendor ? dev->usb.f.vendor_id : dev->usb.f.product_id)))
 				return false;
 		} else if (strcmp(key, "driver") == 0) {
-			if (!str_matches(v, dev->cls == HDD_DEV_PCI ? dev->pci.driver : dev->usb.driver))
+			if (!str_matches(v, dev->cls == HDD_DEV_PCI ? dev->pci.driver :
+					    dev->cls == HDD_DEV_MDEV ? dev->mdev.driver : dev->usb.driver))
 				return false;
 		} else if (strcmp(key, "module") == 0) {
 			if (!str_matches(v, dev->owner ? dev->owner->desc->name : NULL))
 				return false;
 		} else if (strcmp(key, "iommu_group") == 0) {
-			if (dev->cls != HDD_DEV_PCI)
+			if (dev->cls == HDD_DEV_USB)
 				return false;
 			if (json_is_integer(v))
 				g = (long)json_integer_value(v);
 			else if (sysfs_parse_int(json_string_value(v), 0, 0x7fffffff, &g) < 0)
 				return false;
-			if (g != dev->pci.f.iommu_group)
+			if (g != (dev->cls == HDD_DEV_PCI ? dev->pci.f.iommu_group
+							  : dev->mdev.f.iommu_group))
 				return false;
 		}
 	}
@@ -163,7 +166,7 @@ check_list_params(json_t *params, char *msg, size_t msglen)
 	json_object_foreach(params, key, v) {
 		if (strcmp(key, "class") == 0) {
 			if (!json_is_string(v) || dev_class_from_string(json_string_value(v)) < 0) {
-				snprintf(msg, msglen, "class: expected \"pci\" or \"usb\"");
+				snprintf(msg, msglen, "class: expected \"pci\", \"usb\" or \"mdev\"");
 				return -1;
 			}
 		} else if (strcmp(key, "vendor") == 0 || strcmp(key, "device") == 0) {
@@ -238,11 +241,13 @@ m_devices_get(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code
 	id = json_string_value(a);
 	if (pci_address_valid(id))
 		dev = inventory_find(d->inv, HDD_DEV_PCI, id);
+	else if (mdev_uuid_valid(id))
+		dev = inventory_find(d->inv, HDD_DEV_MDEV, id);
 	else if (usb_port_valid(id) || strncmp(id, "usb", 3) == 0)
 		dev = inventory_find(d->inv, HDD_DEV_USB, id);
 	else {
 		*code = CTL_INVALID_PARAMS;
-		snprintf(msg, msglen, "address: \"%.64s\" is not a PCI address (0000:3b:00.0) or USB port (1-2.1)",
+		snprintf(msg, msglen, "address: \"%.64s\" is not a PCI address (0000:3b:00.0), USB port (1-2.1) or mdev UUID",
 			 id);
 		return NULL;
 	}
@@ -423,6 +428,13 @@ m_claims_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code
 	return d->claims ? claims_json(d->claims) : json_pack("{s:[]}", "claims");
 }
 
+static json_t *
+m_mdev_parents(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+	       size_t msglen)
+{
+	return daemon_mdev_parents_json(d);
+}
+
 static const char *const no_params[] = { NULL };
 
 static const struct ctl_method methods[] = {
@@ -435,6 +447,7 @@ static const struct ctl_method methods[] = {
 	{ .name = "events.unsubscribe", .fn = m_events_unsubscribe, .params = no_params },
 	{ .name = "resources.list", .fn = m_resources_list, .params = no_params },
 	{ .name = "claims.list", .fn = m_claims_list, .params = no_params },
+	{ .name = "mdev.parents", .fn = m_mdev_parents, .params = no_params },
 	{ .name = "pci.claim", .fn = m_pci_claim, .params = claim_params, .mutating = true },
 	{ .name = "pci.release", .fn = m_pci_release, .params = release_params, .mutating = true },
 };

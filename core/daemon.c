@@ -24,6 +24,7 @@
 #include "loop.h"
 #include "sysfs.h"
 #include "udev.h"
+#include "scan.h"
 
 /* More uevents than this inside one debounce window turn the rest of the
  * window into one resync at its end. */
@@ -269,7 +270,8 @@ remove_pci(struct daemon *d, const char *addr, const char *source)
 		inventory_refresh(d->inv, HDD_DEV_PCI, physfn, source);
 }
 
-/* The parent of an mdev is the path component before its UUID. */
+/* An mdev came, went or changed: it is in the inventory; its parent's
+ * available_instances changed too. */
 static void
 mdev_uevent(struct daemon *d, const char *action, const char *sysname, const char *devpath,
 	    const char *source)
@@ -287,20 +289,47 @@ mdev_uevent(struct daemon *d, const char *action, const char *sysname, const cha
 			parent[end - start] = '\0';
 		}
 	}
-	if (!pci_address_valid(parent))
-		parent[0] = '\0';
-	log_info("udev", "mdev %s %s (parent %s)", sysname, action, parent[0] ? parent : "unknown");
-	if (parent[0])
-		refresh_pci(d, parent, source);
-	if (d->ctl && ctl_server_has_subscribers(d->ctl)) {
-		char type[48];
-
-		snprintf(type, sizeof(type), "mdev.%.32s", action);
-		daemon_emit(d, type, json_pack("{s:s, s:s, s:s, s:s?}", "class", "mdev", "id", sysname,
-					       "source", source, "parent", parent[0] ? parent : NULL));
-	} else {
-		d->event_seq++;
+	if (!mdev_uuid_valid(sysname)) {
+		d->stats.uevents_ignored++;
+		return;
 	}
+	if (strcmp(action, "remove") == 0)
+		inventory_remove(d->inv, HDD_DEV_MDEV, sysname, source);
+	else
+		inventory_refresh(d->inv, HDD_DEV_MDEV, sysname, source);
+	if (pci_address_valid(parent))
+		refresh_pci(d, parent, source);
+}
+
+json_t *
+daemon_mdev_parents_json(struct daemon *d)
+{
+	json_t *out = json_array();
+	struct dirent *de;
+	DIR *dir;
+	int fd = fsroot_open_dir(d->sys, "class/mdev_bus");
+
+	if (fd < 0)
+		return out;
+	dir = fdopendir(fd);
+	if (dir == NULL) {
+		close(fd);
+		return out;
+	}
+	while ((de = readdir(dir)) != NULL) {
+		char target[1024];
+		json_t *types;
+
+		if (de->d_name[0] == '.' ||
+		    fsroot_readlink(d->sys, "class/mdev_bus", -1, de->d_name, target, sizeof(target)) < 0)
+			continue;
+		types = scan_mdev_types(d->sys, target);
+		json_array_append_new(out, json_pack("{s:s, s:b, s:o}", "parent", de->d_name, "pci",
+						     pci_address_valid(de->d_name), "types",
+						     types ? types : json_array()));
+	}
+	closedir(dir);
+	return out;
 }
 
 void
@@ -486,18 +515,19 @@ daemon_status_json(struct daemon *d)
 static json_t *
 daemon_status_base(struct daemon *d)
 {
-	size_t npci = 0, nusb = 0, nmods = 0;
+	size_t npci = 0, nusb = 0, nmdev = 0, nmods = 0;
 
 	for (size_t i = 0; i < inventory_count(d->inv); i++) {
-		if (inventory_at(d->inv, i)->cls == HDD_DEV_PCI)
-			npci++;
-		else
-			nusb++;
+		enum hdd_dev_class cls = inventory_at(d->inv, i)->cls;
+
+		npci += cls == HDD_DEV_PCI;
+		nusb += cls == HDD_DEV_USB;
+		nmdev += cls == HDD_DEV_MDEV;
 	}
 	for (size_t i = 0; d->mods && i < d->mods->n; i++)
 		nmods += d->mods->v[i].active;
 	return json_pack("{s:s, s:s, s:i, s:f, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:s,"
-			 " s:{s:I, s:I}, s:I, s:O, s:{s:I, s:f, s:i},"
+			 " s:{s:I, s:I, s:I}, s:I, s:O, s:{s:I, s:f, s:i},"
 			 " s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i}}",
 			 "version", PACKAGE_VERSION,
 			 "node_name", d->node_name,
@@ -512,7 +542,8 @@ daemon_status_base(struct daemon *d)
 			 "config", d->opts.config_file,
 			 "module_dir", d->opts.module_dir,
 			 "log_level", log_level_to_string(log_get_level()),
-			 "devices", "pci", (json_int_t)npci, "usb", (json_int_t)nusb,
+			 "devices", "pci", (json_int_t)npci, "usb", (json_int_t)nusb, "mdev",
+			 (json_int_t)nmdev,
 			 "modules", (json_int_t)nmods,
 			 "iommu", d->iommu ? d->iommu : json_null(),
 			 "resync",

@@ -96,6 +96,8 @@ int daemon_reload(struct daemon *d);
 json_t *daemon_status_json(struct daemon *d);
 json_t *daemon_modules_json(struct daemon *d);
 json_t *daemon_device_json(struct daemon *d, struct device *dev);
+/* Every mdev parent (class/mdev_bus) and the types it offers. */
+json_t *daemon_mdev_parents_json(struct daemon *d);
 
 /* Sends an event notification to every subscriber; steals `params`. */
 void daemon_emit(struct daemon *d, const char *type, json_t *params);

@@ -20,6 +20,7 @@ static const char *const state_names[DEV_STATE_MAX] = {
 static const char *const class_names[HDD_DEV_CLASS_MAX] = {
 	[HDD_DEV_PCI] = "pci",
 	[HDD_DEV_USB] = "usb",
+	[HDD_DEV_MDEV] = "mdev",
 };
 
 const char *
@@ -66,6 +67,9 @@ device_new(enum hdd_dev_class cls, const char *id)
 		dev->pci.virtfns = calloc(1, sizeof(char *));
 		if (dev->pci.virtfns == NULL)
 			goto fail;
+	} else if (cls == HDD_DEV_MDEV) {
+		snprintf(dev->mdev.f.uuid, sizeof(dev->mdev.f.uuid), "%s", id);
+		dev->mdev.f.iommu_group = -1;
 	} else {
 		struct hdd_usb_facts *f = &dev->usb.f;
 
@@ -116,6 +120,12 @@ device_free(struct device *dev)
 		free(p->subsystem_device_name);
 		free(p->class_name);
 		free(p->progif_name);
+		json_decref(p->mdev_types);
+	} else if (dev->cls == HDD_DEV_MDEV) {
+		free(dev->mdev.type);
+		free(dev->mdev.type_name);
+		free(dev->mdev.parent);
+		free(dev->mdev.driver);
 	} else {
 		struct usb_data *u = &dev->usb;
 
@@ -177,6 +187,8 @@ device_view(const struct device *dev, struct hdd_device_view *view)
 	view->id = dev->id;
 	if (dev->cls == HDD_DEV_PCI)
 		view->pci = &dev->pci.f;
+	else if (dev->cls == HDD_DEV_MDEV)
+		view->mdev = &dev->mdev.f;
 	else
 		view->usb = &dev->usb.f;
 }
@@ -251,6 +263,7 @@ pci_facts_json(const struct device *dev)
 	json_object_set_new(o, "parent", str_or_null(p->parent));
 	json_object_set_new(o, "boot_vga", json_boolean(f->boot_vga));
 	json_object_set_new(o, "aer_errors", int_or_null(f->aer_errors));
+	json_object_set_new(o, "mdev_types", p->mdev_types ? json_deep_copy(p->mdev_types) : json_array());
 	if (p->vfio_cdev) {
 		char path[64];
 
@@ -298,10 +311,24 @@ usb_facts_json(const struct device *dev)
 	return o;
 }
 
+static json_t *
+mdev_facts_json(const struct device *dev)
+{
+	const struct mdev_data *m = &dev->mdev;
+	char group[16];
+
+	snprintf(group, sizeof(group), "%d", m->f.iommu_group);
+	return json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:o, s:s?}", "class", "mdev", "uuid",
+			 m->f.uuid, "type", m->type, "type_name", m->type_name, "parent", m->parent,
+			 "iommu_group", m->f.iommu_group < 0 ? json_null() : json_string(group),
+			 "driver", m->driver);
+}
+
 json_t *
 device_facts_json(const struct device *dev)
 {
-	json_t *o = dev->cls == HDD_DEV_PCI ? pci_facts_json(dev) : usb_facts_json(dev);
+	json_t *o = dev->cls == HDD_DEV_PCI ? pci_facts_json(dev) :
+		    dev->cls == HDD_DEV_MDEV ? mdev_facts_json(dev) : usb_facts_json(dev);
 
 	if (o == NULL)
 		return NULL;
@@ -358,7 +385,16 @@ device_facts_equal(const struct device *a, const struct device *b)
 		       str_eq(x->device_name, y->device_name) &&
 		       str_eq(x->subsystem_vendor_name, y->subsystem_vendor_name) &&
 		       str_eq(x->subsystem_device_name, y->subsystem_device_name) &&
-		       str_eq(x->class_name, y->class_name) && str_eq(x->progif_name, y->progif_name);
+		       str_eq(x->class_name, y->class_name) && str_eq(x->progif_name, y->progif_name) &&
+		       (x->mdev_types == NULL) == (y->mdev_types == NULL) &&
+		       (x->mdev_types == NULL || json_equal(x->mdev_types, y->mdev_types));
+	}
+	if (a->cls == HDD_DEV_MDEV) {
+		const struct mdev_data *x = &a->mdev, *y = &b->mdev;
+
+		return str_eq(x->type, y->type) && str_eq(x->type_name, y->type_name) &&
+		       str_eq(x->parent, y->parent) && str_eq(x->driver, y->driver) &&
+		       x->f.iommu_group == y->f.iommu_group;
 	}
 	const struct usb_data *x = &a->usb, *y = &b->usb;
 

@@ -22,6 +22,7 @@ struct pci_data {
 	char **virtfns;			/* NULL-terminated, never NULL */
 	char *vendor_name, *device_name, *subsystem_vendor_name, *subsystem_device_name;
 	char *class_name, *progif_name;
+	json_t *mdev_types;		/* mdev_supported_types of a parent, or NULL */
 };
 
 struct usb_data {
@@ -32,9 +33,14 @@ struct usb_data {
 	char **interface_drivers;	/* NULL-terminated, never NULL */
 };
 
+struct mdev_data {
+	struct hdd_mdev_facts f;
+	char *type, *type_name, *parent, *driver;
+};
+
 struct device {
 	enum hdd_dev_class cls;
-	char id[32];
+	char id[48];			/* PCI address, USB port or mdev UUID */
 	char *syspath;			/* relative to the sysfs root */
 	enum dev_state state;
 	int refs;
@@ -44,6 +50,7 @@ struct device {
 	union {
 		struct pci_data pci;
 		struct usb_data usb;
+		struct mdev_data mdev;
 	};
 };
 

@@ -236,6 +236,8 @@ scan_one(struct inventory *inv, enum hdd_dev_class cls, const char *id, struct d
 {
 	if (cls == HDD_DEV_PCI)
 		return scan_pci_device(inv->sys, inv->names, id, ret);
+	if (cls == HDD_DEV_MDEV)
+		return scan_mdev_device(inv->sys, id, ret);
 	return scan_usb_device(inv->sys, inv->names, id, ret);
 }
 
@@ -284,7 +286,8 @@ usb_name_valid(const char *name)
 static int
 resync_bus(struct inventory *inv, enum hdd_dev_class cls, const char *source)
 {
-	const char *dirname = cls == HDD_DEV_PCI ? "bus/pci/devices" : "bus/usb/devices";
+	const char *dirname = cls == HDD_DEV_PCI ? "bus/pci/devices" :
+			      cls == HDD_DEV_MDEV ? "bus/mdev/devices" : "bus/usb/devices";
 	struct dirent *de;
 	DIR *dir;
 	int fd;
@@ -304,7 +307,8 @@ resync_bus(struct inventory *inv, enum hdd_dev_class cls, const char *source)
 
 		if (de->d_name[0] == '.')
 			continue;
-		if (cls == HDD_DEV_PCI ? !pci_address_valid(de->d_name) : !usb_name_valid(de->d_name))
+		if (cls == HDD_DEV_PCI ? !pci_address_valid(de->d_name) :
+		    cls == HDD_DEV_MDEV ? !mdev_uuid_valid(de->d_name) : !usb_name_valid(de->d_name))
 			continue;
 		err = scan_one(inv, cls, de->d_name, &dev);
 		if (err == -ENODEV || err == -ENOENT)
@@ -353,6 +357,11 @@ inventory_resync(struct inventory *inv, const char *source)
 		if (first == 0)
 			first = err;
 	}
+	/* No mdev bus (mdev not loaded) is the common case, not a problem. */
+	err = resync_bus(inv, HDD_DEV_MDEV, source);
+	if (err < 0 && err != -ENOENT)
+		log_warnx("inventory", "cannot list %s/bus/mdev/devices: %s", fsroot_path(inv->sys),
+			  strerror(-err));
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	inv->last_resync_usec = (t1.tv_sec - t0.tv_sec) * 1000000L +
 				(t1.tv_nsec - t0.tv_nsec) / 1000;

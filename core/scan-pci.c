@@ -303,6 +303,7 @@ scan_pci_device(const struct fsroot *sys, struct names *names, const char *addre
 	read_vfio_cdev(dev, dfd);
 	close(dfd);
 
+	p->mdev_types = scan_mdev_types(sys, dev->syspath);
 	cls = p->f.class_code < 0 ? -1 : p->f.class_code >> 8;
 	p->f.is_bridge = cls == PCI_CLASS_BRIDGE_PCI || cls == PCI_CLASS_BRIDGE_SEMI;
 	find_parent(p, dev->syspath);

@@ -18,6 +18,17 @@ int scan_pci_device(const struct fsroot *sys, struct names *names, const char *a
 int scan_usb_device(const struct fsroot *sys, struct names *names, const char *port,
 		    struct device **ret);
 
+/* Reads mediated device `uuid` (bus/mdev/devices/<uuid>): parent, type,
+ * IOMMU group, driver. Same contract as the others. */
+int scan_mdev_device(const struct fsroot *sys, const char *uuid, struct device **ret);
+
+/* The mdev types offered under <dir_rel>/mdev_supported_types, as an array
+ * of {id, name, device_api, available_instances}, or NULL when none. */
+json_t *scan_mdev_types(const struct fsroot *sys, const char *dir_rel);
+
+/* A lower-case 8-4-4-4-12 UUID. */
+int mdev_uuid_valid(const char *s);
+
 /* Strips control characters and invalid UTF-8 from a string read from a
  * device (USB strings come from the device itself). In place. */
 void scan_sanitize_string(char *s);

@@ -25,6 +25,7 @@ extern "C" {
 enum hdd_dev_class {
 	HDD_DEV_PCI = 0,
 	HDD_DEV_USB,
+	HDD_DEV_MDEV,
 	HDD_DEV_CLASS_MAX
 };
 
@@ -74,12 +75,23 @@ struct hdd_usb_facts {
 	const char *controller;		/* PCI address of the host controller, or NULL */
 };
 
+/* Facts of one mediated device (/sys/bus/mdev/devices/<uuid>). */
+struct hdd_mdev_facts {
+	char uuid[40];
+	const char *type;		/* "nvidia-745", from the mdev_type link */
+	const char *type_name;		/* "NVIDIA A2-2Q", or NULL */
+	const char *parent;		/* a PCI address, or a virtual parent's name */
+	int iommu_group;		/* -1 when none */
+	const char *driver;		/* NULL when unbound */
+};
+
 /* What a module sees of a device. Valid only during the call. */
 struct hdd_device_view {
 	enum hdd_dev_class cls;
 	const char *id;			/* PCI address or USB port */
 	const struct hdd_pci_facts *pci;	/* set when cls == HDD_DEV_PCI */
 	const struct hdd_usb_facts *usb;	/* set when cls == HDD_DEV_USB */
+	const struct hdd_mdev_facts *mdev;	/* set when cls == HDD_DEV_MDEV */
 };
 
 struct hdd_core;

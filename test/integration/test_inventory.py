@@ -227,3 +227,22 @@ def test_modules_disabled_by_config(make_daemon):
     mods = {m["name"]: m for m in d.call("modules.list")}
     assert mods["usb"]["active"] is False and "disabled" in mods["usb"]["error"]
     assert mods["pci"]["active"] is True
+
+
+def test_mdev_inventory(make_daemon):
+    d = make_daemon(host="hp-130")
+    mdevs = {m["uuid"]: m for m in d.call("devices.list", {"class": "mdev"})}
+    assert sorted(mdevs) == ["0558c582-5856-4b16-a95d-bd0b40786e76",
+                             "aa8d831f-7752-4d32-9f62-d4a95b118e28"]
+    m = mdevs["aa8d831f-7752-4d32-9f62-d4a95b118e28"]
+    assert (m["type"], m["type_name"], m["parent"], m["iommu_group"]) == \
+        ("nvidia-745", "NVIDIA A2-2Q", "0000:08:00.4", "60")
+    assert d.call("devices.get", {"address": "0558c582-5856-4b16-a95d-bd0b40786e76"})["type"] == "nvidia-750"
+    vf = d.call("devices.get", {"address": "0000:08:00.4"})
+    assert [t["id"] for t in vf["mdev_types"]] == ["nvidia-743", "nvidia-745", "nvidia-750"]
+    assert vf["mdev_types"][1] == {"id": "nvidia-745", "name": "NVIDIA A2-2Q", "device_api": "vfio-pci",
+                                   "available_instances": 1}
+    parents = {p["parent"]: p for p in d.call("mdev.parents")}
+    assert len(parents) == 16 and parents["0000:08:00.4"]["pci"] is True
+    assert d.call("daemon.status")["devices"]["mdev"] == 2
+    assert len(d.call("devices.list", {"iommu_group": "60"})) == 1
