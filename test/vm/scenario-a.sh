@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Real kernel, one boot: inventory = lspci (1), claim an e1000e through to the
 # kubelet and the VFIO API (2), a two-function group (3), SR-IOV VFs (6), USB
-# (7), a mounted disk refused (9).
+# (7), a mounted disk refused (9), mdev (8).
 . /run/vmtest/lib.sh
 G=/run/vmtest
 check "hostdevd starts on the real kernel" hd_start state-a
@@ -73,6 +73,26 @@ check "the error names the mount point" grep -q "/mnt/data" /tmp/claim.out
 umount /mnt/data
 check "after unmounting, the claim succeeds" ctl claim "$D"
 check "and it releases" ctl release "$D"
+scenario_end
+
+scenario mdev
+check "the mtty sample loads" modprobe mtty
+udevadm settle --timeout=20
+check "mtty's mdev types are in the inventory" sh -c \
+	"rpc mdev.parents | jq -e '.result[] | select(.parent == \"mtty\") | .types | map(.id) | index(\"mtty-2\") != null'"
+ctl --json events >$G/events-mdev.log 2>&1 &
+EV=$!
+wait_for 10 sh -c "rpc daemon.status | jq -e '.result.control.subscribers == 1'"
+UUID=83b8f4f2-509f-382f-3c1e-e6bfe0fa1001
+echo $UUID >/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2/create
+udevadm settle --timeout=20
+check "an add event for the new mdev" wait_for 20 seen $G/events-mdev.log ".type == \"device.add\" and .id == \"$UUID\""
+check "it is in the inventory with its type, parent and IOMMU group" sh -c \
+	"ctl --json device $UUID | jq -e '.type == \"mtty-2\" and .parent == \"mtty\" and .iommu_group != null'"
+echo 1 >/sys/bus/mdev/devices/$UUID/remove
+udevadm settle --timeout=20
+check "a remove event when it goes" wait_for 20 seen $G/events-mdev.log ".type == \"device.remove\" and .id == \"$UUID\""
+kill $EV 2>/dev/null
 scenario_end
 
 check "hostdevd stops cleanly" hd_stop

@@ -6,11 +6,6 @@
 . /run/vmtest/lib.sh
 G=/run/vmtest
 wait_flag() { i=0; while [ ! -e "$G/$1" ]; do i=$((i + 1)); [ $i -gt 600 ] && return 1; sleep 0.1; done; }
-wait_for() { # wait_for SECONDS command...: until the command succeeds
-	local n=$(($1 * 10))
-	shift
-	while ! "$@" >/dev/null 2>&1; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.1; done
-}
 echo '{"resources": {"rules": [{"vendor": "8086", "device": "10d3", "claim": true, "name": "example.com/hotnic"}]}}' >$G/b.conf
 check "hostdevd starts with an auto-claim rule" hd_start state-b --config $G/b.conf
 ctl --json events >$G/events.log 2>&1 &

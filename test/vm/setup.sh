@@ -28,6 +28,29 @@ if [ ! -d "kroot/lib/modules/$ver" ]; then
 fi
 echo "$ver" >version
 
+# The mtty mdev sample, built out of tree against the matching headers
+# (Debian's kernel ships mdev.ko but no samples).
+mods="kroot/lib/modules/$ver"
+if [ ! -f "$mods/extra/mtty.ko" ]; then
+	abi=${ver%-amd64}
+	kver=$(dpkg-query -W -f='${Version}' linux-image-amd64 2>/dev/null || true)
+	rm -rf mdev-build && mkdir -p mdev-build && cd mdev-build
+	(cd /tmp && apt-get download "linux-headers-$ver" "linux-headers-$abi-common" \
+		"linux-kbuild-${abi%.*-*}" "linux-source-${abi%.*-*}" >/dev/null 2>&1 &&
+		mv /tmp/linux-headers-"$ver"_*.deb /tmp/linux-headers-"$abi"-common_*.deb \
+			/tmp/linux-kbuild-*.deb /tmp/linux-source-*.deb "$VM_CACHE/mdev-build/")
+	for deb in ./*.deb; do dpkg -x "$deb" root; done
+	headers=$PWD/root/usr/src/linux-headers-$ver
+	sed -i "s|/usr/src/|$PWD/root/usr/src/|" "$headers/Makefile"
+	tar -xJf root/usr/src/linux-source-*.tar.xz --wildcards '*/samples/vfio-mdev/mtty.c'
+	mkdir -p mtty && cp ./*/samples/vfio-mdev/mtty.c mtty/ && echo 'obj-m := mtty.o' >mtty/Makefile
+	make -s -C "$headers" M="$PWD/mtty" modules >build.log 2>&1 || { cat build.log; exit 1; }
+	mkdir -p "../$mods/extra" && cp mtty/mtty.ko "../$mods/extra/"
+	cd .. && rm -rf mdev-build
+	/sbin/depmod -b kroot "$ver"
+	: "${kver:=}"
+fi
+
 # vmlinux: the XZ payload of the bzImage.
 if [ ! -s vmlinux ]; then
 	/usr/bin/python3 - "kroot/boot/vmlinuz-$ver" vmlinux <<'PY'

@@ -70,4 +70,9 @@ export PATH=$HD/bin:$PATH
 seen() { # seen FILE JQ-FILTER: an event in the stream matches
 	jq -e -s "map(select($2)) | length > 0" "$1"
 }
+wait_for() { # wait_for SECONDS command...: until the command succeeds
+	local n=$(($1 * 10))
+	shift
+	while ! "$@" >/dev/null 2>&1; do n=$((n - 1)); [ $n -le 0 ] && return 1; sleep 0.1; done
+}
 finish() { echo "1..$T"; exit $FAILED; }
