@@ -214,6 +214,7 @@ daemon_resync(struct daemon *d, const char *source, json_t **ret_summary)
 	counting = &counts;
 	err = inventory_resync(d->inv, source);
 	counting = NULL;
+	names_trim(d->names);
 	d->stats.resyncs++;
 	d->last_resync_wall = time(NULL);
 	if (d->dp) {

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -14,6 +15,14 @@
 #include "names.h"
 
 #define USB_CACHE_SIZE 64
+#define PCI_CACHE_SIZE 4096	/* a power of two */
+
+/* libpci caches what it finds but not what it does not find, and with
+ * udev's hwdb every miss is a trie walk: remember both, per id tuple. */
+struct pci_cache_entry {
+	uint32_t key[5];	/* kind, then up to four ids; key[0] == 0: empty */
+	char *name;		/* NULL: not in the database */
+};
 
 struct usb_cache_entry {
 	int used;
@@ -23,6 +32,7 @@ struct usb_cache_entry {
 
 struct names {
 	struct pci_access *pacc;
+	struct pci_cache_entry *pci_cache;
 	char *usb_ids;
 	struct usb_cache_entry usb_cache[USB_CACHE_SIZE];
 	unsigned usb_cache_next;
@@ -60,7 +70,8 @@ names_new(const char *pci_ids, const char *usb_ids, struct names **ret)
 		return -ENOMEM;
 	n->usb_ids = strdup(usb_ids ? usb_ids : USB_IDS_PATH);
 	n->pacc = pci_alloc();
-	if (n->usb_ids == NULL || n->pacc == NULL) {
+	n->pci_cache = calloc(PCI_CACHE_SIZE, sizeof(*n->pci_cache));
+	if (n->usb_ids == NULL || n->pacc == NULL || n->pci_cache == NULL) {
 		names_free(n);
 		return -ENOMEM;
 	}
@@ -85,18 +96,50 @@ names_free(struct names *n)
 		pci_cleanup(n->pacc);
 	for (unsigned i = 0; i < USB_CACHE_SIZE; i++)
 		free(n->usb_cache[i].name);
+	for (unsigned i = 0; n->pci_cache && i < PCI_CACHE_SIZE; i++)
+		free(n->pci_cache[i].name);
+	free(n->pci_cache);
 	free(n->usb_ids);
 	free(n);
 }
 
-/* pci_lookup_name without pci_init: the id list needs no access method. */
+/* One lookup through the cache; the kind is the libpci flag set. */
+static const char *
+cached(struct names *n, int flags, int a, int b, int c, int d, char *buf, size_t size)
+{
+	uint32_t key[5] = { (uint32_t)flags, (uint32_t)a, (uint32_t)b, (uint32_t)c, (uint32_t)d };
+	uint32_t h = 2166136261u;
+	struct pci_cache_entry *e;
+	const char *name;
+
+	for (int i = 0; i < 5; i++)
+		h = (h ^ key[i]) * 16777619u;
+	for (unsigned probe = 0; probe < 8; probe++) {
+		e = &n->pci_cache[(h + probe) & (PCI_CACHE_SIZE - 1)];
+		if (e->key[0] == 0)
+			break;
+		if (memcmp(e->key, key, sizeof(key)) == 0) {
+			if (e->name == NULL)
+				return NULL;
+			snprintf(buf, size, "%s", e->name);
+			return buf;
+		}
+	}
+	name = pci_lookup_name(n->pacc, buf, (int)size, flags | PCI_LOOKUP_NO_NUMBERS, a, b, c, d);
+	/* A full neighbourhood just means this tuple is not remembered. */
+	if (e->key[0] == 0) {
+		memcpy(e->key, key, sizeof(key));
+		e->name = name ? strdup(name) : NULL;
+	}
+	return name;
+}
+
 const char *
 names_pci_vendor(struct names *n, int vendor, char *buf, size_t size)
 {
 	if (vendor < 0)
 		return NULL;
-	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_VENDOR | PCI_LOOKUP_NO_NUMBERS,
-			       vendor);
+	return cached(n, PCI_LOOKUP_VENDOR, vendor, 0, 0, 0, buf, size);
 }
 
 const char *
@@ -104,8 +147,7 @@ names_pci_device(struct names *n, int vendor, int device, char *buf, size_t size
 {
 	if (vendor < 0 || device < 0)
 		return NULL;
-	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_DEVICE | PCI_LOOKUP_NO_NUMBERS,
-			       vendor, device);
+	return cached(n, PCI_LOOKUP_DEVICE, vendor, device, 0, 0, buf, size);
 }
 
 const char *
@@ -114,9 +156,8 @@ names_pci_subsystem(struct names *n, int vendor, int device, int svendor, int sd
 {
 	if (vendor < 0 || device < 0 || svendor < 0 || sdevice < 0)
 		return NULL;
-	return pci_lookup_name(n->pacc, buf, (int)size,
-			       PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE | PCI_LOOKUP_NO_NUMBERS,
-			       vendor, device, svendor, sdevice);
+	return cached(n, PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_DEVICE, vendor, device, svendor, sdevice,
+		      buf, size);
 }
 
 const char *
@@ -124,8 +165,7 @@ names_pci_class(struct names *n, int class_code, char *buf, size_t size)
 {
 	if (class_code < 0)
 		return NULL;
-	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_CLASS | PCI_LOOKUP_NO_NUMBERS,
-			       class_code >> 8);
+	return cached(n, PCI_LOOKUP_CLASS, class_code >> 8, 0, 0, 0, buf, size);
 }
 
 const char *
@@ -133,8 +173,15 @@ names_pci_progif(struct names *n, int class_code, char *buf, size_t size)
 {
 	if (class_code < 0)
 		return NULL;
-	return pci_lookup_name(n->pacc, buf, (int)size, PCI_LOOKUP_PROGIF | PCI_LOOKUP_NO_NUMBERS,
-			       class_code >> 8, class_code & 0xff);
+	return cached(n, PCI_LOOKUP_PROGIF, class_code >> 8, class_code & 0xff, 0, 0, buf, size);
+}
+
+void
+names_trim(struct names *n)
+{
+	/* libpci holds all of pci.ids (or udev's hwdb, mapped) once it has
+	 * looked anything up; our cache keeps what this host needs. */
+	pci_free_name_list(n->pacc);
 }
 
 /* usb.ids: "vvvv  Vendor" at column 0, "\tpppp  Product" below it. USB

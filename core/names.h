@@ -19,6 +19,10 @@ const char *names_pci_subsystem(struct names *n, int vendor, int device, int sve
 				int sdevice, char *buf, size_t size);
 const char *names_pci_class(struct names *n, int class_code, char *buf, size_t size);
 const char *names_pci_progif(struct names *n, int class_code, char *buf, size_t size);
+/* Lets libpci drop its copy of the name databases; what was looked up is
+ * remembered, anything new loads them again. */
+void names_trim(struct names *n);
+
 const char *names_usb_vendor(struct names *n, int vendor, char *buf, size_t size);
 const char *names_usb_product(struct names *n, int vendor, int product, char *buf, size_t size);
 

@@ -37,6 +37,7 @@ class Kernel:
         return "/sys/" + rel
 
     def uevent(self, rel, action):
+        self.last_uevent = time.monotonic()
         self.tb.uevent(self.syspath(rel), action)
 
     def op_uevent(self, cmd):
@@ -125,8 +126,11 @@ def main():
     for line in sys.stdin:
         cmd = json.loads(line)
         try:
+            k.last_uevent = None
             getattr(k, "op_" + cmd["op"])(cmd)
-            print(json.dumps({"ok": True}), flush=True)
+            # CLOCK_MONOTONIC is shared by processes: callers can time from
+            # the moment the last uevent went out.
+            print(json.dumps({"ok": True, "uevent_at": k.last_uevent}), flush=True)
         except Exception as e:  # noqa: BLE001 - reported to the test
             print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
 
