@@ -16,9 +16,10 @@ mount -t overlay overlay -o lowerdir=/mnt/lower,upperdir=/mnt/upper/u,workdir=/m
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
-mkdir -p /newroot/dev/pts /newroot/run /newroot/tmp
+mkdir -p /newroot/dev/pts /newroot/run
+# /run is the guest's own; /tmp stays the host's (writable through the
+# overlay), since the build tree under test may live there.
 mount -t tmpfs tmpfs /newroot/run
-mount -t tmpfs tmpfs /newroot/tmp
 mkdir -p /newroot/run/vmtest /newroot/lib/modules
 mount -t 9p -o trans=virtio,version=9p2000.L modules /newroot/lib/modules
 mount -t 9p -o trans=virtio,version=9p2000.L vmtest /newroot/run/vmtest
