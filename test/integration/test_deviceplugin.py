@@ -54,9 +54,11 @@ def test_register_and_list(kubelet_daemon):
     assert devs == [("0000:01:10.0", "Healthy", [0])]
     st = os.stat(os.path.join(d.kubelet, X540VF_SOCK))
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
-    res = {r["name"]: r for r in d.call("resources.list")}
-    r = res[X540VF]
-    assert r["state"] == "registered" and r["registrations"] == 1
+    # The stand-in records the registration before its answer reaches hostdevd.
+    r = hdtest.wait_until(lambda: next((r for r in d.call("resources.list")
+                                        if r["name"] == X540VF and r["state"] == "registered"), None),
+                          what="hostdevd to see the Register answer")
+    assert r["registrations"] == 1
     assert r["socket"] == os.path.join(d.kubelet, X540VF_SOCK)
     assert r["devices"] == [{"id": "0000:01:10.0", "health": "Healthy", "numa_node": 0}]
     assert r["watchers"] == 1 and r["module"] == "pci"
@@ -169,8 +171,11 @@ def test_kubelet_restart_reregisters(kubelet_daemon):
     assert when - t0 < 2.0, f"re-registered after {when - t0:.2f} s"
     assert plugin.wait_devices(lambda x: len(x) == 1)
     assert os.path.exists(os.path.join(d.kubelet, X540VF_SOCK))
-    r = next(r for r in d.call("resources.list") if r["name"] == X540VF)
-    assert r["registrations"] == 2 and r["state"] == "registered"
+    r = hdtest.wait_until(lambda: next((r for r in d.call("resources.list")
+                                        if r["name"] == X540VF and r["registrations"] == 2
+                                        and r["state"] == "registered"), None),
+                          what="the second registration to be answered")
+    assert r["devices"][0]["id"] == "0000:01:10.0"
 
 
 def test_no_kubelet_at_start(make_daemon):
@@ -206,7 +211,8 @@ def test_register_refused_then_backoff(make_daemon):
         k.wait_registered(X540VF, timeout=5)
         assert time.monotonic() - t0 < 3
         assert "retrying in 1 s" in d.log_text()
-        assert d.call("resources.list")[0]["last_error"] is None
+        hdtest.wait_until(lambda: d.call("resources.list")[0]["last_error"] is None,
+                          what="the error to clear once Register is answered")
     finally:
         k.stop()
 
@@ -306,6 +312,8 @@ def test_kubelet_dir_is_shared_safely(make_daemon):
 def test_hostdevctl_resources(kubelet_daemon):
     k, d = kubelet_daemon
     k.wait_registered(X540VF)
+    hdtest.wait_until(lambda: d.call("resources.list")[0]["state"] == "registered",
+                      what="the Register answer")
     import subprocess
     r = subprocess.run([hdtest.HOSTDEVCTL, "--socket", d.sock, "resources"], capture_output=True,
                        text=True, timeout=30, env=hdtest.sanitizer_env())
