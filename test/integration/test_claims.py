@@ -3,6 +3,7 @@
 onto vfio-pci and back, the safety rails, rollback, GPU hand-off, kill -9 at
 every step, reboot, a corrupt state file, a slow unbind, drift."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,6 +59,20 @@ def release(d, addr, **kw):
 def override(d, addr):
     with open(os.path.join(d.sysfs, "bus/pci/devices", addr, "driver_override")) as f:
         return f.read().strip()
+
+
+@contextlib.contextmanager
+def hold_open(path):
+    """A process holding `path` open (as QEMU holds /dev/vfio/N) until the end."""
+    holder = subprocess.Popen([sys.executable, "-c",
+                               f"import time; f = open({path!r}); print('open', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def claims(d):
@@ -192,20 +207,13 @@ def test_gpu_held_open(host):
     d, k = host(config={"claims": {"gpu_free_timeout_s": 1}})
     node = os.path.join(d.devroot, "nvidia0")
     open(node, "w").close()
-    holder = subprocess.Popen([sys.executable, "-c",
-                               f"import time; f = open({node!r}); print('open', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with hold_open(node) as holder:
         c = d.client(timeout=60)
         resp = c.request("pci.claim", {"address": "0000:04:00.4"})
         c.close()
         assert resp["error"]["code"] == -32010
         assert f"PID {holder.pid} (python3" in resp["error"]["message"], resp
         assert k.driver_of("0000:04:00.4") == "nvidia"
-    finally:
-        holder.kill()
-        holder.wait()
     assert claim(d, "0000:04:00.4")["state"] == "claimed"
     assert k.driver_of("0000:04:00.4") == "vfio-pci"
     release(d, "0000:04:00.4")
@@ -349,11 +357,7 @@ def test_release_refused_while_held(host):
     d, k = host(config={"claims": {"release_timeout_s": 1}})
     claim(d, "0000:01:10.2")
     node = os.path.join(d.devroot, "vfio/112")
-    holder = subprocess.Popen([sys.executable, "-c",
-                               f"import time; f = open({node!r}); print('open', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with hold_open(node) as holder:
         c = d.client(timeout=60)
         resp = c.request("pci.release", {"address": "0000:01:10.2"})
         assert resp["error"]["code"] == -32010 and f"PID {holder.pid}" in resp["error"]["message"]
@@ -369,9 +373,6 @@ def test_release_refused_while_held(host):
         resp = c.request("pci.release", {"address": "0000:01:10.2", "force": True})
         assert resp["result"]["state"] == "released"
         c.close()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_drift_and_absence(host):
