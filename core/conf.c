@@ -310,6 +310,30 @@ parse_rule(struct resource_rule *r, json_t *obj, const char *origin, const char 
 	return 0;
 }
 
+/* An array of selectors (resources.rules, exclude). On error, what was
+ * parsed so far stays in *ret for config_free. */
+static int
+parse_rule_list(json_t *v, const char *origin, const char *list, struct resource_rule **ret,
+		size_t *n, char *errbuf, size_t errlen)
+{
+	size_t i;
+	json_t *item;
+
+	if (!json_is_array(v))
+		return fail(errbuf, errlen, "%s: %s: expected an array of selectors", origin, list);
+	*ret = calloc(json_array_size(v) + 1, sizeof(**ret));
+	if (*ret == NULL)
+		return -ENOMEM;
+	json_array_foreach(v, i, item) {
+		int err = parse_rule(&(*ret)[i], item, origin, list, i, errbuf, errlen);
+
+		*n = i + 1;
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static int
 parse_claims(struct config *c, json_t *obj, const char *origin, char *errbuf, size_t errlen)
 {
@@ -355,22 +379,11 @@ parse_resources(struct config *c, json_t *obj, const char *origin, char *errbuf,
 					    origin);
 			c->advertise_unlisted = strcmp(s, "advertise") == 0;
 		} else if (strcmp(key, "rules") == 0) {
-			size_t i;
-			json_t *item;
+			int err = parse_rule_list(v, origin, "resources.rules", &c->rules, &c->nrules,
+						  errbuf, errlen);
 
-			if (!json_is_array(v))
-				return fail(errbuf, errlen, "%s: resources.rules: expected an array", origin);
-			c->rules = calloc(json_array_size(v) + 1, sizeof(*c->rules));
-			if (c->rules == NULL)
-				return -ENOMEM;
-			json_array_foreach(v, i, item) {
-				int err = parse_rule(&c->rules[i], item, origin, "resources.rules", i,
-						     errbuf, errlen);
-
-				c->nrules = i + 1;
-				if (err)
-					return err;
-			}
+			if (err)
+				return err;
 		} else {
 			return fail(errbuf, errlen, "%s: resources.%s: unknown key", origin, key);
 		}
@@ -427,24 +440,8 @@ config_parse(const char *text, size_t len, const char *origin, struct config **r
 		} else if (strcmp(key, "resources") == 0) {
 			err = parse_resources(c, v, origin, errbuf, errlen);
 		} else if (strcmp(key, "exclude") == 0) {
-			size_t i;
-			json_t *item;
-
-			if (!json_is_array(v)) {
-				err = fail(errbuf, errlen, "%s: exclude: expected an array of selectors", origin);
-				break;
-			}
-			c->excludes = calloc(json_array_size(v) + 1, sizeof(*c->excludes));
-			if (c->excludes == NULL) {
-				err = -ENOMEM;
-				break;
-			}
-			json_array_foreach(v, i, item) {
-				c->nexcludes = i + 1;
-				err = parse_rule(&c->excludes[i], item, origin, "exclude", i, errbuf, errlen);
-				if (err)
-					break;
-			}
+			err = parse_rule_list(v, origin, "exclude", &c->excludes, &c->nexcludes, errbuf,
+					      errlen);
 		} else if (strcmp(key, "claims") == 0) {
 			err = parse_claims(c, v, origin, errbuf, errlen);
 		} else {
