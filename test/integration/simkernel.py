@@ -185,9 +185,12 @@ class SimKernel:
 
         def later():
             time.sleep(delay)
-            with open(path) as f:        # the writer's open() returns now
-                data = f.read()
+            # The writer's write returns as soon as we read, before the
+            # unbind is applied; holding the lock keeps its next writes
+            # (clear, bind) waiting, as the kernel's synchronous write would.
             with self.lock:
+                with open(path) as f:        # the writer's open() returns now
+                    data = f.read()
                 os.unlink(path)
                 open(path, "w").close()
                 self.mtimes[path] = os.stat(path).st_mtime_ns
