@@ -3,6 +3,7 @@
 """Simulated hosts: sysfs trees (and a matching /dev) that hostdevd and lspci read.
 
     simhost.py build HOST DIR [--functions N]    HOST: dell-190, hp-130, scale
+    simhost.py kernel DIR                        play the kernel's part (until ^C)
     simhost.py list
 
 DIR gets sys/ (give hostdevd --sysfs-root DIR/sys) and dev/ (--dev-root DIR/dev).
@@ -315,6 +316,26 @@ def build(host, root, functions=4096):
     return t
 
 
+def run_kernel(root):
+    """Claims on a simulated host need someone to play the kernel: the test
+    suite's simulated kernel, in the foreground until SIGINT or SIGTERM."""
+    import signal
+    import threading
+    if not os.path.isdir(os.path.join(root, "sys", "bus", "pci")):
+        print(f"simhost: {root} holds no simulated host (run build first)", file=sys.stderr)
+        return 1
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
+    from simkernel import SimKernel
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    kernel = SimKernel(os.path.abspath(root))
+    print(f"simhost: playing the kernel for {os.path.abspath(root)} (^C stops)", flush=True)
+    done.wait()
+    kernel.stop()
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -322,8 +343,13 @@ def main():
     b.add_argument("host", choices=sorted(HOSTS) + ["scale"])
     b.add_argument("dir")
     b.add_argument("--functions", type=int, default=4096)
+    k = sub.add_parser("kernel", help="apply driver_override/bind/unbind/drivers_probe "
+                       "writes to DIR's tree as the kernel would, until interrupted")
+    k.add_argument("dir")
     sub.add_parser("list")
     args = ap.parse_args()
+    if args.cmd == "kernel":
+        return run_kernel(args.dir)
     if args.cmd == "list":
         print("\n".join(sorted(HOSTS) + ["scale"]))
         return 0
