@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <pci/pci.h>
+#include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +38,17 @@ struct names {
 	char *usb_ids;
 	struct usb_cache_entry usb_cache[USB_CACHE_SIZE];
 	unsigned usb_cache_next;
+	bool pci_ids_broken;	/* libpci gave up on the database: no more lookups */
 };
 
+/* libpci reports a database it cannot parse through its error hook, which
+ * must not return (libpci is built with it noreturn: the code after the call
+ * is not there). The lookup in progress is abandoned with a longjmp instead;
+ * libpci has closed the file by then. */
+static jmp_buf *names_pci_jmp;
+
 static void names_pci_msg(char *msg, ...) __attribute__((format(printf, 1, 2)));
+static void names_pci_error(char *msg, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void names_pci_debug(char *msg, ...) __attribute__((format(printf, 1, 2)));
 
 static void
@@ -61,6 +71,22 @@ names_pci_msg(char *msg, ...)
 	log_warnx("names", "libpci: %s", line);
 }
 
+static void
+names_pci_error(char *msg, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, msg);
+	vsnprintf(line, sizeof(line), msg, ap);
+	va_end(ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_warnx("names", "libpci: %s; PCI names are not looked up", line);
+	if (names_pci_jmp)
+		longjmp(*names_pci_jmp, 1);
+	abort();	/* not reached: libpci calls it only inside a lookup */
+}
+
 int
 names_new(const char *pci_ids, const char *usb_ids, struct names **ret)
 {
@@ -75,6 +101,7 @@ names_new(const char *pci_ids, const char *usb_ids, struct names **ret)
 		names_free(n);
 		return -ENOMEM;
 	}
+	n->pacc->error = names_pci_error;
 	n->pacc->warning = names_pci_msg;
 	n->pacc->debug = names_pci_debug;
 	pci_set_name_list_path(n->pacc, (char *)(pci_ids ? pci_ids : PCI_IDS_PATH), 0);
@@ -103,6 +130,27 @@ names_free(struct names *n)
 	free(n);
 }
 
+/* libpci's lookup; NULL when it is not there or the database is broken. */
+static const char *
+lookup(struct names *n, char *buf, size_t size, int flags, int a, int b, int c, int d)
+{
+	jmp_buf jb;
+	const char *volatile name = NULL;
+
+	if (n->pci_ids_broken)
+		return NULL;
+	if (setjmp(jb) == 0) {
+		names_pci_jmp = &jb;
+		name = pci_lookup_name(n->pacc, buf, (int)size, flags | PCI_LOOKUP_NO_NUMBERS, a, b,
+				       c, d);
+	} else {
+		n->pci_ids_broken = true;
+		name = NULL;
+	}
+	names_pci_jmp = NULL;
+	return name;
+}
+
 /* One lookup through the cache; the kind is the libpci flag set. */
 static const char *
 cached(struct names *n, int flags, int a, int b, int c, int d, char *buf, size_t size)
@@ -125,7 +173,7 @@ cached(struct names *n, int flags, int a, int b, int c, int d, char *buf, size_t
 			return buf;
 		}
 	}
-	name = pci_lookup_name(n->pacc, buf, (int)size, flags | PCI_LOOKUP_NO_NUMBERS, a, b, c, d);
+	name = lookup(n, buf, size, flags, a, b, c, d);
 	/* A full neighbourhood just means this tuple is not remembered. */
 	if (e->key[0] == 0) {
 		memcpy(e->key, key, sizeof(key));

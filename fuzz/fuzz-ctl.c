@@ -1,89 +1,73 @@
 /* SPDX-License-Identifier: MIT */
-/* Fuzz target: one control-socket request line (JSON-RPC) against a small
- * simulated host, as an unprivileged and as a privileged peer. */
+/* Fuzz target: control-socket request lines (JSON-RPC, one per input line)
+ * against a small simulated host with a live claim engine, as an
+ * unprivileged and as a privileged peer. Claims and releases run to their
+ * end through the in-process worker of fuzz-daemon.h. */
 #include "config.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "ctl.h"
-#include "daemon.h"
-#include "log.h"
+#include "fuzz-daemon.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static struct daemon d;
-static char root[] = "/tmp/hostdevd-fuzz-XXXXXX";
-
-static void
-put(const char *rel, const char *text)
-{
-	char path[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", root, rel);
-	f = fopen(path, "w");
-	if (f) {
-		fputs(text, f);
-		fclose(f);
-	}
-}
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char path[512];
-
-	log_init(HDD_LOG_ERR, 0);
-	if (mkdtemp(root) == NULL)
-		abort();
-	const char *dirs[] = { "devices", "devices/pci0000:00", "devices/pci0000:00/0000:00:02.0",
-			       "bus", "bus/pci", "bus/pci/devices" };
-	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", root, dirs[i]);
-		mkdir(path, 0755);
-	}
-	put("devices/pci0000:00/0000:00:02.0/vendor", "0x10de\n");
-	put("devices/pci0000:00/0000:00:02.0/device", "0x20f1\n");
-	put("devices/pci0000:00/0000:00:02.0/class", "0x030200\n");
-	snprintf(path, sizeof(path), "%s/bus/pci/devices/0000:00:02.0", root);
-	if (symlink("../../../devices/pci0000:00/0000:00:02.0", path) < 0)
-		abort();
-	d.opts.sysfs_root = root;
-	d.opts.dev_root = "/dev";
-	d.opts.kubelet_dir = d.opts.control_socket = d.opts.state_dir = "/nonexistent";
-	d.opts.config_file = d.opts.module_dir = "/nonexistent";
-	snprintf(d.node_name, sizeof(d.node_name), "fuzz");
-	d.cfg = config_defaults();
-	if (fsroot_new(root, &d.sys) < 0 || names_new(NULL, NULL, &d.names) < 0 ||
-	    inventory_new(d.sys, d.names, NULL, NULL, &d.inv) < 0)
-		abort();
-	d.mods = calloc(1, sizeof(*d.mods));
-	inventory_resync(d.inv, "fuzz");
+	fuzz_daemon_init();
+	atexit(fuzz_daemon_atexit);
+	/* Never dereferenced: every worker call goes to fuzz-daemon.h. */
+	fuzz_d.worker = (struct worker *)&fuzz_d;
 	return 0;
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void
+handle(const char *line, size_t len)
 {
-	struct ctl_peer peers[2] = { { .uid = 1000, .gid = 1000 }, { .uid = 0 } };
+	struct ctl_peer peers[2] = { { .uid = 1000, .gid = 1000, .serial = 1 },
+				     { .uid = 0, .serial = 2 } };
 
-	if (size > CTL_MAX_LINE)
-		return 0;
 	for (int i = 0; i < 2; i++) {
-		json_t *resp = ctl_handle_line(&d, &peers[i], (const char *)data, size);
+		json_t *resp = ctl_handle_line(&fuzz_d, &peers[i], line, len);
 
 		if (resp) {
 			char *text = json_dumps(resp, JSON_COMPACT);
 			free(text);
 			json_decref(resp);
 		}
+		fuzz_drain();
 		json_decref(peers[i].event_types);
 	}
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const uint8_t *line = data, *end;
+
+	if (size > CTL_MAX_LINE)
+		return 0;
+	fuzz_tree_clear();
+	fuzz_host();
+	unlinkat(fuzz_state_fd, STATE_FILE, 0);
+	fuzz_daemon_scan();
+	if (claims_new(&fuzz_d, fuzz_state_fd, &fuzz_d.claims) < 0)
+		abort();
+	/* Several requests in one input: a claim, then its release... */
+	for (; line < data + size; line = end + 1) {
+		end = memchr(line, '\n', (size_t)(data + size - line));
+		if (end == NULL)
+			end = data + size;
+		handle((const char *)line, (size_t)(end - line));
+	}
+	fuzz_drain();
+	claims_free(fuzz_d.claims);
+	fuzz_d.claims = NULL;
+	fuzz_daemon_unscan();
 	return 0;
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Counts every test of a `make check` run: each TAP result of the unit tests
-(automake .trs files) and each pytest case (JUnit XML). Prints the closing
-line "N passed, N failed[, N skipped]" and exits 1 when anything failed."""
+(automake .trs files) and each pytest case (JUnit XML). Prints each fuzz
+target's final libFuzzer coverage (":fuzz-stat:" lines tools/check-all
+writes to fuzz/smoke.trs: "cov: N ft: M" against the target's floor), then
+the closing line "N passed, N failed[, N skipped]"; exits 1 when anything
+failed."""
 
 import glob
 import os
@@ -18,7 +21,9 @@ def main(builddir):
     for trs in sorted(trs_files):
         with open(trs) as f:
             for line in f:
-                if line.startswith(":test-result:"):
+                if line.startswith(":fuzz-stat:"):
+                    print(line[len(":fuzz-stat:"):].strip())
+                elif line.startswith(":test-result:"):
                     res = line.split()[1]
                     if res in ("PASS", "XFAIL"):
                         passed += 1
