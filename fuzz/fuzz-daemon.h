@@ -90,6 +90,38 @@ fuzz_host_driver(const char *name)
 	fuzz_mkdir(rel);
 }
 
+/* /dev/vfio/<group>, which the kernel makes while a member is on vfio-pci. */
+static void
+fuzz_vfio_node(int group, bool present)
+{
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/vfio/%d", fuzz_dev_dir, group);
+	if (!present) {
+		unlink(path);
+		return;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* The group of a PCI function of the tree, or -1. */
+static int
+fuzz_group_of(const char *addr)
+{
+	char rel[128], target[256];
+	ssize_t n;
+
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/iommu_group", addr);
+	n = readlinkat(fuzz_root_fd, rel, target, sizeof(target) - 1);
+	if (n <= 0)
+		return -1;
+	target[n] = '\0';
+	return strrchr(target, '/') ? atoi(strrchr(target, '/') + 1) : -1;
+}
+
 /* The host: a GPU and its audio function behind a root port (group 12), a
  * NIC already on vfio-pci (13), an SR-IOV PF (14), a SATA controller with
  * no IOMMU group, a boot VGA device (16), a USB device. */
@@ -99,6 +131,23 @@ fuzz_host(void)
 	static const char *const drivers[] = { "nvidia", "snd_hda_intel", "vfio-pci", "igb",
 					       "ahci", "i915", "pcieport" };
 
+	char path[256];
+
+	/* /dev as well: only group 13 has a device on vfio-pci. */
+	snprintf(path, sizeof(path), "%s/vfio", fuzz_dev_dir);
+	if (fuzz_dev_dir[0]) {
+		DIR *dir;
+		struct dirent *de;
+
+		mkdir(path, 0755);
+		dir = opendir(path);
+		while (dir && (de = readdir(dir)) != NULL)
+			if (de->d_name[0] != '.')
+				fuzz_vfio_node(atoi(de->d_name), false);
+		if (dir)
+			closedir(dir);
+		fuzz_vfio_node(13, true);
+	}
 	fuzz_sysfs_skeleton();
 	for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
 		fuzz_host_driver(drivers[i]);
@@ -272,7 +321,9 @@ fuzz_kernel_bind(const char *addr, const char *drv)
 	snprintf(target, sizeof(target), "%sbus/pci/drivers/%s", up, drv);
 	unlinkat(fuzz_root_fd, rel, 0);
 	if (symlinkat(target, fuzz_root_fd, rel) < 0)
-		(void)0;
+		return;
+	if (strcmp(drv, "vfio-pci") == 0 && fuzz_group_of(addr) >= 0)
+		fuzz_vfio_node(fuzz_group_of(addr), true);
 }
 
 /* What the kernel does after a write the worker made. */
@@ -294,6 +345,8 @@ fuzz_kernel_react(const char *path, const char *value)
 	    strchr(drv, '/') && strcmp(strchr(drv, '/'), "/unbind") == 0) {
 		snprintf(rel, sizeof(rel), "bus/pci/devices/%s/driver", addr);
 		unlinkat(fuzz_root_fd, rel, 0);
+		if (strncmp(drv, "vfio-pci/", 9) == 0 && fuzz_group_of(addr) >= 0)
+			fuzz_vfio_node(fuzz_group_of(addr), false);
 	} else if (strncmp(path, "bus/pci/drivers/", 16) == 0 && strchr(path + 16, '/') &&
 		   strcmp(strchr(path + 16, '/'), "/bind") == 0) {
 		snprintf(buf, sizeof(buf), "%.*s", (int)(strchr(path + 16, '/') - (path + 16)),
