@@ -25,9 +25,12 @@ enum {
 	EXIT_NOT_FOUND = 5,	/* no such device */
 	EXIT_REFUSED = 6,	/* refused: protected, in use, no IOMMU */
 	EXIT_BUSY = 7,		/* another operation on it is in progress */
+	EXIT_FAIL_CLOSED = 8,	/* status: the daemon runs but fails closed */
 };
 
 #define MAX_RESPONSE (512u * 1024 * 1024)
+/* Devices asked for in one devices.list page. */
+#define DEVICES_PAGE 256
 
 static const char *socket_path = "/run/hostdevd/hostdevd.sock";
 static int json_output;
@@ -37,6 +40,7 @@ usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: hostdevctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+		"       hostdevctl --version | --help\n"
 		"\n"
 		"Commands:\n"
 		"  status                      daemon state, IOMMU state, counters\n"
@@ -53,27 +57,36 @@ usage(FILE *out)
 		"  claims                      claims, their members, drivers and state\n"
 		"\n"
 		"Exit status: 0 ok, 1 daemon error, 2 bad arguments, 3 no daemon,\n"
-		"4 permission denied, 5 no such device, 6 refused, 7 busy.\n");
+		"4 permission denied, 5 no such device, 6 refused, 7 busy,\n"
+		"8 (status) the daemon fails closed: its state file cannot be trusted.\n");
 }
 
+/* Returns the connected socket, or -(the exit code): a socket we may not
+ * open (mode 0660, not in its group) is "permission denied", not "no daemon". */
 static int
 connect_daemon(void)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	int fd;
+	int fd, err;
 
 	if (strlen(socket_path) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "hostdevctl: socket path too long: %s\n", socket_path);
-		return -1;
+		return -EXIT_USAGE;
 	}
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", socket_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		err = errno;
 		fprintf(stderr, "hostdevctl: cannot connect to hostdevd at %s: %s\n", socket_path,
-			strerror(errno));
+			strerror(err));
 		if (fd >= 0)
 			close(fd);
-		return -1;
+		if (err == EACCES || err == EPERM) {
+			fprintf(stderr, "hostdevctl: permission denied: root or the socket's group "
+				"(control.group) may connect\n");
+			return -EXIT_DENIED;
+		}
+		return -EXIT_NO_DAEMON;
 	}
 	return fd;
 }
@@ -169,6 +182,7 @@ error_exit_code(json_t *err)
 		return EXIT_REFUSED;
 	if (code == -32005)
 		return EXIT_BUSY;
+	/* -32006 (the answer would be too large) and the rest: a daemon error. */
 	if (code == -32602)
 		return EXIT_USAGE;
 	return EXIT_ERROR;
@@ -186,7 +200,7 @@ call(const char *method, json_t *params, json_t **ret_result)
 
 	fd = connect_daemon();
 	if (fd < 0)
-		return EXIT_NO_DAEMON;
+		return -fd;
 	r.fd = fd;
 	if (send_request(fd, method, params) < 0) {
 		fprintf(stderr, "hostdevctl: cannot send to hostdevd: %s\n", strerror(errno));
@@ -215,6 +229,45 @@ call(const char *method, json_t *params, json_t **ret_result)
 	*ret_result = json_incref(json_object_get(resp, "result"));
 	json_decref(resp);
 	return *ret_result ? EXIT_OK : EXIT_ERROR;
+}
+
+/* devices.list a page at a time (the daemon bounds one answer), following
+ * next_cursor; *ret_list gets every page's devices in one array. */
+static int
+list_devices(json_t *filters, json_t **ret_list)
+{
+	json_t *all = json_array(), *params = json_deep_copy(filters), *cursor = NULL;
+	int rc;
+
+	json_object_set_new(params, "limit", json_integer(DEVICES_PAGE));
+	do {
+		json_t *page = NULL;
+
+		if (cursor)
+			json_object_set(params, "cursor", cursor);
+		rc = call("devices.list", params, &page);
+		json_decref(cursor);
+		cursor = NULL;
+		if (rc != EXIT_OK)
+			break;
+		if (!json_is_array(json_object_get(page, "devices"))) {
+			fprintf(stderr, "hostdevctl: unreadable devices.list page\n");
+			json_decref(page);
+			rc = EXIT_ERROR;
+			break;
+		}
+		json_array_extend(all, json_object_get(page, "devices"));
+		if (json_is_string(json_object_get(page, "next_cursor")))
+			cursor = json_incref(json_object_get(page, "next_cursor"));
+		json_decref(page);
+	} while (cursor);
+	json_decref(params);
+	if (rc != EXIT_OK) {
+		json_decref(all);
+		return rc;
+	}
+	*ret_list = all;
+	return EXIT_OK;
 }
 
 static const char *
@@ -522,7 +575,7 @@ cmd_events(void)
 
 	fd = connect_daemon();
 	if (fd < 0)
-		return EXIT_NO_DAEMON;
+		return -fd;
 	r.fd = fd;
 	if (send_request(fd, "events.subscribe", NULL) < 0) {
 		close(fd);
@@ -581,6 +634,7 @@ static const struct option opts[] = {
 	{ "module", required_argument, NULL, 'm' },
 	{ "resource", required_argument, NULL, 'r' },
 	{ "force", no_argument, NULL, 'f' },
+	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -603,6 +657,7 @@ parse_options(int argc, char **argv, json_t *filters, bool permute)
 		case 's': socket_path = optarg; break;
 		case 'j': json_output = 1; break;
 		case 'h': usage(stdout); return EXIT_OK;
+		case 'V': printf("hostdevctl %s\n", PACKAGE_VERSION); return EXIT_OK;
 		case 'c': key = "class"; break;
 		case 'v': key = "vendor"; break;
 		case 'd': key = "device"; break;
@@ -655,7 +710,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "devices") == 0) {
 		if (optind != argc)
 			goto bad_args;
-		rc = call("devices.list", json_object_size(filters) ? filters : NULL, &result);
+		rc = list_devices(filters, &result);
 		if (rc == EXIT_OK)
 			json_output ? print_json(result) : print_devices(result);
 	} else if (strcmp(cmd, "device") == 0) {
@@ -683,6 +738,15 @@ main(int argc, char **argv)
 				print_resources(result);
 			else
 				print_object(result, 0);
+			/* A probe built on `status` must see a daemon that fails closed. */
+			if (strcmp(cmd, "status") == 0 &&
+			    json_is_true(json_object_get(json_object_get(result, "claims"),
+							 "fail_closed"))) {
+				fprintf(stderr, "hostdevctl: hostdevd fails closed: %s\n",
+					json_string_value(json_object_get(
+						json_object_get(result, "claims"), "fail_reason")) ?: "");
+				rc = EXIT_FAIL_CLOSED;
+			}
 		}
 	} else if (strcmp(cmd, "claim") == 0 || strcmp(cmd, "release") == 0) {
 		json_t *p;

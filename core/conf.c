@@ -31,6 +31,9 @@ config_defaults(void)
 	c->debounce_ms = 50;
 	c->control_max_clients = 256;
 	c->control_max_output = 16 * 1024 * 1024;
+	c->control_max_answer = 4 * 1024 * 1024;
+	c->control_max_total_output = 64 * 1024 * 1024;
+	c->control_stall_timeout_s = 60;
 	c->advertise_unlisted = true;
 	c->gpu_free_timeout_ms = 60000;
 	c->release_timeout_ms = 30000;
@@ -158,6 +161,24 @@ parse_control(struct config *c, json_t *obj, const char *origin, char *errbuf, s
 			if (err)
 				return err;
 			c->control_max_output = (size_t)n;
+		} else if (strcmp(key, "max_answer_bytes") == 0) {
+			err = get_int(v, origin, "control.max_answer_bytes", 65536, 1L << 30, &n,
+				      errbuf, errlen);
+			if (err)
+				return err;
+			c->control_max_answer = (size_t)n;
+		} else if (strcmp(key, "max_total_output_bytes") == 0) {
+			err = get_int(v, origin, "control.max_total_output_bytes", 1L << 20, 1L << 32,
+				      &n, errbuf, errlen);
+			if (err)
+				return err;
+			c->control_max_total_output = (size_t)n;
+		} else if (strcmp(key, "stall_timeout_s") == 0) {
+			err = get_int(v, origin, "control.stall_timeout_s", 1, 86400, &n, errbuf,
+				      errlen);
+			if (err)
+				return err;
+			c->control_stall_timeout_s = (int)n;
 		} else if (strcmp(key, "group") == 0) {
 			struct group *gr;
 

@@ -27,6 +27,9 @@ struct config {
 	int debounce_ms;		/* quiet time after a uevent burst */
 	int control_max_clients;
 	size_t control_max_output;	/* bytes queued to one client before it is dropped */
+	size_t control_max_answer;	/* largest answer to one request or batch */
+	size_t control_max_total_output; /* unsent output held for all clients together */
+	int control_stall_timeout_s;	/* a client that reads nothing for this long is closed */
 	char *control_group;		/* group allowed mutating methods, or NULL */
 	gid_t control_gid;
 	char **modules_disable;		/* NULL-terminated, never NULL */

@@ -7,6 +7,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,12 @@
 #define CTL_OUTPUT_HIGH (1024 * 1024)
 /* A client that is not subscribed and sends nothing for this long is closed. */
 #define CTL_IDLE_TIMEOUT_S 300
+/* Requests handled for one client in one loop turn before the others get theirs. */
+#define CTL_LINES_PER_TURN 16
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
 
 struct ctl_client {
 	struct ctl_server *srv;
@@ -34,6 +41,7 @@ struct ctl_client {
 	bool closing;		/* flush what is queued, then close */
 	bool paused;		/* reading stopped for backpressure */
 	bool eof;		/* the peer closed its side */
+	bool dead;		/* off the list, freed from a later loop turn */
 };
 
 struct ctl_server {
@@ -43,6 +51,10 @@ struct ctl_server {
 	struct event *backoff;
 	char *path;
 	struct ctl_client *clients;
+	struct ctl_client *dead;	/* killed, waiting for the reaper (linked by next) */
+	struct event *reaper;
+	struct event *refuse_timer;	/* while pending, refusals are only counted */
+	unsigned refused_quiet;
 	int nclients, nsubscribers;
 	uint64_t next_serial;
 	int max_clients;
@@ -54,8 +66,22 @@ static void client_read_cb(struct bufferevent *bev, void *arg);
 static void
 client_free(struct ctl_client *c)
 {
+	ctl_peer_clear(&c->peer);
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+/* Takes the client off the list at once (its slot is free again) but frees
+ * it from a later loop turn: it may be the client whose request is being
+ * handled (a broadcast its own request caused), tmux style. */
+static void
+client_kill(struct ctl_client *c)
+{
 	struct ctl_server *s = c->srv;
 
+	if (c->dead)
+		return;
+	c->dead = true;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -65,40 +91,86 @@ client_free(struct ctl_client *c)
 	s->nclients--;
 	if (c->peer.subscribed)
 		s->nsubscribers--;
-	json_decref(c->peer.event_types);
-	bufferevent_free(c->bev);
-	free(c);
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+	c->prev = NULL;
+	c->next = s->dead;
+	s->dead = c;
+	event_active(s->reaper, EV_TIMEOUT, 0);
 	/* A slot is free again; resume accepting if we had paused for it. */
 	if (s->nclients == s->max_clients - 1 && s->listener && !evtimer_pending(s->backoff, NULL))
 		evconnlistener_enable(s->listener);
 }
 
 static void
+reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_server *s = arg;
+
+	while (s->dead) {
+		struct ctl_client *c = s->dead;
+
+		s->dead = c->next;
+		client_free(c);
+	}
+}
+
+/* Unsent output held for every client together. */
+static size_t
+total_output(const struct ctl_server *s)
+{
+	size_t total = 0;
+
+	for (const struct ctl_client *c = s->clients; c; c = c->next)
+		total += evbuffer_get_length(bufferevent_get_output(c->bev));
+	return total;
+}
+
+static void
+free_text_cb(const void *data, size_t len, void *arg)
+{
+	free((void *)data);
+}
+
+static void
 client_send(struct ctl_client *c, const json_t *msg)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	char *text = json_dumps(msg, JSON_COMPACT);
+	char *text;
 
+	if (c->dead)
+		return;
+	text = json_dumps(msg, JSON_COMPACT);
 	if (text == NULL)
 		return;
-	evbuffer_add(out, text, strlen(text));
+	/* The text goes into the buffer as it is, not copied: one copy of
+	 * a large answer, not two. */
+	if (evbuffer_add_reference(out, text, strlen(text), free_text_cb, NULL) < 0)
+		free(text);
 	evbuffer_add(out, "\n", 1);
-	free(text);
+}
+
+/* Reading: idle clients that are not subscribed are closed. Writing: a
+ * client that takes nothing of what waits for it (paused at the output
+ * limit, or a subscriber that stopped reading) is closed after the stall
+ * timeout; libevent counts it only while output is pending. */
+static void
+client_set_timeouts(struct ctl_client *c)
+{
+	struct timeval idle = { CTL_IDLE_TIMEOUT_S, 0 };
+	struct timeval stall = { c->srv->d->cfg->control_stall_timeout_s, 0 };
+
+	bufferevent_set_timeouts(c->bev, c->peer.subscribed ? NULL : &idle, &stall);
 }
 
 static void
 client_update_subscription(struct ctl_client *c, bool was)
 {
-	if (was == c->peer.subscribed)
+	if (c->dead || was == c->peer.subscribed)
 		return;
 	c->srv->nsubscribers += c->peer.subscribed ? 1 : -1;
 	/* Subscribers may be silent for ever; others get an idle timeout. */
-	if (c->peer.subscribed) {
-		bufferevent_set_timeouts(c->bev, NULL, NULL);
-	} else {
-		struct timeval tv = { CTL_IDLE_TIMEOUT_S, 0 };
-		bufferevent_set_timeouts(c->bev, &tv, NULL);
-	}
+	client_set_timeouts(c);
 }
 
 static void
@@ -114,14 +186,35 @@ client_handle(struct ctl_client *c, const char *line, size_t len)
 	client_update_subscription(c, was);
 }
 
-/* Handles complete lines while the client's output is below the mark. */
+/* Whether a request may be handled now: the answers that wait for every
+ * client together stay within control.max_total_output_bytes (root is let
+ * through, so hostdevctl works while others hold the budget). */
+static bool
+client_within_budget(struct ctl_client *c)
+{
+	struct ctl_server *s = c->srv;
+	size_t total;
+
+	if (c->peer.uid == 0)
+		return true;
+	total = total_output(s);
+	if (total < s->d->cfg->control_max_total_output)
+		return true;
+	log_debug("ctl", "client pid %d: %zu bytes wait for all clients; request refused",
+		  (int)c->peer.pid, total);
+	return false;
+}
+
+/* Handles complete lines while the client's output is below the mark, at
+ * most CTL_LINES_PER_TURN in one go. */
 static void
 client_process(struct ctl_client *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	int handled = 0;
 
-	while (!c->closing) {
+	while (!c->closing && !c->dead) {
 		struct evbuffer_ptr eol;
 		size_t len;
 		char *line;
@@ -149,6 +242,12 @@ client_process(struct ctl_client *c)
 			}
 			return;
 		}
+		if (handled++ == CTL_LINES_PER_TURN) {
+			/* The rest from a later loop turn: others are answered first. */
+			bufferevent_trigger(c->bev, EV_READ,
+					    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+			return;
+		}
 		len = (size_t)eol.pos;
 		if (c->discarding) {
 			evbuffer_drain(in, len + 1);
@@ -163,12 +262,23 @@ client_process(struct ctl_client *c)
 			evbuffer_drain(in, len + 1);
 			continue;
 		}
+		if (!client_within_budget(c)) {
+			json_t *e = ctl_error_response(NULL, CTL_ERR_TOO_LARGE,
+						       "the daemon holds too much unsent output for its clients "
+						       "(control.max_total_output_bytes); try again later");
+			client_send(c, e);
+			json_decref(e);
+			evbuffer_drain(in, len + 1);
+			continue;
+		}
 		line = (char *)evbuffer_pullup(in, (ssize_t)len + 1);
 		if (line == NULL) {
 			c->closing = true;
 			break;
 		}
 		client_handle(c, line, len);
+		if (c->dead)
+			return;		/* its own request's events dropped it */
 		evbuffer_drain(in, len + 1);
 	}
 }
@@ -185,7 +295,7 @@ client_write_cb(struct bufferevent *bev, void *arg)
 	struct ctl_client *c = arg;
 
 	if (c->closing) {
-		client_free(c);
+		client_kill(c);
 		return;
 	}
 	if (c->paused) {
@@ -210,6 +320,8 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 
 			if (line && len <= CTL_MAX_LINE)
 				client_handle(c, line, len);
+			if (c->dead)
+				return;
 			evbuffer_drain(in, len);
 		}
 		/* A subscriber may close its sending side and keep listening
@@ -225,13 +337,97 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 			bufferevent_disable(bev, EV_READ);
 			return;
 		}
+	} else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+		log_info("ctl", "client pid %d read nothing of its %zu waiting bytes for %d s; closing",
+			 (int)c->peer.pid, evbuffer_get_length(bufferevent_get_output(bev)),
+			 c->srv->d->cfg->control_stall_timeout_s);
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		log_debug("ctl", "client pid %d idle; closing", (int)c->peer.pid);
 	} else if (what & BEV_EVENT_ERROR) {
 		log_debug("ctl", "client pid %d: %s", (int)c->peer.pid,
 			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	}
-	client_free(c);
+	client_kill(c);
+}
+
+/* The peer's supplementary groups: the kernel's copy taken at connect
+ * (SO_PEERGROUPS, no PID reuse race), else the live process's
+ * /proc/PID/status. Returns 0 or -errno; the peer keeps no groups then. */
+static int
+peer_read_groups(int fd, struct ctl_peer *p)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	char path[64], text[65536];
+	gid_t *v = malloc(len);
+	ssize_t n;
+	int pfd;
+
+	if (v == NULL)
+		return -ENOMEM;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len) < 0 && errno == ERANGE) {
+		gid_t *nv = realloc(v, len);
+
+		if (nv == NULL) {
+			free(v);
+			return -ENOMEM;
+		}
+		v = nv;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len) == 0) {
+		p->groups = v;
+		p->ngroups = len / sizeof(gid_t);
+		return 0;
+	}
+	free(v);
+	if (p->pid <= 0)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+	pfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (pfd < 0)
+		return -errno;
+	n = read(pfd, text, sizeof(text) - 1);
+	close(pfd);
+	if (n < 0)
+		return -errno;
+	text[n] = '\0';
+	return ctl_parse_status_groups(text, &p->groups, &p->ngroups);
+}
+
+static void
+refuse_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl_server *s = arg;
+	struct timeval tv = { 1, 0 };
+
+	if (s->refused_quiet == 0)
+		return;		/* quiet for a second: the next refusal logs in full */
+	log_warnx("ctl", "%u more clients refused (control.max_clients)", s->refused_quiet);
+	s->refused_quiet = 0;
+	evtimer_add(s->refuse_timer, &tv);
+}
+
+/* One line for the first refusal; the rest of a burst is counted and
+ * summed up once a second. */
+static void
+refuse(struct ctl_server *s, int fd, const struct ctl_peer *p)
+{
+	static const char msg[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,"
+				  "\"message\":\"too many clients\"}}\n";
+	struct timeval tv = { 1, 0 };
+
+	/* Best effort, non-blocking: the socket buffer of a new connection
+	 * has room for one line. */
+	if (send(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("ctl", "could not tell a refused client why");
+	close(fd);
+	if (evtimer_pending(s->refuse_timer, NULL)) {
+		s->refused_quiet++;
+		return;
+	}
+	log_warnx("ctl", "refused a client (pid %d uid %u): %d clients connected "
+		  "(control.max_clients %d, one slot kept for root)", (int)p->pid, (unsigned)p->uid,
+		  s->nclients, s->max_clients);
+	evtimer_add(s->refuse_timer, &tv);
 }
 
 static void
@@ -239,21 +435,27 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 	  void *arg)
 {
 	struct ctl_server *s = arg;
+	struct ctl_peer peer = { 0 };
 	struct ctl_client *c;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	struct timeval idle = { CTL_IDLE_TIMEOUT_S, 0 };
+	int limit;
 
-	if (s->nclients >= s->max_clients) {
-		static const char msg[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32000,"
-					  "\"message\":\"too many clients\"}}\n";
-		/* Best effort, non-blocking: the socket buffer of a new connection
-		 * has room for one line. */
-		if (send(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-			log_debug("ctl", "could not tell a refused client why");
-		close(fd);
-		log_warnx("ctl", "refused a client: %d clients connected (control.max_clients)",
-			  s->nclients);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		peer.uid = cred.uid;
+		peer.gid = cred.gid;
+		peer.pid = cred.pid;
+	} else {
+		/* Unknown peer: treat as unprivileged. */
+		peer.uid = (uid_t)-1;
+		peer.gid = (gid_t)-1;
+		peer.pid = -1;
+	}
+	/* The last slot is root's: clients stuck at their limits cannot lock
+	 * the administrator's hostdevctl out. */
+	limit = s->max_clients > 1 && peer.uid != 0 ? s->max_clients - 1 : s->max_clients;
+	if (s->nclients >= limit) {
+		refuse(s, fd, &peer);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
@@ -261,26 +463,20 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 		close(fd);
 		return;
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-		c->peer.uid = cred.uid;
-		c->peer.gid = cred.gid;
-		c->peer.pid = cred.pid;
-	} else {
-		/* Unknown peer: treat as unprivileged. */
-		c->peer.uid = (uid_t)-1;
-		c->peer.gid = (gid_t)-1;
-		c->peer.pid = -1;
-	}
+	c->peer = peer;
+	if (peer.uid != 0 && peer_read_groups(fd, &c->peer) < 0)
+		log_debug("ctl", "client pid %d: its supplementary groups are unknown", (int)peer.pid);
 	c->srv = s;
 	c->peer.serial = ++s->next_serial;
 	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		close(fd);
+		ctl_peer_clear(&c->peer);
 		free(c);
 		return;
 	}
 	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
-	bufferevent_set_timeouts(c->bev, &idle, NULL);
+	client_set_timeouts(c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	c->next = s->clients;
 	if (s->clients)
@@ -397,7 +593,9 @@ ctl_server_new(struct daemon *d, struct event_base *base, const char *path,
 	s->max_output = d->cfg->control_max_output;
 	s->path = strdup(path);
 	s->backoff = evtimer_new(base, backoff_cb, s);
-	if (s->path == NULL || s->backoff == NULL) {
+	s->reaper = event_new(base, -1, 0, reaper_cb, s);
+	s->refuse_timer = evtimer_new(base, refuse_timer_cb, s);
+	if (s->path == NULL || s->backoff == NULL || s->reaper == NULL || s->refuse_timer == NULL) {
 		ctl_server_free(s);
 		return -ENOMEM;
 	}
@@ -441,11 +639,19 @@ ctl_server_free(struct ctl_server *s)
 	if (s == NULL)
 		return;
 	while (s->clients)
-		client_free(s->clients);
+		client_kill(s->clients);
+	if (s->reaper)
+		reaper_cb(-1, 0, s);
 	if (s->listener) {
 		evconnlistener_free(s->listener);
 		unlink(s->path);
 	}
+	if (s->refused_quiet)
+		log_warnx("ctl", "%u more clients refused (control.max_clients)", s->refused_quiet);
+	if (s->refuse_timer)
+		event_free(s->refuse_timer);
+	if (s->reaper)
+		event_free(s->reaper);
 	if (s->backoff)
 		event_free(s->backoff);
 	free(s->path);
@@ -499,21 +705,28 @@ ctl_server_subscribers(const struct ctl_server *s)
 void
 ctl_server_broadcast(struct ctl_server *s, const json_t *note, const char *type)
 {
+	size_t total = total_output(s), budget = s->d->cfg->control_max_total_output;
 	struct ctl_client *c, *next;
 	char *text = NULL;
 	size_t len = 0;
 
 	for (c = s->clients; c; c = next) {
 		struct evbuffer *out;
+		size_t unread;
 
 		next = c->next;
 		if (c->closing || !ctl_peer_wants(&c->peer, type))
 			continue;
 		out = bufferevent_get_output(c->bev);
-		if (evbuffer_get_length(out) > s->max_output) {
-			log_warnx("ctl", "subscriber pid %d has %zu bytes unread; disconnecting it",
-				  (int)c->peer.pid, evbuffer_get_length(out));
-			client_free(c);
+		unread = evbuffer_get_length(out);
+		/* Too far behind; or, while all clients together hold more than
+		 * the budget, more than a paused client may hold. */
+		if (unread > s->max_output || (total > budget && unread > CTL_OUTPUT_HIGH)) {
+			log_warnx("ctl", "subscriber pid %d has %zu bytes unread; disconnecting it%s",
+				  (int)c->peer.pid, unread,
+				  unread > s->max_output ? "" : " (control.max_total_output_bytes)");
+			total -= unread;
+			client_kill(c);	/* it may be the client being answered */
 			continue;
 		}
 		if (text == NULL) {
@@ -521,10 +734,10 @@ ctl_server_broadcast(struct ctl_server *s, const json_t *note, const char *type)
 			if (text == NULL)
 				return;
 			len = strlen(text);
-			text[len] = '\0';
 		}
 		evbuffer_add(out, text, len);
 		evbuffer_add(out, "\n", 1);
+		total += len + 1;
 	}
 	free(text);
 }

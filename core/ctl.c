@@ -39,9 +39,73 @@ ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer)
 {
 	if (peer->uid == 0)
 		return true;
-	if (d->cfg && d->cfg->control_group && peer->gid == d->cfg->control_gid)
+	if (d->cfg == NULL || d->cfg->control_group == NULL)
+		return false;
+	if (peer->gid == d->cfg->control_gid)
 		return true;
+	/* usermod -aG: the group is one of the peer's supplementary groups. */
+	for (size_t i = 0; i < peer->ngroups; i++)
+		if (peer->groups[i] == d->cfg->control_gid)
+			return true;
 	return false;
+}
+
+void
+ctl_peer_clear(struct ctl_peer *peer)
+{
+	json_decref(peer->event_types);
+	peer->event_types = NULL;
+	free(peer->groups);
+	peer->groups = NULL;
+	peer->ngroups = 0;
+}
+
+int
+ctl_parse_status_groups(const char *text, gid_t **ret_groups, size_t *ret_n)
+{
+	const char *p = text;
+	gid_t *v = NULL;
+	size_t n = 0, cap = 0;
+
+	*ret_groups = NULL;
+	*ret_n = 0;
+	while (strncmp(p, "Groups:", 7) != 0) {
+		p = strchr(p, '\n');
+		if (p == NULL)
+			return -ENOENT;
+		p++;
+	}
+	for (p += 7;;) {
+		unsigned long g;
+		char *end;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\n' || *p == '\0')
+			break;
+		errno = 0;
+		g = strtoul(p, &end, 10);
+		if (*p < '0' || *p > '9' || errno || g >= (gid_t)-1 ||
+		    (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\0')) {
+			free(v);
+			return -EINVAL;
+		}
+		if (n == cap) {
+			gid_t *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
+
+			if (nv == NULL) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = cap ? cap * 2 : 16;
+		}
+		v[n++] = (gid_t)g;
+		p = end;
+	}
+	*ret_groups = v;
+	*ret_n = n;
+	return 0;
 }
 
 bool
@@ -154,7 +218,7 @@ device_matches(const struct device *dev, json_t *params)
 }
 
 static const char *const list_params[] = {
-	"class", "vendor", "device", "driver", "iommu_group", "module", NULL
+	"class", "vendor", "device", "driver", "iommu_group", "module", "limit", "cursor", NULL
 };
 
 static int
@@ -180,6 +244,18 @@ check_list_params(json_t *params, char *msg, size_t msglen)
 				snprintf(msg, msglen, "iommu_group: expected a group number");
 				return -1;
 			}
+		} else if (strcmp(key, "limit") == 0) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > CTL_LIST_MAX) {
+				snprintf(msg, msglen, "limit: expected an integer from 1 to %d",
+					 CTL_LIST_MAX);
+				return -1;
+			}
+		} else if (strcmp(key, "cursor") == 0) {
+			if (!json_is_string(v) && !json_is_null(v)) {
+				snprintf(msg, msglen, "cursor: expected the next_cursor of the last page");
+				return -1;
+			}
 		} else if (!json_is_string(v) && !json_is_null(v)) {
 			snprintf(msg, msglen, "%s: expected a string or null", key);
 			return -1;
@@ -188,33 +264,100 @@ check_list_params(json_t *params, char *msg, size_t msglen)
 	return 0;
 }
 
+/* A page cursor names the first device of the next page, "<class>/<id>":
+ * stable across hotplug, since the inventory is in (class, id) order. */
+static int
+cursor_parse(const char *text, int *ret_cls, const char **ret_id)
+{
+	const char *slash = strchr(text, '/');
+	char cls[8];
+
+	if (slash == NULL || (size_t)(slash - text) >= sizeof(cls) || slash[1] == '\0' ||
+	    strlen(slash + 1) >= sizeof(((struct device *)0)->id))
+		return -EINVAL;
+	memcpy(cls, text, (size_t)(slash - text));
+	cls[slash - text] = '\0';
+	*ret_cls = dev_class_from_string(cls);
+	*ret_id = slash + 1;
+	return *ret_cls < 0 ? -EINVAL : 0;
+}
+
+static int
+cursor_cmp(const struct device *dev, int cls, const char *id)
+{
+	if ((int)dev->cls != cls)
+		return (int)dev->cls < cls ? -1 : 1;
+	return strcmp(dev->id, id);
+}
+
 static json_t *
 m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
 {
+	json_t *jlimit = params ? json_object_get(params, "limit") : NULL;
+	json_t *jcursor = params ? json_object_get(params, "cursor") : NULL;
+	size_t count = inventory_count(d->inv), start = 0, limit = CTL_LIST_MAX, n = 0, i;
+	bool paged = jlimit || jcursor;
+	struct device *next = NULL;
+	char key[64];
 	json_t *out;
 
 	if (params && check_list_params(params, msg, msglen) < 0) {
 		*code = CTL_INVALID_PARAMS;
 		return NULL;
 	}
+	if (jlimit)
+		limit = (size_t)json_integer_value(jlimit);
+	if (json_is_string(jcursor)) {
+		const char *id;
+		int cls;
+
+		if (cursor_parse(json_string_value(jcursor), &cls, &id) < 0) {
+			*code = CTL_INVALID_PARAMS;
+			snprintf(msg, msglen, "cursor: expected the next_cursor of the last page");
+			return NULL;
+		}
+		while (start < count && cursor_cmp(inventory_at(d->inv, start), cls, id) < 0)
+			start++;
+	}
+	if (!paged) {
+		/* Whole lists stay complete, and so bounded: count first (no JSON). */
+		for (i = 0; i < count; i++)
+			n += !params || device_matches(inventory_at(d->inv, i), params);
+		if (n > CTL_LIST_MAX) {
+			*code = CTL_ERR_TOO_LARGE;
+			snprintf(msg, msglen, "%zu devices match, more than %d in one answer: "
+				 "page with limit and cursor, or filter", n, CTL_LIST_MAX);
+			return NULL;
+		}
+		n = 0;
+	}
 	out = json_array();
 	if (out == NULL)
 		goto oom;
-	for (size_t i = 0; i < inventory_count(d->inv); i++) {
+	for (i = start; i < count; i++) {
 		struct device *dev = inventory_at(d->inv, i);
 		json_t *dj;
 
 		if (params && !device_matches(dev, params))
 			continue;
+		if (n == limit) {
+			next = dev;
+			break;
+		}
 		dj = daemon_device_json(d, dev);
 		if (dj == NULL) {
 			json_decref(out);
 			goto oom;
 		}
 		json_array_append_new(out, dj);
+		n++;
 	}
-	return out;
+	if (!paged)
+		return out;
+	if (next)
+		snprintf(key, sizeof(key), "%s/%s", dev_class_to_string(next->cls), next->id);
+	return json_pack("{s:o, s:s?}", "devices", out, "next_cursor", next ? key : NULL);
 oom:
 	*code = CTL_INTERNAL_ERROR;
 	snprintf(msg, msglen, "out of memory");
@@ -550,9 +693,74 @@ handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 	return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result);
 }
 
+/* Bytes the compact text of `v` takes (no allocation). */
+static size_t
+answer_size(const json_t *v)
+{
+	return v ? json_dumpb(v, NULL, 0, JSON_COMPACT) + 1 : 0;
+}
+
+static json_t *
+too_large(json_t *id, size_t limit)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "the answer would pass %zu bytes (control.max_answer_bytes): "
+		 "page it (devices.list limit and cursor) or split the batch", limit);
+	return ctl_error_response(id, CTL_ERR_TOO_LARGE, msg);
+}
+
+/* A batch answers each element, within one answer's budget: once the
+ * answers pass it, the rest are not run and each gets -32006. */
+static json_t *
+handle_batch(struct daemon *d, struct ctl_peer *peer, json_t *req, size_t limit)
+{
+	json_t *out, *item;
+	size_t i, total = 2;
+	bool full = false;
+
+	if (json_array_size(req) > CTL_MAX_BATCH) {
+		char msg[96];
+
+		snprintf(msg, sizeof(msg), "a batch of more than %d requests", CTL_MAX_BATCH);
+		return ctl_error_response(NULL, CTL_INVALID_REQUEST, msg);
+	}
+	out = json_array();
+	if (out == NULL)
+		return NULL;
+	json_array_foreach(req, i, item) {
+		json_t *id = json_is_object(item) ? json_object_get(item, "id") : NULL;
+		json_t *r;
+		size_t size;
+
+		if (full) {
+			if (id)
+				json_array_append_new(out, too_large(id, limit));
+			continue;
+		}
+		r = handle_one(d, peer, item);
+		size = answer_size(r);
+		if (total + size > limit) {
+			json_decref(r);
+			full = true;
+			r = id ? too_large(id, limit) : NULL;
+			size = answer_size(r);
+		}
+		total += size;
+		if (r)
+			json_array_append_new(out, r);
+	}
+	if (json_array_size(out) == 0) {
+		json_decref(out);
+		return NULL;
+	}
+	return out;
+}
+
 json_t *
 ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_t len)
 {
+	size_t limit = d->cfg ? d->cfg->control_max_answer : 4 * 1024 * 1024;
 	json_error_t jerr;
 	json_t *req, *out;
 	char msg[256];
@@ -567,28 +775,19 @@ ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_
 		return ctl_error_response(NULL, CTL_PARSE_ERROR, msg);
 	}
 	if (json_is_array(req)) {
-		size_t i;
-		json_t *item;
-
 		if (json_array_size(req) == 0) {
 			json_decref(req);
 			return ctl_error_response(NULL, CTL_INVALID_REQUEST, "empty batch");
 		}
-		out = json_array();
-		json_array_foreach(req, i, item) {
-			json_t *r = handle_one(d, peer, item);
-
-			if (r)
-				json_array_append_new(out, r);
-		}
+		out = handle_batch(d, peer, req, limit);
 		json_decref(req);
-		if (json_array_size(out) == 0) {
-			json_decref(out);
-			return NULL;
-		}
 		return out;
 	}
 	out = handle_one(d, peer, req);
+	if (out && answer_size(out) > limit) {
+		json_decref(out);
+		out = too_large(json_object_get(req, "id"), limit);
+	}
 	json_decref(req);
 	return out;
 }

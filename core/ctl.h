@@ -22,6 +22,7 @@
 #define CTL_ERR_REFUSED		-32003	/* the request is refused: protected, in use, no IOMMU... */
 #define CTL_ERR_NOT_FOUND	-32004	/* no such device or claim */
 #define CTL_ERR_BUSY		-32005	/* another operation on it is in progress */
+#define CTL_ERR_TOO_LARGE	-32006	/* the answer would pass a memory limit: page it, retry */
 #define CTL_ERR_FAILED		-32010	/* the operation failed; data says why */
 
 struct daemon;
@@ -34,9 +35,26 @@ struct ctl_peer {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
+	gid_t *groups;		/* supplementary groups of the peer (owned), or NULL */
+	size_t ngroups;
 	bool subscribed;
 	json_t *event_types;	/* array of type prefixes, or NULL for all */
 };
+
+/* devices.list: the most devices in one answer (a page, or the whole list
+ * when no page is asked for), so one request holds the loop for a bounded
+ * time and its answer a bounded amount of memory. */
+#define CTL_LIST_MAX 512
+/* The most requests in one batch. */
+#define CTL_MAX_BATCH 1024
+
+/* Frees what the peer owns (event types, groups); the struct stays. */
+void ctl_peer_clear(struct ctl_peer *peer);
+
+/* Parses the "Groups:" line of a /proc/PID/status text into a malloc'd
+ * array (*ret_groups may be NULL when there are none). Returns 0, -ENOENT
+ * when the line is missing, -EINVAL or -ENOMEM. */
+int ctl_parse_status_groups(const char *text, gid_t **ret_groups, size_t *ret_n);
 
 /* Handles one request line (without its newline). Returns the response to
  * send (an object, or an array for a batch), or NULL when nothing is to be

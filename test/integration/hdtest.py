@@ -144,8 +144,8 @@ class Daemon:
         self.log_path = os.path.join(self.dir, "hostdevd.log")
         self.node_name = node_name or host or "node"
         os.makedirs(self.kubelet, exist_ok=True)
-        if config is not None:
-            self.write_config(config)
+        # --config names this file, and a missing one is an error.
+        self.write_config(config if config is not None else {})
         self.extra_args = list(extra_args)
         self.env = env
         self.proc = None

@@ -154,6 +154,81 @@ main(void)
 	       "status counts PCI devices");
 	json_decref(r);
 
+	/* Pages: limit and cursor, next_cursor until the end. */
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"limit\":2}}");
+	res = json_object_get(r, "result");
+	is_int(json_array_size(json_object_get(res, "devices")), 2, "a page of limit devices");
+	is_str(json_string_value(json_object_get(res, "next_cursor")), "pci/0000:00:03.1",
+	       "next_cursor names the next device");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"limit\":2,\"cursor\":\"pci/0000:00:03.1\"}}");
+	res = json_object_get(r, "result");
+	ok(json_array_size(json_object_get(res, "devices")) == 1 &&
+	   json_is_null(json_object_get(res, "next_cursor")), "the last page has a null next_cursor");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"vendor\":\"8086\",\"limit\":1,\"cursor\":\"pci/0000:00:02.5\"}}");
+	res = json_object_get(r, "result");
+	is_str(json_string_value(json_object_get(json_array_get(json_object_get(res, "devices"), 0), "address")),
+	       "0000:00:03.0", "a cursor of a device gone since starts at the next one, filtered");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"cursor\":\"disk/x\"}}");
+	is_int(err_code(r), CTL_INVALID_PARAMS, "a cursor that devices.list did not give is -32602");
+	json_decref(r);
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\",\"params\":{\"limit\":513}}");
+	is_int(err_code(r), CTL_INVALID_PARAMS, "a limit over CTL_LIST_MAX is -32602");
+	json_decref(r);
+
+	/* A batch's answers share one budget; what passes it is not run. */
+	d.cfg->control_max_answer = 1500;
+	{
+		char line[8192];
+		size_t n = 0;
+
+		n += (size_t)snprintf(line + n, sizeof(line) - n, "[");
+		for (int i = 0; i < 10; i++)
+			n += (size_t)snprintf(line + n, sizeof(line) - n,
+					      "%s{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"devices.get\","
+					      "\"params\":{\"address\":\"0000:00:02.0\"}}", i ? "," : "", i);
+		snprintf(line + n, sizeof(line) - n, "]");
+		r = req(&root, line);
+		ok(json_array_size(r) == 10, "every request of the batch is answered");
+		ok(json_object_get(json_array_get(r, 0), "result") != NULL, "the first fits");
+		is_int(err_code(json_array_get(r, 9)), CTL_ERR_TOO_LARGE, "the last is -32006");
+		is_int(json_integer_value(json_object_get(json_array_get(r, 9), "id")), 9, "with its id");
+		ok(json_dumpb(r, NULL, 0, JSON_COMPACT) < 1500 + 10 * 250, "only errors pass the budget");
+		json_decref(r);
+	}
+	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\"}");
+	is_int(err_code(r), CTL_ERR_TOO_LARGE, "a single answer over the budget is -32006");
+	json_decref(r);
+	d.cfg->control_max_answer = 4 * 1024 * 1024;
+
+	/* Supplementary groups, from /proc/PID/status. */
+	{
+		gid_t *g;
+		size_t ng;
+		struct ctl_peer member = { .uid = 1000, .gid = 1000 };
+
+		is_int(ctl_parse_status_groups("Name:\tx\nUid:\t1\nGroups:\t4 24 27 \nNgid:\t0\n", &g, &ng),
+		       0, "Groups: parsed");
+		ok(ng == 3 && g[0] == 4 && g[2] == 27, "three groups");
+		free(g);
+		is_int(ctl_parse_status_groups("Groups:\n", &g, &ng), 0, "no groups");
+		ok(ng == 0 && g == NULL, "an empty list");
+		is_int(ctl_parse_status_groups("Name:\tx\n", &g, &ng), -ENOENT, "no Groups: line");
+		is_int(ctl_parse_status_groups("Groups:\t4 x\n", &g, &ng), -EINVAL, "garbage is refused");
+		is_int(ctl_parse_status_groups("Groups:\t99999999999999\n", &g, &ng), -EINVAL,
+		       "an out-of-range gid is refused");
+		free(d.cfg->control_group);
+		d.cfg->control_group = strdup("hostdevd");
+		d.cfg->control_gid = 27;
+		ok(!ctl_peer_privileged(&d, &member), "not in the group: not privileged");
+		ctl_parse_status_groups("Groups:\t4 27\n", &member.groups, &member.ngroups);
+		ok(ctl_peer_privileged(&d, &member), "the group as a supplementary group is enough");
+		ctl_peer_clear(&member);
+		ok(member.groups == NULL && member.ngroups == 0, "ctl_peer_clear frees the groups");
+	}
+
 	inventory_free(d.inv);
 	free(d.mods);
 	names_free(d.names);
