@@ -88,6 +88,8 @@ core_dev_exists(struct hdd_core *core, const char *rel)
 {
 	struct daemon *d = (struct daemon *)core;
 
+	if (d->dp)
+		return dp_dev_exists(d->dp, rel);	/* group nodes cached, kept by inotify */
 	return d->dev && fsroot_exists(d->dev, rel) == 0;
 }
 
@@ -169,10 +171,8 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 	 * before the worker exists: start-up reconciles them all at once. */
 	if (d->claims && d->worker)
 		claims_device_event(d->claims, dev, ev == INV_EVENT_REMOVE);
-	if (d->dp) {
-		d->dp->dirty = true;
-		dp_server_kick(d->dps);
-	}
+	if (d->dp)
+		dp_device_changed(d->dp, dev);	/* only its membership is recomputed */
 	if (counting) {
 		if (ev == INV_EVENT_ADD)
 			counting->added++;

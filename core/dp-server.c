@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +31,18 @@
 #define FLUSH_BUDGET (256 * 1024)
 #define REGISTER_TIMEOUT_S 15
 #define DIR_POLL_S 1
+#define MAX_CONNS 32			/* server connections on one endpoint */
+#define IDLE_MS (60 * 1000)		/* a connection with no stream this long is closed */
+#define HANDSHAKE_MS (5 * 1000)		/* the client's preface and SETTINGS within this */
+#define REQUEST_MS (30 * 1000)		/* a request's body within this */
+#define INPUT_BUDGET (16 * 1024 * 1024)	/* request bytes buffered, all endpoints */
+#define REREGISTER_MIN_MS 1000		/* between Registers not due to a failure */
+#define REFUSAL_SUMMARY_MS (60 * 1000)
 
-static const int backoff_s[] = { 1, 2, 5, 10 };
+/* Register retries: quick at first (a kubelet just started may refuse
+ * once), then backing off. */
+static const int backoff_ms[] = { 50, 100, 200, 1000, 2000, 5000, 10000 };
+#define BACKOFF_STEPS ((int)(sizeof(backoff_ms) / sizeof(backoff_ms[0])))
 
 struct dp_conn {
 	struct dp_server *srv;
@@ -39,6 +50,9 @@ struct dp_conn {
 	struct grpc_conn *g;
 	struct dp_resource *r;
 	struct dp_endpoint *reg_ep;	/* client: the endpoint registering */
+	struct dp_endpoint *ep;		/* server: the endpoint it came in on */
+	unsigned gen;			/* server: the endpoint's Register count at accept */
+	int64_t born_ms, idle_since_ms, closing_ms;
 	bool client;
 	bool dead;			/* free at the next safe point */
 	bool in_callback;
@@ -53,7 +67,14 @@ struct dp_endpoint {
 	ino_t ino;
 	bool have_file;
 	struct dp_conn *reg;
-	struct event *timer;
+	struct event *timer;		/* Register timeout or retry */
+	struct event *soon;		/* a Register held back by the rate limit */
+	unsigned reg_gen;		/* Registers sent */
+	int64_t last_register_ms;
+	int failures;			/* Register failures in a row */
+	bool refusing;			/* at the connection limit */
+	int64_t refusing_since_ms;
+	uint64_t refused_unlogged;
 };
 
 struct dp_server {
@@ -65,13 +86,35 @@ struct dp_server {
 	struct event *iev;
 	struct event *kick_ev;
 	struct event *dir_poll;
+	struct event *sweep_ev;		/* connection deadlines */
+	struct event *aer_ev;		/* an AER hold ends */
 	struct dp_conn *conns;
+	struct grpc_budget budget;
+	int idle_ms, handshake_ms, request_ms;
 	bool stopping;
 };
 
 static void conn_flush(struct dp_conn *c);
 static void endpoint_register(struct dp_endpoint *ep);
+static void endpoint_register_soon(struct dp_endpoint *ep, const char *why);
 static int endpoint_listen(struct dp_endpoint *ep);
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval
+tv_ms(int64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+
+	return tv;
+}
 
 /* --- connections -------------------------------------------------------- */
 
@@ -88,6 +131,8 @@ conn_free(struct dp_conn *c)
 		c->next->prev = c->prev;
 	if (c->reg_ep && c->reg_ep->reg == c)
 		c->reg_ep->reg = NULL;
+	if (c->ep)
+		c->ep->r->connections--;
 	c->in_callback = true;		/* grpc_conn_free calls back */
 	grpc_conn_free(c->g);
 	bufferevent_free(c->bev);
@@ -114,8 +159,28 @@ static void
 g_request(void *arg, struct grpc_call *call, const char *path, const uint8_t *msg, size_t len)
 {
 	struct dp_conn *c = arg;
+	struct dp_resource *r = c->r;
+	struct dp_endpoint *ep = c->ep;
 
-	dp_handle(c->srv->d->dp, c->r, call, path, msg, len);
+	dp_handle(c->srv->d->dp, r, call, path, msg, len);
+	if (r == NULL || ep == NULL || ep->reg_gen == 0 || !dp_is_watch(r, call))
+		return;
+	/* The current registration's stream: the first ListAndWatch on a
+	 * connection the kubelet opened after our Register, else the first
+	 * one after our Register (a kubelet may reuse a connection). Others
+	 * (extra watchers, a replaced registration's) may come and go without
+	 * consequence. */
+	if (c->gen == ep->reg_gen && !r->reg_watch_new_conn) {
+		r->reg_watch = call;
+		r->reg_watch_new_conn = true;
+	} else if (r->reg_watch == NULL) {
+		r->reg_watch = call;
+		r->reg_watch_new_conn = false;
+	} else {
+		return;
+	}
+	log_debug("dp", "%s: ListAndWatch stream of registration %u%s", r->name, ep->reg_gen,
+		  r->reg_watch_new_conn ? "" : " (on an older connection)");
 }
 
 static void
@@ -126,10 +191,11 @@ g_call_closed(void *arg, struct grpc_call *call)
 
 	if (s->stopping || c->r == NULL)
 		return;
-	/* The kubelet never reopens ListAndWatch itself: register again. */
+	/* The kubelet never reopens ListAndWatch itself: register again when
+	 * its stream for the current registration ends. */
 	if (dp_call_closed(s->d->dp, c->r, call) && c->r->ep) {
 		c->r->backoff_step = 0;
-		endpoint_register(c->r->ep);
+		endpoint_register_soon(c->r->ep, "the registration's ListAndWatch stream ended");
 	}
 }
 
@@ -166,7 +232,12 @@ g_response(void *arg, struct grpc_call *call, int status, const char *message, c
 	r->registered_at = (int64_t)time(NULL);
 	r->backoff_step = 0;
 	r->last_error[0] = '\0';
-	log_info("dp", "%s: registered with the kubelet", r->name);
+	if (ep->failures > 0)
+		log_info("dp", "%s: registered with the kubelet after %d failed attempts", r->name,
+			 ep->failures);
+	else
+		log_info("dp", "%s: registered with the kubelet", r->name);
+	ep->failures = 0;
 	daemon_emit(c->srv->d, "resource.registered", json_pack("{s:s}", "resource", r->name));
 }
 
@@ -218,6 +289,8 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 			break;
 		}
 	}
+	if (!c->client && grpc_conn_open_calls(c->g) > 0)
+		c->idle_since_ms = now_ms();
 	conn_flush(c);
 	c->in_callback = false;
 	conn_reap(c);
@@ -273,6 +346,9 @@ conn_new(struct dp_server *s, int fd, bool client, struct dp_resource *r)
 		free(c);
 		return NULL;
 	}
+	if (!client)
+		grpc_conn_set_budget(c->g, &s->budget);
+	c->born_ms = c->idle_since_ms = now_ms();
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	c->next = s->conns;
@@ -282,15 +358,126 @@ conn_new(struct dp_server *s, int fd, bool client, struct dp_resource *r)
 	return c;
 }
 
+/* Ends a server connection now: GOAWAY and what is queued go out if the
+ * socket takes them, then it is freed. */
+static void conn_drain_now(struct dp_conn *c);
+
+static void
+conn_close_now(struct dp_conn *c)
+{
+	conn_drain_now(c);
+	c->dead = true;
+	conn_reap(c);
+}
+
+static void
+sweep_arm(struct dp_server *s)
+{
+	int period = s->idle_ms;
+	struct timeval tv;
+
+	if (s->handshake_ms < period)
+		period = s->handshake_ms;
+	if (s->request_ms < period)
+		period = s->request_ms;
+	period /= 4;
+	period = period < 20 ? 20 : period > 1000 ? 1000 : period;
+	tv = tv_ms(period);
+	if (!evtimer_pending(s->sweep_ev, NULL))
+		evtimer_add(s->sweep_ev, &tv);
+}
+
+/* At the limit, a connection that serves no one makes room: the oldest
+ * that never finished its handshake, else the oldest with no stream. */
+static bool
+endpoint_evict(struct dp_endpoint *ep)
+{
+	struct dp_conn *half = NULL, *idle = NULL;
+
+	for (struct dp_conn *c = ep->srv->conns; c; c = c->next) {
+		if (c->ep != ep || c->dead || c->in_callback)
+			continue;
+		if (!grpc_conn_established(c->g)) {
+			if (half == NULL || c->born_ms <= half->born_ms)
+				half = c;
+		} else if (grpc_conn_open_calls(c->g) == 0) {
+			if (idle == NULL || c->idle_since_ms <= idle->idle_since_ms)
+				idle = c;
+		}
+	}
+	if (half == NULL && idle == NULL)
+		return false;
+	log_debug("dp", "%s: closing a connection %s to make room", ep->r->name,
+		  half ? "that never finished its handshake" : "with no stream");
+	conn_close_now(half ? half : idle);
+	return true;
+}
+
+/* Over the limit: the peer gets our SETTINGS and GOAWAY(ENHANCE_YOUR_CALM)
+ * then the end of the connection. Logged once, then counted. */
+static void
+endpoint_refuse(struct dp_endpoint *ep, int fd)
+{
+	static const uint8_t refusal[] = {
+		0, 0, 0, 0x4, 0, 0, 0, 0, 0,			/* SETTINGS */
+		0, 0, 28, 0x7, 0, 0, 0, 0, 0,			/* GOAWAY */
+		0, 0, 0, 0, 0, 0, 0, 0x0b,			/* stream 0, ENHANCE_YOUR_CALM */
+		't', 'o', 'o', ' ', 'm', 'a', 'n', 'y', ' ', 'c', 'o', 'n', 'n', 'e', 'c', 't',
+		'i', 'o', 'n', 's',
+	};
+	struct dp_resource *r = ep->r;
+	uint8_t junk[4096];
+	ssize_t n = send(fd, refusal, sizeof(refusal), MSG_DONTWAIT | MSG_NOSIGNAL);
+
+	/* What the peer sent already is read, so that the close is an end of
+	 * stream after our GOAWAY rather than a reset. */
+	while (n >= 0 && (n = recv(fd, junk, sizeof(junk), MSG_DONTWAIT)) > 0)
+		;
+	close(fd);
+	r->refused_connections++;
+	if (ep->refusing) {
+		ep->refused_unlogged++;
+		return;
+	}
+	ep->refusing = true;
+	ep->refusing_since_ms = now_ms();
+	log_warnx("dp", "%s: %d connections with open streams, the most one endpoint takes; "
+			"refusing new ones (a summary follows)", r->name, r->connections);
+}
+
+static void
+endpoint_refusal_summary(struct dp_endpoint *ep, bool over)
+{
+	if (ep->refused_unlogged > 0)
+		log_warnx("dp", "%s: %" PRIu64 " more connections refused%s", ep->r->name,
+			  ep->refused_unlogged, over ? "; accepting again" : " in the last minute");
+	else if (over)
+		log_info("dp", "%s: accepting connections again", ep->r->name);
+	ep->refused_unlogged = 0;
+	ep->refusing_since_ms = now_ms();
+	ep->refusing = !over;
+}
+
 static void
 accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen,
 	  void *arg)
 {
 	struct dp_endpoint *ep = arg;
-	struct dp_conn *c = conn_new(ep->srv, fd, false, ep->r);
+	struct dp_conn *c;
 
+	if (ep->r->connections >= MAX_CONNS && !endpoint_evict(ep)) {
+		endpoint_refuse(ep, fd);
+		return;
+	}
+	if (ep->refusing)
+		endpoint_refusal_summary(ep, true);
+	c = conn_new(ep->srv, fd, false, ep->r);
 	if (c == NULL)
 		return;
+	c->ep = ep;
+	c->gen = ep->reg_gen;
+	ep->r->connections++;
+	sweep_arm(ep->srv);
 	log_debug("dp", "%s: connection on %s", ep->r->name, ep->r->sock);
 	conn_flush(c);		/* the server preface: our SETTINGS first */
 }
@@ -310,20 +497,40 @@ static void
 endpoint_backoff(struct dp_endpoint *ep, const char *fmt, ...)
 {
 	struct dp_resource *r = ep->r;
-	int step = r->backoff_step < 3 ? r->backoff_step : 3;
-	struct timeval tv = { backoff_s[step], 0 };
+	int step = r->backoff_step < BACKOFF_STEPS ? r->backoff_step : BACKOFF_STEPS - 1;
+	int ms = backoff_ms[step];
+	struct timeval tv = tv_ms(ms);
+	char before[sizeof(r->last_error)], when[32];
 	va_list ap;
 
+	snprintf(before, sizeof(before), "%s", r->last_error);
 	va_start(ap, fmt);
 	vsnprintf(r->last_error, sizeof(r->last_error), fmt, ap);
 	va_end(ap);
 	if (ep->srv->stopping)
 		return;
-	if (r->backoff_step < 3)
+	if (ep->reg) {
+		/* A Register still in flight must not be taken for a success
+		 * now that something failed (our socket, say): it is dropped. */
+		ep->reg->reg_ep = NULL;
+		ep->reg->dead = true;
+		conn_reap(ep->reg);
+		ep->reg = NULL;
+	}
+	if (r->backoff_step < BACKOFF_STEPS - 1)
 		r->backoff_step++;
 	if (r->state != DP_REG_FAILED)
 		r->state = DP_REG_BACKOFF;
-	log_warnx("dp", "%s: %s; retrying in %d s", r->name, r->last_error, backoff_s[step]);
+	if (ms < 1000)
+		snprintf(when, sizeof(when), "%d ms", ms);
+	else
+		snprintf(when, sizeof(when), "%d s", ms / 1000);
+	/* The same complaint again is not news: debug until it changes. */
+	if (ep->failures++ == 0 || strcmp(before, r->last_error) != 0)
+		log_warnx("dp", "%s: %s; retrying in %s", r->name, r->last_error, when);
+	else
+		log_debug("dp", "%s: %s (failure %d); retrying in %s", r->name, r->last_error,
+			  ep->failures, when);
 	evtimer_del(ep->timer);
 	evtimer_add(ep->timer, &tv);
 }
@@ -376,6 +583,7 @@ endpoint_register(struct dp_endpoint *ep)
 	if (s->stopping || r->state == DP_REG_FAILED)
 		return;
 	evtimer_del(ep->timer);
+	evtimer_del(ep->soon);
 	if (ep->reg) {
 		ep->reg->reg_ep = NULL;
 		ep->reg->dead = true;
@@ -417,9 +625,43 @@ endpoint_register(struct dp_endpoint *ep)
 	}
 	free(msg);
 	r->state = DP_REG_REGISTERING;
+	/* A new registration: the old one's stream no longer counts, and
+	 * connections from now on are the new one's. */
+	ep->reg_gen++;
+	ep->last_register_ms = now_ms();
+	r->register_attempts++;
+	r->reg_watch = NULL;
+	r->reg_watch_new_conn = false;
 	conn_flush(ep->reg);
 	evtimer_add(ep->timer, &tv);
-	log_debug("dp", "%s: Register sent", r->name);
+	log_debug("dp", "%s: Register %u sent", r->name, ep->reg_gen);
+}
+
+/* Registers again, but not more often than once a second whatever asks
+ * for it (failures have their own backoff). */
+static void
+endpoint_register_soon(struct dp_endpoint *ep, const char *why)
+{
+	int64_t wait = ep->last_register_ms + REREGISTER_MIN_MS - now_ms();
+	struct timeval tv;
+
+	if (ep->last_register_ms == 0 || wait <= 0) {
+		log_info("dp", "%s: %s; registering again", ep->r->name, why);
+		endpoint_register(ep);
+		return;
+	}
+	if (evtimer_pending(ep->soon, NULL))
+		return;
+	log_info("dp", "%s: %s; registering again in %d ms (at most once a second)", ep->r->name,
+		 why, (int)wait);
+	tv = tv_ms(wait);
+	evtimer_add(ep->soon, &tv);
+}
+
+static void
+endpoint_soon_cb(evutil_socket_t fd, short what, void *arg)
+{
+	endpoint_register(arg);
 }
 
 static void
@@ -532,6 +774,15 @@ dp_server_resource_added(struct dp_server *s, struct dp_resource *r)
 	ep->srv = s;
 	ep->r = r;
 	ep->timer = evtimer_new(s->base, endpoint_timer_cb, ep);
+	ep->soon = evtimer_new(s->base, endpoint_soon_cb, ep);
+	if (ep->timer == NULL || ep->soon == NULL) {
+		if (ep->timer)
+			event_free(ep->timer);
+		if (ep->soon)
+			event_free(ep->soon);
+		free(ep);
+		return;
+	}
 	r->ep = ep;
 	/* Serve first, then register: the kubelet dials back during Register. */
 	if (endpoint_listen(ep) == 0)
@@ -546,11 +797,20 @@ endpoint_free(struct dp_endpoint *ep)
 		ep->reg->dead = true;
 		conn_reap(ep->reg);
 	}
+	for (struct dp_conn *c = ep->srv->conns; c; c = c->next)
+		if (c->ep == ep) {
+			c->ep = NULL;
+			ep->r->connections--;
+		}
+	if (ep->refusing)
+		endpoint_refusal_summary(ep, true);
 	if (ep->listener)
 		evconnlistener_free(ep->listener);
 	endpoint_unlink(ep);
 	if (ep->timer)
 		event_free(ep->timer);
+	if (ep->soon)
+		event_free(ep->soon);
 	ep->r->ep = NULL;
 	free(ep);
 }
@@ -588,7 +848,7 @@ register_all(struct dp_server *s, const char *why)
 	for (size_t i = 0; i < dp->n; i++) {
 		dp->v[i]->backoff_step = 0;
 		if (dp->v[i]->ep)
-			endpoint_register(dp->v[i]->ep);
+			endpoint_register_soon(dp->v[i]->ep, why);
 	}
 }
 
@@ -669,12 +929,42 @@ endpoint_by_sock(struct dp_server *s, const char *name)
 	return NULL;
 }
 
+/* Watches <dev-root>/vfio, so group nodes are cached and their health
+ * follows inotify; without the watch each look reads /dev. */
+static void
+vfio_watch(struct dp_server *s)
+{
+	char vfio[4096];
+
+	if (s->ifd < 0 || s->vfio_wd >= 0)
+		return;
+	snprintf(vfio, sizeof(vfio), "%s/vfio", s->d->opts.dev_root);
+	s->vfio_wd = inotify_add_watch(s->ifd, vfio, IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+							     IN_MOVED_TO | IN_DELETE_SELF |
+							     IN_MOVE_SELF | IN_ONLYDIR);
+	if (s->d->dp)
+		dp_vfio_watched(s->d->dp, s->vfio_wd >= 0);
+}
+
+static void
+vfio_unwatch(struct dp_server *s)
+{
+	if (s->vfio_wd >= 0)
+		inotify_rm_watch(s->ifd, s->vfio_wd);
+	s->vfio_wd = -1;
+	if (s->d->dp) {
+		dp_vfio_watched(s->d->dp, false);
+		s->d->dp->dirty = true;
+		dp_server_kick(s);
+	}
+}
+
 static void
 inotify_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dp_server *s = arg;
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool kubelet_back = false, lost = false, vfio_changed = false;
+	bool kubelet_back = false, lost = false, vfio_lost = false;
 	ssize_t n;
 
 	while ((n = read(s->ifd, buf, sizeof(buf))) > 0) {
@@ -683,10 +973,22 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
 			const char *name = ev->len ? ev->name : "";
 
 			p += sizeof(*ev) + ev->len;
-			if (ev->wd == s->vfio_wd) {
-				/* A group's node came or went: health changes now,
-				 * not at the next resync. */
-				vfio_changed = true;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				/* Events were lost: trust nothing cached, look
+				 * at the kubelet again. */
+				log_warnx("dp", "inotify queue overflowed; reading everything again");
+				vfio_lost = true;
+				kubelet_back = kubelet_present(s);
+				continue;
+			}
+			if (ev->wd == s->vfio_wd && s->vfio_wd >= 0) {
+				/* A group's node came or went: its members'
+				 * health changes now, not at the next resync. */
+				if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+					vfio_lost = true;
+				else if (s->d->dp)
+					dp_vfio_event(s->d->dp, name,
+						      (ev->mask & (IN_CREATE | IN_MOVED_TO)) != 0);
 				continue;
 			}
 			if (ev->wd != s->dir_wd)
@@ -709,19 +1011,16 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
 				if (ep && ep->have_file &&
 				    (fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 				     st.st_ino != ep->ino || st.st_dev != ep->dev)) {
-					log_info("dp", "%s: our socket %s was removed or replaced",
-						 ep->r->name, name);
 					ep->have_file = false;
 					ep->r->backoff_step = 0;
-					endpoint_register(ep);
+					if (endpoint_listen(ep) == 0)
+						endpoint_register_soon(ep, "our socket was removed or replaced");
 				}
 			}
 		}
 	}
-	if (vfio_changed && s->d->dp) {
-		s->d->dp->dirty = true;
-		dp_server_kick(s);
-	}
+	if (vfio_lost)
+		vfio_unwatch(s);	/* every device again; watched anew then */
 	if (lost) {
 		dir_lost(s);
 		return;
@@ -738,13 +1037,90 @@ kick_cb(evutil_socket_t fd, short what, void *arg)
 	struct dp_conn *next;
 
 	if (dp->dirty)
+		vfio_watch(s);		/* a full pass: watch it if it came since */
+	if (dp_recompute_due(dp))
 		dp_recompute(dp);
+	if (dp->aer_next > 0) {
+		struct timespec ts;
+		struct timeval tv = { 1, 0 };
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if (dp->aer_next > ts.tv_sec)
+			tv.tv_sec = dp->aer_next - ts.tv_sec;
+		evtimer_add(s->aer_ev, &tv);
+	}
 	dp_push_updates(dp);
 	for (struct dp_conn *c = s->conns; c; c = next) {
 		next = c->next;
 		conn_flush(c);
 		conn_reap(c);
 	}
+}
+
+/* An AER hold may be over: its device is Healthy again. */
+static void
+aer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dp_server *s = arg;
+
+	s->d->dp->dirty = true;
+	dp_server_kick(s);
+}
+
+/* Deadlines of the server connections: the handshake, a request's body,
+ * an idle connection (no stream), a close that does not finish. */
+static void
+sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dp_server *s = arg;
+	struct dp *dp = s->d->dp;
+	int64_t now = now_ms();
+	struct dp_conn *next;
+	bool any = false;
+
+	for (struct dp_conn *c = s->conns; c; c = next) {
+		next = c->next;
+		if (c->client || c->dead)
+			continue;
+		any = true;
+		if (c->closing_ms && now - c->closing_ms >= s->handshake_ms) {
+			conn_close_now(c);	/* the peer does not read its GOAWAY */
+			continue;
+		}
+		if (!grpc_conn_established(c->g)) {
+			if (now - c->born_ms >= s->handshake_ms) {
+				log_debug("dp", "%s: no HTTP/2 handshake within %d ms; closing",
+					  c->r ? c->r->name : "connection", s->handshake_ms);
+				conn_close_now(c);
+			}
+			continue;
+		}
+		if (grpc_conn_expire_requests(c->g, s->request_ms) > 0) {
+			log_debug("dp", "%s: a request's body did not arrive within %d ms",
+				  c->r ? c->r->name : "connection", s->request_ms);
+			conn_flush(c);
+		}
+		if (grpc_conn_open_calls(c->g) > 0) {
+			c->idle_since_ms = now;
+			continue;
+		}
+		if (c->closing_ms == 0 && now - c->idle_since_ms >= s->idle_ms) {
+			log_debug("dp", "%s: connection with no stream for %d ms; closing",
+				  c->r ? c->r->name : "connection", s->idle_ms);
+			c->closing_ms = now;
+			grpc_conn_shutdown(c->g);
+			conn_flush(c);
+			conn_reap(c);
+		}
+	}
+	for (size_t i = 0; dp && i < dp->n; i++) {
+		struct dp_endpoint *ep = dp->v[i]->ep;
+
+		if (ep && ep->refusing && now - ep->refusing_since_ms >= REFUSAL_SUMMARY_MS)
+			endpoint_refusal_summary(ep, ep->r->connections < MAX_CONNS);
+	}
+	if (any)
+		sweep_arm(s);
 }
 
 void
@@ -772,19 +1148,36 @@ dp_server_new(struct daemon *d, struct event_base *base, struct dp_server **ret)
 	s->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	s->kick_ev = event_new(base, -1, 0, kick_cb, s);
 	s->dir_poll = evtimer_new(base, dir_poll_cb, s);
-	if (s->cwdfd < 0 || s->kick_ev == NULL || s->dir_poll == NULL) {
+	s->sweep_ev = evtimer_new(base, sweep_cb, s);
+	s->aer_ev = evtimer_new(base, aer_cb, s);
+	s->budget.max = INPUT_BUDGET;
+	s->idle_ms = IDLE_MS;
+	s->handshake_ms = HANDSHAKE_MS;
+	s->request_ms = REQUEST_MS;
+	if (getenv("HOSTDEVD_TEST_DP_TIMEOUTS")) {
+		/* Test-only: "idle,handshake,request" in ms, so tests need not wait
+		 * a minute. */
+		int idle, hs, req;
+
+		if (sscanf(getenv("HOSTDEVD_TEST_DP_TIMEOUTS"), "%d,%d,%d", &idle, &hs, &req) == 3 &&
+		    idle > 0 && hs > 0 && req > 0) {
+			s->idle_ms = idle;
+			s->handshake_ms = hs;
+			s->request_ms = req;
+			log_warnx("dp", "test timeouts: idle %d ms, handshake %d ms, request %d ms",
+				  idle, hs, req);
+		}
+	}
+	if (s->cwdfd < 0 || s->kick_ev == NULL || s->dir_poll == NULL || s->sweep_ev == NULL ||
+	    s->aer_ev == NULL) {
 		dp_server_free(s);
 		return -ENOMEM;
 	}
 	if (s->ifd >= 0) {
-		char vfio[4096];
-
 		s->iev = event_new(base, s->ifd, EV_READ | EV_PERSIST, inotify_cb, s);
 		if (s->iev)
 			event_add(s->iev, NULL);
-		snprintf(vfio, sizeof(vfio), "%s/vfio", d->opts.dev_root);
-		s->vfio_wd = inotify_add_watch(s->ifd, vfio, IN_CREATE | IN_DELETE | IN_MOVED_FROM |
-							       IN_MOVED_TO | IN_ONLYDIR);
+		vfio_watch(s);
 	} else {
 		log_warn("dp", "inotify");
 	}
@@ -856,6 +1249,10 @@ dp_server_free(struct dp_server *s)
 		event_free(s->kick_ev);
 	if (s->dir_poll)
 		event_free(s->dir_poll);
+	if (s->sweep_ev)
+		event_free(s->sweep_ev);
+	if (s->aer_ev)
+		event_free(s->aer_ev);
 	if (s->ifd >= 0)
 		close(s->ifd);
 	if (s->dirfd >= 0)

@@ -70,6 +70,8 @@ dp_free(struct dp *dp)
 	for (size_t i = 0; i < dp->n; i++)
 		resource_free(dp->v[i]);
 	free(dp->v);
+	free(dp->pending);
+	free(dp->vfio);
 	free(dp);
 }
 
@@ -83,6 +85,9 @@ dp_find(struct dp *dp, const char *name)
 }
 
 /* --- membership ------------------------------------------------------------ */
+
+#define DP_MAX_PENDING 512	/* more changed devices than this: recompute all */
+#define DP_VFIO_CACHE_MAX 65535	/* larger group numbers are not cached */
 
 struct candidate {
 	char name[256];
@@ -99,6 +104,47 @@ candidate_cmp(const void *a, const void *b)
 	return c ? c : strcmp(x->m.id, y->m.id);
 }
 
+static int64_t
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* Binary search over r's members (sorted by id): the member, or NULL;
+ * *pos gets where it is or would go. */
+static struct dp_member *
+member_search(const struct dp_resource *r, const char *id, size_t *pos)
+{
+	size_t lo = 0, hi = r->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(r->members[mid].id, id);
+
+		if (c == 0) {
+			if (pos)
+				*pos = mid;
+			return &r->members[mid];
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (pos)
+		*pos = lo;
+	return NULL;
+}
+
+static struct dp_member *
+member_find(const struct dp_resource *r, const char *id)
+{
+	return member_search(r, id, NULL);
+}
+
 static bool
 members_equal(const struct dp_member *a, size_t na, const struct candidate *b, size_t nb)
 {
@@ -110,6 +156,94 @@ members_equal(const struct dp_member *a, size_t na, const struct candidate *b, s
 			return false;
 	return true;
 }
+
+/* --- health of the group nodes ------------------------------------------------ */
+
+/* "vfio/<group>" gives the group, anything else -1. */
+static int
+vfio_group_of(const char *rel)
+{
+	char *end;
+	long g;
+
+	if (strncmp(rel, "vfio/", 5) != 0 || rel[5] < '0' || rel[5] > '9')
+		return -1;
+	errno = 0;
+	g = strtol(rel + 5, &end, 10);
+	if (*end != '\0' || errno != 0 || g > DP_VFIO_CACHE_MAX)
+		return -1;
+	return (int)g;
+}
+
+static void
+vfio_cache_set(struct dp *dp, int group, uint8_t v)
+{
+	if ((size_t)group >= dp->nvfio) {
+		size_t n = dp->nvfio ? dp->nvfio : 256;
+		uint8_t *p;
+
+		while (n <= (size_t)group)
+			n *= 2;
+		p = realloc(dp->vfio, n);
+		if (p == NULL)
+			return;		/* not cached: looked up each time */
+		memset(p + dp->nvfio, 0, n - dp->nvfio);
+		dp->vfio = p;
+		dp->nvfio = n;
+	}
+	dp->vfio[group] = v;
+}
+
+bool
+dp_dev_exists(struct dp *dp, const char *rel)
+{
+	int group = dp->vfio_watched ? vfio_group_of(rel) : -1;
+	bool there;
+
+	if (group >= 0 && (size_t)group < dp->nvfio && dp->vfio[group])
+		return dp->vfio[group] == 1;
+	there = dp->d && dp->d->dev && fsroot_exists(dp->d->dev, rel) == 0;
+	if (group >= 0)
+		vfio_cache_set(dp, group, there ? 1 : 2);
+	return there;
+}
+
+void
+dp_vfio_watched(struct dp *dp, bool watched)
+{
+	if (!watched || !dp->vfio_watched) {
+		free(dp->vfio);
+		dp->vfio = NULL;
+		dp->nvfio = 0;
+	}
+	dp->vfio_watched = watched;
+}
+
+void
+dp_vfio_event(struct dp *dp, const char *name, bool present)
+{
+	struct device *members[256];
+	char rel[64];
+	size_t n;
+	int group;
+
+	snprintf(rel, sizeof(rel), "vfio/%s", name);
+	group = vfio_group_of(rel);
+	if (group < 0)
+		return;		/* the container, devices/: no one's health */
+	if (dp->vfio_watched)
+		vfio_cache_set(dp, group, present ? 1 : 2);
+	n = inventory_group_members(dp->d->inv, group, members, 256);
+	if (n > 256) {
+		dp->dirty = true;
+		dp_server_kick(dp->d->dps);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		dp_device_changed(dp, members[i]);
+}
+
+/* --- what each device contributes --------------------------------------------- */
 
 /* A claimed function: offered under the claim's name while it is claimed,
  * Unhealthy when it left vfio-pci or its group's node is gone. */
@@ -134,18 +268,16 @@ claimed_candidate(struct dp *dp, struct claim *cl, struct device *dev, struct ca
 	snprintf(cl->advertised, sizeof(cl->advertised), "%s", c->name);
 	snprintf(node, sizeof(node), "vfio/%d", dev->pci.f.iommu_group);
 	c->m.healthy = dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
-		       dev->pci.f.iommu_group == cl->group && fsroot_exists(dp->d->dev, node) == 0;
+		       dev->pci.f.iommu_group == cl->group && dp_dev_exists(dp, node);
 	/* AER errors since the last look: Unhealthy for a resync interval
 	 * (at least a minute) after the last new one. */
 	for (size_t i = 0; i < cl->n; i++) {
 		struct claim_member *m = &cl->members[i];
-		struct timespec ts;
 		int64_t now;
 
 		if (strcmp(m->address, dev->id) != 0)
 			continue;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		now = ts.tv_sec;
+		now = mono_s();
 		if (m->aer_seen >= 0 && dev->pci.f.aer_errors > m->aer_seen) {
 			int hold = cfg->resync_interval > 60 ? cfg->resync_interval : 60;
 
@@ -155,8 +287,12 @@ claimed_candidate(struct dp *dp, struct claim *cl, struct device *dev, struct ca
 		}
 		if (dev->pci.f.aer_errors >= 0)
 			m->aer_seen = dev->pci.f.aer_errors;
-		if (now < m->aer_sick_until)
+		if (now < m->aer_sick_until) {
 			c->m.healthy = false;
+			/* Recovery is due then, whatever else happens. */
+			if (dp->aer_next == 0 || m->aer_sick_until < dp->aer_next)
+				dp->aer_next = m->aer_sick_until;
+		}
 	}
 	snprintf(c->m.id, sizeof(c->m.id), "%s", dev->id);
 	c->m.numa = dev->pci.f.numa_node;
@@ -202,39 +338,51 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 	return true;
 }
 
-/* Claimed functions missing from sysfs stay in their resource, Unhealthy,
- * so the kubelet keeps the capacity and refuses new pods. */
-static size_t
-absent_candidates(struct dp *dp, struct candidate *c, size_t room)
+static const struct module *
+pci_module(struct dp *dp)
 {
-	struct claims *claims = dp->d->claims;
-	const struct module *pci = NULL;
-	size_t n = 0;
-
 	for (size_t i = 0; dp->d->mods && i < dp->d->mods->n; i++)
 		if (dp->d->mods->v[i].active && strcmp(dp->d->mods->v[i].desc->name, "pci") == 0)
-			pci = &dp->d->mods->v[i];
-	for (size_t i = 0; claims && pci && i < claims->n; i++) {
-		struct claim *cl = claims->v[i];
-
-		if (cl->state != CLAIM_CLAIMED || cl->job || !cl->advertised[0])
-			continue;
-		for (size_t k = 0; k < cl->n && n < room; k++) {
-			if (cl->members[k].bridge ||
-			    inventory_find(dp->d->inv, HDD_DEV_PCI, cl->members[k].address))
-				continue;
-			memset(&c[n], 0, sizeof(c[n]));
-			snprintf(c[n].name, sizeof(c[n].name), "%s", cl->advertised);
-			snprintf(c[n].m.id, sizeof(c[n].m.id), "%s", cl->members[k].address);
-			c[n].m.healthy = false;
-			c[n].m.numa = -1;
-			c[n].m.iommu_group = cl->group;
-			c[n].module = pci;
-			n++;
-		}
-	}
-	return n;
+			return &dp->d->mods->v[i];
+	return NULL;
 }
+
+/* A claimed function missing from sysfs stays in its resource, Unhealthy,
+ * so the kubelet keeps the capacity and refuses new pods. */
+static bool
+absent_candidate(const struct module *pci, const struct claim *cl, const struct claim_member *m,
+		 struct candidate *c)
+{
+	if (pci == NULL || cl->state != CLAIM_CLAIMED || cl->job || !cl->advertised[0] || m->bridge)
+		return false;
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "%s", cl->advertised);
+	snprintf(c->m.id, sizeof(c->m.id), "%s", m->address);
+	c->m.healthy = false;
+	c->m.numa = -1;
+	c->m.iommu_group = cl->group;
+	c->module = pci;
+	return true;
+}
+
+/* What the function with this address contributes, present or not. */
+static bool
+id_candidate(struct dp *dp, const char *id, struct candidate *c)
+{
+	struct device *dev = inventory_find(dp->d->inv, HDD_DEV_PCI, id);
+	struct claim *cl;
+
+	memset(c, 0, sizeof(*c));
+	if (dev)
+		return device_candidate(dp, dev, c);
+	cl = claims_find_member(dp->d->claims, id);
+	for (size_t k = 0; cl && k < cl->n; k++)
+		if (strcmp(cl->members[k].address, id) == 0)
+			return absent_candidate(pci_module(dp), cl, &cl->members[k], c);
+	return false;
+}
+
+/* --- resources ---------------------------------------------------------------- */
 
 static struct dp_resource *
 resource_new(struct dp *dp, const char *name, const struct module *module)
@@ -263,6 +411,15 @@ resource_new(struct dp *dp, const char *name, const struct module *module)
 	return r;
 }
 
+/* A new resource is served (and registered) once it has its first members. */
+static void
+resource_announce(struct dp *dp, struct dp_resource *r)
+{
+	log_info("dp", "resource %s: %zu devices, endpoint %s", r->name, r->n, r->sock);
+	if (r->state != DP_REG_FAILED)
+		dp_server_resource_added(dp->d->dps, r);
+}
+
 static void
 set_members(struct dp_resource *r, const struct candidate *c, size_t n)
 {
@@ -281,19 +438,102 @@ set_members(struct dp_resource *r, const struct candidate *c, size_t n)
 	r->changed = true;
 }
 
-void
-dp_recompute(struct dp *dp)
+/* Same id, maybe new facts: what the kubelet sees changes only with health
+ * or NUMA node; the device object is swapped silently (Allocate reads it). */
+static void
+member_update(struct dp_resource *r, struct dp_member *cur, const struct dp_member *m)
 {
-	size_t total = inventory_count(dp->d->inv), n = 0, extra = 64;
-	struct candidate *c = calloc(total + extra, sizeof(*c));
+	if (cur->healthy != m->healthy || cur->numa != m->numa)
+		r->changed = true;
+	cur->healthy = m->healthy;
+	cur->numa = m->numa;
+	cur->iommu_group = m->iommu_group;
+	if (cur->dev != m->dev) {
+		if (m->dev)
+			device_ref(m->dev);
+		device_unref(cur->dev);
+		cur->dev = m->dev;
+	}
+}
 
+static int
+member_insert(struct dp_resource *r, size_t pos, const struct dp_member *m)
+{
+	struct dp_member *v = realloc(r->members, (r->n + 1) * sizeof(*v));
+
+	if (v == NULL)
+		return -ENOMEM;
+	r->members = v;
+	memmove(&v[pos + 1], &v[pos], (r->n - pos) * sizeof(*v));
+	v[pos] = *m;
+	if (m->dev)
+		device_ref(m->dev);
+	r->n++;
+	r->changed = true;
+	return 0;
+}
+
+static void
+member_remove(struct dp_resource *r, size_t pos)
+{
+	device_unref(r->members[pos].dev);
+	memmove(&r->members[pos], &r->members[pos + 1], (r->n - pos - 1) * sizeof(*r->members));
+	r->n--;
+	r->changed = true;
+}
+
+/* Resources left with no device go away: an empty list, the end of their
+ * streams, their socket removed. */
+static void
+withdraw_unseen(struct dp *dp)
+{
+	for (size_t i = 0; i < dp->n;) {
+		struct dp_resource *r = dp->v[i];
+
+		if (r->seen) {
+			i++;
+			continue;
+		}
+		log_info("dp", "resource %s: no devices left; withdrawing it", r->name);
+		dp_server_resource_removed(dp->d->dps, r);
+		memmove(&dp->v[i], &dp->v[i + 1], (dp->n - i - 1) * sizeof(*dp->v));
+		dp->n--;
+		resource_free(r);
+	}
+}
+
+/* Every device, every claim: the safety net (resyncs, claims, reloads). */
+static size_t
+recompute_all(struct dp *dp)
+{
+	const struct module *pci = pci_module(dp);
+	struct claims *claims = dp->d->claims;
+	size_t total = inventory_count(dp->d->inv), extra = 0, n = 0, evaluated = total;
+	struct candidate *c;
+
+	for (size_t i = 0; claims && i < claims->n; i++)
+		extra += claims->v[i]->n;
+	c = calloc(total + extra + 1, sizeof(*c));
 	if (c == NULL)
-		return;
-	dp->dirty = false;
+		return 0;
+	/* Nothing cached survives a full pass: /dev is read again. */
+	if (dp->nvfio)
+		memset(dp->vfio, 0, dp->nvfio);
+	dp->aer_next = 0;
 	for (size_t i = 0; i < total; i++)
 		if (device_candidate(dp, inventory_at(dp->d->inv, i), &c[n]))
 			n++;
-	n += absent_candidates(dp, &c[n], extra);
+	for (size_t i = 0; claims && i < claims->n; i++) {
+		struct claim *cl = claims->v[i];
+
+		for (size_t k = 0; k < cl->n; k++) {
+			if (inventory_find(dp->d->inv, HDD_DEV_PCI, cl->members[k].address))
+				continue;
+			evaluated++;
+			if (absent_candidate(pci, cl, &cl->members[k], &c[n]))
+				n++;
+		}
+	}
 	qsort(c, n, sizeof(*c), candidate_cmp);
 	for (size_t i = 0; i < dp->n; i++)
 		dp->v[i]->seen = false;
@@ -311,35 +551,146 @@ dp_recompute(struct dp *dp)
 				break;
 			set_members(r, &c[i], j - i);
 			r->seen = true;
-			log_info("dp", "resource %s: %zu devices, endpoint %s", r->name, r->n, r->sock);
-			if (r->state != DP_REG_FAILED)
-				dp_server_resource_added(dp->d->dps, r);
+			resource_announce(dp, r);
+		} else if (!members_equal(r->members, r->n, &c[i], j - i)) {
+			set_members(r, &c[i], j - i);
+			log_info("dp", "resource %s: now %zu devices", r->name, r->n);
+			r->seen = true;
 		} else {
-			if (!members_equal(r->members, r->n, &c[i], j - i)) {
-				set_members(r, &c[i], j - i);
-				log_info("dp", "resource %s: now %zu devices", r->name, r->n);
-			}
+			for (size_t k = 0; k < r->n; k++)
+				member_update(r, &r->members[k], &c[i + k].m);
 			r->seen = true;
 		}
 		i = j;
 	}
 	free(c);
+	withdraw_unseen(dp);
+	return evaluated;
+}
 
-	/* Resources left with no device go away: an empty list, the end of
-	 * their streams, their socket removed. */
-	for (size_t i = 0; i < dp->n;) {
-		struct dp_resource *r = dp->v[i];
+static int
+pending_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
 
-		if (r->seen) {
-			i++;
+/* Only the devices named since the last pass: each leaves the resource it
+ * was in, joins another, or stays with new facts. */
+static size_t
+recompute_pending(struct dp *dp)
+{
+	size_t n = 0;
+
+	qsort(dp->pending, dp->npending, sizeof(*dp->pending), pending_cmp);
+	for (size_t i = 0; i < dp->n; i++)
+		dp->v[i]->seen = true;
+	for (size_t i = 0; i < dp->npending; i++) {
+		const char *id = dp->pending[i];
+		struct dp_resource *old = NULL, *r;
+		struct dp_member *cur = NULL;
+		struct candidate c;
+		size_t pos = 0;
+		bool want;
+
+		if (i > 0 && strcmp(id, dp->pending[i - 1]) == 0)
+			continue;
+		n++;
+		want = id_candidate(dp, id, &c);
+		for (size_t k = 0; k < dp->n && cur == NULL; k++)
+			if ((cur = member_search(dp->v[k], id, &pos)) != NULL)
+				old = dp->v[k];
+		if (cur && want && strcmp(old->name, c.name) == 0) {
+			member_update(old, cur, &c.m);
 			continue;
 		}
-		log_info("dp", "resource %s: no devices left; withdrawing it", r->name);
-		dp_server_resource_removed(dp->d->dps, r);
-		memmove(&dp->v[i], &dp->v[i + 1], (dp->n - i - 1) * sizeof(*dp->v));
-		dp->n--;
-		resource_free(r);
+		if (cur) {
+			member_remove(old, pos);
+			old->seen = old->n > 0;
+		}
+		if (!want)
+			continue;
+		r = dp_find(dp, c.name);
+		if (r == NULL) {
+			r = resource_new(dp, c.name, c.module);
+			if (r == NULL || member_insert(r, 0, &c.m) < 0)
+				continue;	/* an empty new resource is withdrawn below */
+			r->seen = true;
+			resource_announce(dp, r);
+			continue;
+		}
+		member_search(r, c.m.id, &pos);
+		if (member_insert(r, pos, &c.m) == 0)
+			r->seen = true;
 	}
+	for (size_t i = 0; i < dp->n; i++)
+		if (dp->v[i]->n == 0)
+			dp->v[i]->seen = false;
+	withdraw_unseen(dp);
+	return n;
+}
+
+bool
+dp_recompute_due(const struct dp *dp)
+{
+	return dp->dirty || dp->npending > 0;
+}
+
+void
+dp_recompute(struct dp *dp)
+{
+	bool full = dp->dirty;
+	size_t evaluated, changed = 0;
+
+	if (full)
+		evaluated = recompute_all(dp);
+	else
+		evaluated = recompute_pending(dp);
+	dp->dirty = false;
+	dp->npending = 0;
+	for (size_t i = 0; i < dp->n; i++) {
+		if (!dp->v[i]->changed)
+			continue;
+		changed++;
+		if (!full)
+			log_info("dp", "resource %s: now %zu devices", dp->v[i]->name, dp->v[i]->n);
+	}
+	if (full)
+		dp->stats.full++;
+	else
+		dp->stats.incremental++;
+	dp->stats.evaluated += evaluated;
+	dp->stats.last_evaluated = evaluated;
+	dp->stats.last_changed = changed;
+	log_debug("dp", "recompute (%s): %zu of %zu devices evaluated, %zu resources changed",
+		  full ? "full" : "incremental", evaluated, inventory_count(dp->d->inv), changed);
+}
+
+void
+dp_id_changed(struct dp *dp, const char *id)
+{
+	if (!dp->dirty) {
+		if (dp->npending == dp->cap_pending && dp->npending < DP_MAX_PENDING) {
+			size_t cap = dp->cap_pending ? dp->cap_pending * 2 : 16;
+			void *p = realloc(dp->pending, cap * sizeof(*dp->pending));
+
+			if (p) {
+				dp->pending = p;
+				dp->cap_pending = cap;
+			}
+		}
+		if (dp->npending < dp->cap_pending && dp->npending < DP_MAX_PENDING)
+			snprintf(dp->pending[dp->npending++], sizeof(*dp->pending), "%s", id);
+		else
+			dp->dirty = true;	/* that many: all at once */
+	}
+	dp_server_kick(dp->d->dps);
+}
+
+void
+dp_device_changed(struct dp *dp, const struct device *dev)
+{
+	if (dev->cls == HDD_DEV_PCI)
+		dp_id_changed(dp, dev->id);
 }
 
 /* --- encoding -------------------------------------------------------------- */
@@ -555,15 +906,6 @@ alloc_clear(struct hdd_alloc *a)
 	free(a->resp.mounts);
 }
 
-static struct dp_member *
-member_find(const struct dp_resource *r, const char *id)
-{
-	for (size_t i = 0; i < r->n; i++)
-		if (strcmp(r->members[i].id, id) == 0)
-			return &r->members[i];
-	return NULL;
-}
-
 static void
 handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, const uint8_t *msg,
 		size_t len)
@@ -600,6 +942,7 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 		V1beta1__ContainerAllocateRequest *creq = req->container_requests[c];
 		const struct hdd_device_view **views;
 		struct hdd_device_view *vs;
+		bool *taken;		/* by member: asked for already */
 		size_t n = creq->n_devices_ids;
 		int err;
 
@@ -612,9 +955,11 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 		}
 		views = calloc(n, sizeof(*views));
 		vs = calloc(n, sizeof(*vs));
-		if (views == NULL || vs == NULL) {
+		taken = calloc(r->n ? r->n : 1, sizeof(*taken));
+		if (views == NULL || vs == NULL || taken == NULL) {
 			free(views);
 			free(vs);
+			free(taken);
 			status = GRPC_STATUS_RESOURCE_EXHAUSTED;
 			snprintf(why, sizeof(why), "out of memory");
 			break;
@@ -632,11 +977,11 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 				snprintf(why, sizeof(why), "device %s of resource %s is unhealthy", id,
 					 r->name);
 			} else {
-				for (size_t j = 0; j < i; j++)
-					if (strcmp(creq->devices_ids[j], id) == 0) {
-						status = GRPC_STATUS_INVALID_ARGUMENT;
-						snprintf(why, sizeof(why), "device %s is asked for twice", id);
-					}
+				if (taken[m - r->members]) {
+					status = GRPC_STATUS_INVALID_ARGUMENT;
+					snprintf(why, sizeof(why), "device %s is asked for twice", id);
+				}
+				taken[m - r->members] = true;
 				device_view(m->dev, &vs[i]);
 				views[i] = &vs[i];
 			}
@@ -660,6 +1005,7 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 		}
 		free(views);
 		free(vs);
+		free(taken);
 	}
 	if (status == GRPC_STATUS_OK) {
 		resp.n_container_responses = ncont;
@@ -695,62 +1041,139 @@ out:
 
 /* --- GetPreferredAllocation ------------------------------------------------- */
 
-/* The PCI bridges above a device: the path components that are PCI
- * addresses, its own excluded. */
-static bool
-share_switch(const struct device *a, const struct device *b)
+/* The PCIe switch a device sits behind: its sysfs path up to and including
+ * the component below the root bus ("devices/pci0000:00/0000:00:01.0/"),
+ * when the device is deeper than that. Two devices with the same key
+ * share a bridge below the root port. Returns the key's length, or 0. */
+static size_t
+switch_key(const struct device *dev, const char **key)
 {
-	if (a == NULL || b == NULL)
-		return false;
-	const char *pa = a->syspath, *pb = b->syspath;
-	const char *enda = strrchr(pa, '/'), *endb = strrchr(pb, '/');
-	size_t common = 0;
-
-	if (!enda || !endb)
-		return false;
-	/* Length of the common directory prefix, on component boundaries. */
-	while (pa + common < enda && pb + common < endb && pa[common] == pb[common])
-		common++;
-	while (common > 0 && pa[common - 1] != '/')
-		common--;
-	/* Below the root bus directory ("devices/pci0000:00/") means a shared
-	 * bridge: at least three components in common. */
+	const char *p, *end;
 	int slashes = 0;
-	for (size_t i = 0; i < common; i++)
-		slashes += pa[i] == '/';
-	return slashes >= 3;
+
+	if (dev == NULL || dev->syspath == NULL || (end = strrchr(dev->syspath, '/')) == NULL)
+		return 0;
+	for (p = dev->syspath; p < end; p++)
+		if (*p == '/' && ++slashes == 3) {
+			*key = dev->syspath;
+			return (size_t)(p - dev->syspath) + 1;
+		}
+	return 0;
 }
 
+/* One placement criterion: the available devices sorted by (key, order),
+ * so that those sharing a key form a run. */
+struct pref_entry {
+	long key;			/* group or NUMA node; -1: none */
+	const char *s;			/* switch key, when used */
+	size_t slen;
+	size_t idx;			/* position in available_deviceIDs */
+};
+
 static int
-score(const struct dp_member *cand, const struct dp_member *const *chosen, size_t nchosen)
+pref_entry_cmp(const void *a, const void *b)
 {
-	int best = 0;
+	const struct pref_entry *x = a, *y = b;
 
-	for (size_t i = 0; i < nchosen; i++) {
-		const struct dp_member *c = chosen[i];
-		int s = 0;
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	if (x->slen != y->slen)
+		return x->slen < y->slen ? -1 : 1;
+	if (x->slen) {
+		int c = memcmp(x->s, y->s, x->slen);
 
-		if (cand->iommu_group >= 0 && cand->iommu_group == c->iommu_group)
-			s = 3;
-		else if (cand->numa >= 0 && cand->numa == c->numa)
-			s = 2;
-		else if (share_switch(cand->dev, c->dev))
-			s = 1;
-		if (s > best)
-			best = s;
+		if (c)
+			return c;
 	}
-	return best;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+struct pref_level {
+	struct pref_entry *e;		/* sorted */
+	size_t *run;			/* idx -> start of its run in e */
+	bool *active;			/* by run start: pushed already */
+	size_t *heap;			/* min-heap of idx, lazily cleaned */
+	size_t nheap;
+};
+
+static void
+heap_push(struct pref_level *l, size_t v)
+{
+	size_t i = l->nheap++;
+
+	while (i > 0 && l->heap[(i - 1) / 2] > v) {
+		l->heap[i] = l->heap[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	l->heap[i] = v;
+}
+
+static void
+heap_pop(struct pref_level *l)
+{
+	size_t v = l->heap[--l->nheap], i = 0;
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+
+		if (c >= l->nheap)
+			break;
+		if (c + 1 < l->nheap && l->heap[c + 1] < l->heap[c])
+			c++;
+		if (l->heap[c] >= v)
+			break;
+		l->heap[i] = l->heap[c];
+		i = c;
+	}
+	if (l->nheap)
+		l->heap[i] = v;
+}
+
+static bool
+same_key(const struct pref_entry *x, const struct pref_entry *y)
+{
+	return x->key == y->key && x->slen == y->slen &&
+	       (x->slen == 0 || memcmp(x->s, y->s, x->slen) == 0);
+}
+
+/* Device idx was chosen: every device sharing its key becomes a candidate
+ * of this level (once per key). */
+static void
+level_activate(struct pref_level *l, size_t idx, size_t n, const bool *used)
+{
+	size_t start = l->run[idx];
+
+	if (l->e[start].key < 0 && l->e[start].slen == 0)
+		return;		/* no group, NUMA node or switch: shares nothing */
+	if (l->active[start])
+		return;
+	l->active[start] = true;
+	for (size_t k = start; k < n && same_key(&l->e[k], &l->e[start]); k++)
+		if (!used[l->e[k].idx])
+			heap_push(l, l->e[k].idx);
+}
+
+/* The smallest unused idx of this level, or n. */
+static size_t
+level_best(struct pref_level *l, const bool *used, size_t n)
+{
+	while (l->nheap && used[l->heap[0]])
+		heap_pop(l);
+	return l->nheap ? l->heap[0] : n;
 }
 
 int
 dp_preferred(const struct dp_resource *r, char *const *available, size_t navailable,
 	     char *const *must, size_t nmust, int size, const char **out, char *why, size_t whylen)
 {
-	const struct dp_member **avail = NULL, **chosen = NULL;
+	const struct dp_member **avail = NULL;
+	struct pref_level lv[3];	/* 0: IOMMU group, 1: NUMA node, 2: switch */
+	size_t *pos = NULL, nchosen = 0, next0 = 0, n = navailable;
 	bool *used = NULL;
-	size_t nchosen = 0;
+	bool nomem = false;
 	int err = -EINVAL;
 
+	memset(lv, 0, sizeof(lv));
 	if (size <= 0 || (size_t)size > navailable) {
 		snprintf(why, whylen, "allocation_size %d but %zu devices available", size, navailable);
 		return -EINVAL;
@@ -760,70 +1183,102 @@ dp_preferred(const struct dp_resource *r, char *const *available, size_t navaila
 			 size);
 		return -EINVAL;
 	}
-	avail = calloc(navailable, sizeof(*avail));
-	chosen = calloc((size_t)size, sizeof(*chosen));
-	used = calloc(navailable, sizeof(*used));
-	if (!avail || !chosen || !used) {
+	avail = calloc(n, sizeof(*avail));
+	used = calloc(n, sizeof(*used));
+	pos = malloc((r->n ? r->n : 1) * sizeof(*pos));
+	for (int l = 0; l < 3; l++) {
+		lv[l].e = calloc(n, sizeof(*lv[l].e));
+		lv[l].run = calloc(n, sizeof(*lv[l].run));
+		lv[l].active = calloc(n, sizeof(*lv[l].active));
+		lv[l].heap = calloc(n, sizeof(*lv[l].heap));
+		nomem |= !lv[l].e || !lv[l].run || !lv[l].active || !lv[l].heap;
+	}
+	if (nomem || !avail || !used || !pos) {
 		snprintf(why, whylen, "out of memory");
 		err = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < navailable; i++) {
+	/* Each id once, and each a member: pos maps a member to its place in
+	 * available_deviceIDs. */
+	for (size_t i = 0; i < r->n; i++)
+		pos[i] = SIZE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		size_t m;
+
 		avail[i] = member_find(r, available[i]);
 		if (avail[i] == NULL) {
 			snprintf(why, whylen, "unknown device \"%.64s\" in available_deviceIDs",
 				 available[i]);
 			goto out;
 		}
-		for (size_t j = 0; j < i; j++)
-			if (avail[j] == avail[i]) {
-				snprintf(why, whylen, "device %s is listed twice", available[i]);
-				goto out;
-			}
+		m = (size_t)(avail[i] - r->members);
+		if (pos[m] != SIZE_MAX) {
+			snprintf(why, whylen, "device %s is listed twice", available[i]);
+			goto out;
+		}
+		pos[m] = i;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct dp_member *m = avail[i];
+
+		lv[0].e[i] = (struct pref_entry){ .key = m->iommu_group >= 0 ? m->iommu_group : -1,
+						  .idx = i };
+		lv[1].e[i] = (struct pref_entry){ .key = m->numa >= 0 ? m->numa : -1, .idx = i };
+		lv[2].e[i] = (struct pref_entry){ .key = -1, .idx = i };
+		lv[2].e[i].slen = switch_key(m->dev, &lv[2].e[i].s);
+	}
+	for (int l = 0; l < 3; l++) {
+		qsort(lv[l].e, n, sizeof(*lv[l].e), pref_entry_cmp);
+		for (size_t k = 0, start = 0; k < n; k++) {
+			if (k > 0 && !same_key(&lv[l].e[k], &lv[l].e[k - 1]))
+				start = k;
+			lv[l].run[lv[l].e[k].idx] = start;
+		}
 	}
 	for (size_t i = 0; i < nmust; i++) {
-		size_t k;
+		const struct dp_member *m = member_find(r, must[i]);
+		size_t k = m ? pos[m - r->members] : SIZE_MAX;
 
-		for (k = 0; k < navailable; k++)
-			if (strcmp(available[k], must[i]) == 0)
-				break;
-		if (k == navailable) {
+		if (k == SIZE_MAX) {
 			snprintf(why, whylen, "must-include device \"%.64s\" is not available", must[i]);
 			goto out;
 		}
 		if (used[k])
 			continue;
 		used[k] = true;
-		chosen[nchosen++] = avail[k];
+		out[nchosen++] = avail[k]->id;
+		for (int l = 0; l < 3; l++)
+			level_activate(&lv[l], k, n, used);
 	}
 	/* Then the best-placed device, one at a time: same IOMMU group, then
 	 * same NUMA node, then behind the same switch; ties keep the kubelet's
-	 * order. Nothing chosen yet: the first available. */
+	 * order. Nothing in common with anything chosen: the first available. */
 	while (nchosen < (size_t)size) {
-		int best = -1;
-		size_t pick = navailable;
+		size_t pick = n;
 
-		for (size_t k = 0; k < navailable; k++) {
-			int s;
-
-			if (used[k])
-				continue;
-			s = score(avail[k], chosen, nchosen);
-			if (s > best) {
-				best = s;
-				pick = k;
-			}
+		for (int l = 0; l < 3 && pick == n; l++)
+			pick = level_best(&lv[l], used, n);
+		if (pick == n) {
+			while (next0 < n && used[next0])
+				next0++;
+			pick = next0;
 		}
 		used[pick] = true;
-		chosen[nchosen++] = avail[pick];
+		out[nchosen++] = avail[pick]->id;
+		for (int l = 0; l < 3; l++)
+			level_activate(&lv[l], pick, n, used);
 	}
-	for (size_t i = 0; i < nchosen; i++)
-		out[i] = chosen[i]->id;
 	err = 0;
 out:
+	for (int l = 0; l < 3; l++) {
+		free(lv[l].e);
+		free(lv[l].run);
+		free(lv[l].active);
+		free(lv[l].heap);
+	}
 	free(avail);
-	free(chosen);
 	free(used);
+	free(pos);
 	return err;
 }
 
@@ -1012,6 +1467,15 @@ dp_handle(struct dp *dp, struct dp_resource *r, struct grpc_call *call, const ch
 }
 
 bool
+dp_is_watch(const struct dp_resource *r, const struct grpc_call *call)
+{
+	for (size_t i = 0; r && i < r->nwatches; i++)
+		if (r->watches[i] == call)
+			return true;
+	return false;
+}
+
+bool
 dp_call_closed(struct dp *dp, struct dp_resource *r, struct grpc_call *call)
 {
 	for (size_t i = 0; r && i < r->nwatches; i++) {
@@ -1019,7 +1483,16 @@ dp_call_closed(struct dp *dp, struct dp_resource *r, struct grpc_call *call)
 			continue;
 		memmove(&r->watches[i], &r->watches[i + 1], (r->nwatches - i - 1) * sizeof(call));
 		r->nwatches--;
-		log_info("dp", "%s: ListAndWatch stream ended by the kubelet side", r->name);
+		if (r->reg_watch != call) {
+			/* Someone else's stream, or a registration's we replaced. */
+			log_info("dp", "%s: a ListAndWatch stream ended (not the registration's)",
+				 r->name);
+			return false;
+		}
+		r->reg_watch = NULL;
+		r->reg_watch_new_conn = false;
+		log_info("dp", "%s: the registration's ListAndWatch stream ended by the kubelet side",
+			 r->name);
 		return !dp->stopping;
 	}
 	return false;
@@ -1050,6 +1523,8 @@ dp_resource_end_streams(struct dp_resource *r)
 
 	if (dp_encode_list(r, true, &buf, &len) < 0)
 		buf = NULL;
+	r->reg_watch = NULL;
+	r->reg_watch_new_conn = false;
 	while (r->nwatches > 0) {
 		struct grpc_call *call = r->watches[--r->nwatches];
 
@@ -1087,14 +1562,18 @@ dp_resources_json(struct dp *dp)
 		}
 		snprintf(path, sizeof(path), "%s/%s", dp->d->opts.kubelet_dir, r->sock);
 		json_array_append_new(
-			out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I, s:I, s:i, s:o}",
+			out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I, s:I, s:I, s:i, s:i, "
+				       "s:I, s:o}",
 				       "name", r->name, "module", r->module->desc->name, "socket", path,
 				       "endpoint", r->sock, "state", dp_reg_state_to_string(r->state),
 				       "last_error", r->last_error[0] ? r->last_error : NULL,
 				       "registrations", (json_int_t)r->registrations,
+				       "register_attempts", (json_int_t)r->register_attempts,
 				       "registered_at", (json_int_t)r->registered_at,
 				       "allocate_calls", (json_int_t)r->allocate_calls, "watchers",
-				       (int)r->nwatches, "devices", devs));
+				       (int)r->nwatches, "connections", r->connections,
+				       "refused_connections", (json_int_t)r->refused_connections,
+				       "devices", devs));
 	}
 	return out;
 }

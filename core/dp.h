@@ -40,7 +40,7 @@ struct dp_resource {
 	char name[256];
 	char sock[128];			/* endpoint file name in the kubelet dir */
 	const struct module *module;
-	struct dp_member *members;
+	struct dp_member *members;	/* sorted by id */
 	size_t n;
 	bool seen;			/* recompute mark */
 	bool changed;			/* a ListAndWatch update is due */
@@ -50,17 +50,41 @@ struct dp_resource {
 	uint64_t registrations;
 	int64_t registered_at;		/* unix time */
 	int backoff_step;
+	uint64_t register_attempts;	/* Register requests sent */
 	struct grpc_call **watches;	/* open ListAndWatch streams */
 	size_t nwatches;
+	/* The kubelet's stream for the current registration: only its end
+	 * means the kubelet lost us. NULL until it is known. */
+	struct grpc_call *reg_watch;
+	bool reg_watch_new_conn;	/* it came on a connection opened after Register */
+	int connections;		/* open server connections on the endpoint */
+	uint64_t refused_connections;
 	struct dp_endpoint *ep;		/* the libevent side */
+};
+
+struct dp_stats {
+	uint64_t full;			/* recomputes of every device */
+	uint64_t incremental;		/* recomputes of the devices that changed */
+	uint64_t evaluated;		/* device evaluations, all recomputes */
+	size_t last_evaluated;
+	size_t last_changed;		/* resources whose list changed, last recompute */
 };
 
 struct dp {
 	struct daemon *d;
 	struct dp_resource **v;
 	size_t n;
-	bool dirty;			/* membership must be recomputed */
+	bool dirty;			/* every device must be recomputed */
 	bool stopping;
+	char (*pending)[32];		/* ids to recompute (when not dirty) */
+	size_t npending, cap_pending;
+	/* <dev-root>/vfio/<group> by group: 0 not known yet, 1 there, 2 not.
+	 * Trusted only while dp-server watches the directory. */
+	uint8_t *vfio;
+	size_t nvfio;
+	bool vfio_watched;
+	int64_t aer_next;		/* monotonic s when an AER hold ends; 0: none */
+	struct dp_stats stats;
 };
 
 int dp_new(struct daemon *d, struct dp **ret);
@@ -68,9 +92,26 @@ int dp_new(struct daemon *d, struct dp **ret);
 void dp_free(struct dp *dp);
 const char *dp_reg_state_to_string(enum dp_reg_state s);
 
-/* Rebuilds which devices are offered under which resource. New resources
- * and removed ones are handed to the server side (dp-server.c). */
+/* Rebuilds which devices are offered under which resource: every device
+ * when dp->dirty, else only those named by dp_device_changed. New
+ * resources and removed ones are handed to the server side (dp-server.c). */
 void dp_recompute(struct dp *dp);
+/* Whether dp_recompute has anything to do. */
+bool dp_recompute_due(const struct dp *dp);
+/* A device came, went or changed: its membership (only) is recomputed at
+ * the end of this loop turn. Other classes than PCI are ignored. */
+void dp_device_changed(struct dp *dp, const struct device *dev);
+/* The same by PCI address. */
+void dp_id_changed(struct dp *dp, const char *id);
+
+/* Health of the group nodes. dp-server says whether it watches
+ * <dev-root>/vfio (the cache is dropped when it stops), and hands over each
+ * entry that came (present) or went; a group's members are recomputed. */
+void dp_vfio_watched(struct dp *dp, bool watched);
+void dp_vfio_event(struct dp *dp, const char *name, bool present);
+/* Whether `rel` ("vfio/12") exists under --dev-root, from the cache when
+ * it can. */
+bool dp_dev_exists(struct dp *dp, const char *rel);
 /* Sends one ListAndWatch message per changed resource to each stream. */
 void dp_push_updates(struct dp *dp);
 /* Ends every resource: an empty list, then the end of each stream. */
@@ -93,9 +134,12 @@ struct dp_resource *dp_find(struct dp *dp, const char *name);
 void dp_handle(struct dp *dp, struct dp_resource *r, struct grpc_call *call, const char *path,
 	       const uint8_t *msg, size_t len);
 bool dp_known_path(const char *path);
+/* Whether `call` is one of r's open ListAndWatch streams. */
+bool dp_is_watch(const struct dp_resource *r, const struct grpc_call *call);
 /* A ListAndWatch stream (or a pending call) of r went away. Returns true
- * when it was a watch that ended while the resource is live: the caller
- * registers the resource again. */
+ * when it was the current registration's stream (r->reg_watch) that ended
+ * while the resource is live: the caller registers the resource again.
+ * Any other stream's end changes nothing. */
 bool dp_call_closed(struct dp *dp, struct dp_resource *r, struct grpc_call *call);
 
 /* Encodings for the Register client. */
@@ -103,9 +147,12 @@ int dp_encode_register(const struct dp_resource *r, uint8_t **ret, size_t *len);
 /* The ListAndWatch message for r (tests and the fuzzer use it too). */
 int dp_encode_list(const struct dp_resource *r, bool empty, uint8_t **ret, size_t *len);
 
-/* Preferred allocation over r's members (exposed for unit tests).
- * available/must are NULL-terminated; writes `size` ids into out.
- * Returns 0, or -EINVAL with a reason. */
+/* Preferred allocation over r's members (exposed for unit tests): the
+ * must-include ids, then one at a time the available device best placed
+ * against those chosen (same IOMMU group, then NUMA node, then PCIe
+ * switch), ties in the kubelet's order. O(n log n) in the devices.
+ * Writes `size` ids into out. Returns 0, -EINVAL with a reason, or
+ * -ENOMEM. */
 int dp_preferred(const struct dp_resource *r, char *const *available, size_t navailable,
 		 char *const *must, size_t nmust, int size, const char **out, char *why,
 		 size_t whylen);

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 
 #include "grpc.h"
 #include "log.h"
@@ -31,9 +33,11 @@ struct grpc_call {
 	bool client;
 	int status;
 	char *status_msg;
-	/* request body (server) or response body (client) */
+	int64_t started_ms;		/* server: when the request began */
+	/* request body (server) or response body (client); `expect` is the
+	 * framed length once the prefix is in (0 before) */
 	uint8_t *in;
-	size_t in_len, in_cap;
+	size_t in_len, in_cap, expect;
 	/* outgoing message bytes: `out` is going, `next_msg` waits */
 	uint8_t *out;
 	size_t out_len, out_off;
@@ -52,7 +56,9 @@ struct grpc_conn {
 	void *arg;
 	bool server;
 	bool fatal;
+	bool established;		/* the client's SETTINGS arrived */
 	size_t input;			/* request bytes buffered across calls */
+	struct grpc_budget *budget;	/* shared with other connections, or NULL */
 	struct grpc_call *calls;
 	int ncalls;
 };
@@ -127,6 +133,78 @@ grpc_percent_decode(const char *s)
 
 /* --- calls ------------------------------------------------------------- */
 
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Bodies: small ones from the heap, large ones mapped, so a connection that
+ * held megabytes gives them back when it goes (a heap keeps them). */
+static uint8_t *
+body_alloc(size_t n)
+{
+	void *p;
+
+	if (n < GRPC_MMAP_MIN)
+		return malloc(n);
+	p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void
+body_free(uint8_t *p, size_t cap)
+{
+	if (p == NULL)
+		return;
+	if (cap < GRPC_MMAP_MIN)
+		free(p);
+	else
+		munmap(p, cap);
+}
+
+/* Room for `need` bytes of body: exactly the framed length when it is
+ * known, else doubling. */
+static int
+body_reserve(struct grpc_call *call, size_t need)
+{
+	size_t cap = call->in_cap ? call->in_cap : 256;
+	uint8_t *p;
+
+	if (need <= call->in_cap)
+		return 0;
+	if (call->expect >= need)
+		cap = call->expect;
+	while (cap < need)
+		cap *= 2;
+	p = body_alloc(cap);
+	if (p == NULL)
+		return -ENOMEM;
+	if (call->in_len)
+		memcpy(p, call->in, call->in_len);
+	body_free(call->in, call->in_cap);
+	call->in = p;
+	call->in_cap = cap;
+	return 0;
+}
+
+/* Drops what a call buffered (its body is of no more use). */
+static void
+body_release(struct grpc_call *call)
+{
+	struct grpc_conn *c = call->conn;
+
+	c->input -= call->in_len;
+	if (c->budget && !call->client)
+		c->budget->used -= call->in_len;
+	body_free(call->in, call->in_cap);
+	call->in = NULL;
+	call->in_len = call->in_cap = 0;
+}
+
 static struct grpc_call *
 call_new(struct grpc_conn *c, int32_t stream_id)
 {
@@ -136,6 +214,7 @@ call_new(struct grpc_conn *c, int32_t stream_id)
 		return NULL;
 	call->conn = c;
 	call->stream_id = stream_id;
+	call->started_ms = now_ms();
 	call->next = c->calls;
 	if (c->calls)
 		c->calls->prev = call;
@@ -156,8 +235,7 @@ call_free(struct grpc_call *call)
 	if (call->next)
 		call->next->prev = call->prev;
 	c->ncalls--;
-	c->input -= call->in_len;
-	free(call->in);
+	body_release(call);
 	free(call->out);
 	free(call->next_msg);
 	free(call->status_msg);
@@ -377,6 +455,7 @@ reply_http(struct grpc_call *call, const char *status)
 	nghttp2_submit_response(call->conn->h2, call->stream_id, hdrs, 1, NULL);
 	call->headers_sent = call->finishing = call->finished = true;
 	call->ignore_body = true;
+	body_release(call);
 	if (!call->request_done)
 		call->answered = true;
 }
@@ -385,6 +464,7 @@ static void
 reply_error(struct grpc_call *call, int status, const char *msg)
 {
 	call->ignore_body = true;
+	body_release(call);
 	grpc_call_finish(call, status, msg);
 }
 
@@ -451,21 +531,13 @@ append_input(struct grpc_call *call, const uint8_t *data, size_t len)
 {
 	struct grpc_conn *c = call->conn;
 
-	if (call->in_len + len > call->in_cap) {
-		size_t cap = call->in_cap ? call->in_cap : 256;
-		uint8_t *grown;
-
-		while (cap < call->in_len + len)
-			cap *= 2;
-		grown = realloc(call->in, cap);
-		if (grown == NULL)
-			return -ENOMEM;
-		call->in = grown;
-		call->in_cap = cap;
-	}
+	if (body_reserve(call, call->in_len + len) < 0)
+		return -ENOMEM;
 	memcpy(call->in + call->in_len, data, len);
 	call->in_len += len;
 	c->input += len;
+	if (c->budget && !call->client)
+		c->budget->used += len;
 	return 0;
 }
 
@@ -501,6 +573,7 @@ check_prefix(struct grpc_call *call, const uint8_t *data, size_t len)
 		reply_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
 		return -1;
 	}
+	call->expect = (size_t)mlen + GRPC_PREFIX;
 	return 0;
 }
 
@@ -521,9 +594,19 @@ on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8
 				    "more than one message or a message over the limit");
 			return 0;
 		}
+		if (call->expect && call->in_len + len > call->expect) {
+			reply_error(call, GRPC_STATUS_INVALID_ARGUMENT,
+				    "request is not exactly one well-framed message");
+			return 0;
+		}
 		if (c->input + len > GRPC_MAX_CONN_INPUT) {
 			reply_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
 				    "too much request data buffered on this connection");
+			return 0;
+		}
+		if (c->budget && c->budget->used + len > c->budget->max) {
+			reply_error(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+				    "too much request data buffered on this endpoint's connections");
 			return 0;
 		}
 	} else if (call->in_len + len > GRPC_MAX_MESSAGE + GRPC_PREFIX) {
@@ -596,6 +679,8 @@ on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
 	struct grpc_conn *c = user_data;
 	struct grpc_call *call;
 
+	if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+		c->established = true;
 	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
 		return 0;
 	call = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
@@ -753,6 +838,41 @@ grpc_conn_free(struct grpc_conn *c)
 		call_free(c->calls);
 	nghttp2_session_del(c->h2);
 	free(c);
+}
+
+void
+grpc_conn_set_budget(struct grpc_conn *c, struct grpc_budget *b)
+{
+	c->budget = b;
+}
+
+bool
+grpc_conn_established(const struct grpc_conn *c)
+{
+	return c->established;
+}
+
+size_t
+grpc_conn_buffered(const struct grpc_conn *c)
+{
+	return c->input;
+}
+
+int
+grpc_conn_expire_requests(struct grpc_conn *c, int max_ms)
+{
+	int64_t now = now_ms();
+	int n = 0;
+
+	for (struct grpc_call *call = c->calls; call; call = call->next) {
+		if (call->client || call->request_done || call->finishing || call->finished ||
+		    call->closed || now - call->started_ms < max_ms)
+			continue;
+		reply_error(call, GRPC_STATUS_DEADLINE_EXCEEDED,
+			    "the request did not arrive in time; closing the stream");
+		n++;
+	}
+	return n;
 }
 
 int

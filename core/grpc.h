@@ -26,11 +26,21 @@ enum grpc_status {
 #define GRPC_MAX_MESSAGE (1024 * 1024)
 /* Most request bytes one connection may hold buffered at once. */
 #define GRPC_MAX_CONN_INPUT (4 * 1024 * 1024)
+/* Bodies this large are mapped, not taken from the heap: their memory goes
+ * back to the system when the call ends. */
+#define GRPC_MMAP_MIN (64 * 1024)
 /* SETTINGS_MAX_CONCURRENT_STREAMS we announce. */
 #define GRPC_MAX_STREAMS 256
 
 struct grpc_conn;
 struct grpc_call;
+
+/* Request bytes buffered by every server connection that shares it
+ * (grpc_conn_set_budget); a request that would pass `max` is refused with
+ * RESOURCE_EXHAUSTED. */
+struct grpc_budget {
+	size_t used, max;
+};
 
 struct grpc_conn_ops {
 	/* Bytes for the peer (always called from grpc_conn_flush). */
@@ -55,6 +65,17 @@ int grpc_conn_new_server(const struct grpc_conn_ops *ops, void *arg, struct grpc
 int grpc_conn_new_client(const struct grpc_conn_ops *ops, void *arg, struct grpc_conn **ret);
 /* Frees the connection; calls call_closed for server calls still open. */
 void grpc_conn_free(struct grpc_conn *c);
+/* Server: counts this connection's request bytes against `b` too (which
+ * must outlive it). */
+void grpc_conn_set_budget(struct grpc_conn *c, struct grpc_budget *b);
+/* Server: whether the client's preface and first SETTINGS have arrived. */
+bool grpc_conn_established(const struct grpc_conn *c);
+/* Server: ends with DEADLINE_EXCEEDED each request whose body has been
+ * arriving for `max_ms` or more, and frees what it buffered. Returns how
+ * many ended; flush afterwards. */
+int grpc_conn_expire_requests(struct grpc_conn *c, int max_ms);
+/* Request bytes this connection holds buffered. */
+size_t grpc_conn_buffered(const struct grpc_conn *c);
 
 /* Feeds bytes from the peer. Returns 0, or -EPROTO when the connection is
  * beyond repair (bad preface, framing error): flush, then close it. */

@@ -132,6 +132,7 @@ class Kubelet:
         self.sock = os.path.join(directory, "kubelet.sock")
         self.plugins = {}
         self.registrations = []
+        self.attempts = []          # (monotonic, resource) of every Register, refused too
         self.refuse = refuse        # answer this many Registers with an error first
         self.lock = threading.Lock()
         self.registered = threading.Condition(self.lock)
@@ -150,6 +151,8 @@ class Kubelet:
         self.server.start()
 
     def _register(self, req, ctx):
+        with self.lock:
+            self.attempts.append((time.monotonic(), req.resource_name))
         if self.refuse > 0:
             self.refuse -= 1
             ctx.abort(grpc.StatusCode.UNAVAILABLE, "kubelet is busy (test)")

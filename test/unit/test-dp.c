@@ -259,6 +259,232 @@ test_list_encoding(void)
 	free(buf);
 }
 
+/* --- preferred allocation --------------------------------------------- */
+
+/* The first implementation (quadratic per pick), kept as the reference the
+ * near-linear one must agree with. */
+static bool
+ref_share_switch(const struct device *a, const struct device *b)
+{
+	const char *pa, *pb, *enda, *endb;
+	size_t common = 0;
+	int slashes = 0;
+
+	if (a == NULL || b == NULL)
+		return false;
+	pa = a->syspath;
+	pb = b->syspath;
+	enda = strrchr(pa, '/');
+	endb = strrchr(pb, '/');
+	if (!enda || !endb)
+		return false;
+	while (pa + common < enda && pb + common < endb && pa[common] == pb[common])
+		common++;
+	while (common > 0 && pa[common - 1] != '/')
+		common--;
+	for (size_t i = 0; i < common; i++)
+		slashes += pa[i] == '/';
+	return slashes >= 3;
+}
+
+static int
+ref_score(const struct dp_member *cand, const struct dp_member *const *chosen, size_t nchosen)
+{
+	int best = 0;
+
+	for (size_t i = 0; i < nchosen; i++) {
+		const struct dp_member *c = chosen[i];
+		int sc = 0;
+
+		if (cand->iommu_group >= 0 && cand->iommu_group == c->iommu_group)
+			sc = 3;
+		else if (cand->numa >= 0 && cand->numa == c->numa)
+			sc = 2;
+		else if (ref_share_switch(cand->dev, c->dev))
+			sc = 1;
+		if (sc > best)
+			best = sc;
+	}
+	return best;
+}
+
+static const struct dp_member *
+ref_find(const struct dp_resource *r, const char *id)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->members[i].id, id) == 0)
+			return &r->members[i];
+	return NULL;
+}
+
+static void
+ref_preferred(const struct dp_resource *r, char **available, size_t navailable, char **must,
+	      size_t nmust, int size, const char **out)
+{
+	const struct dp_member *avail[256], *chosen[256];
+	bool used[256] = { false };
+	size_t nchosen = 0;
+
+	for (size_t i = 0; i < navailable; i++)
+		avail[i] = ref_find(r, available[i]);
+	for (size_t i = 0; i < nmust; i++) {
+		size_t k;
+
+		for (k = 0; k < navailable; k++)
+			if (strcmp(available[k], must[i]) == 0)
+				break;
+		if (used[k])
+			continue;
+		used[k] = true;
+		chosen[nchosen++] = avail[k];
+	}
+	while (nchosen < (size_t)size) {
+		int best = -1;
+		size_t pick = navailable;
+
+		for (size_t k = 0; k < navailable; k++) {
+			int sc;
+
+			if (used[k])
+				continue;
+			sc = ref_score(avail[k], chosen, nchosen);
+			if (sc > best) {
+				best = sc;
+				pick = k;
+			}
+		}
+		used[pick] = true;
+		chosen[nchosen++] = avail[pick];
+	}
+	for (size_t i = 0; i < nchosen; i++)
+		out[i] = chosen[i]->id;
+}
+
+static unsigned rng = 12345;
+
+static unsigned
+rnd(unsigned n)
+{
+	rng = rng * 1103515245u + 12345u;
+	return (rng >> 16) % n;
+}
+
+/* A resource of n functions spread over root ports, switches, groups and
+ * NUMA nodes (some with none), ids sorted as the core keeps them. */
+static void
+make_resource(struct dp_resource *r, struct dp_member *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char path[256];
+		unsigned rp = rnd(4), sw = rnd(3), depth = rnd(3);
+
+		snprintf(m[i].id, sizeof(m[i].id), "0000:%02zx:%02zx.%zu", i / 64, (i / 8) % 8, i % 8);
+		m[i].healthy = true;
+		m[i].iommu_group = rnd(5) == 0 ? -1 : (int)rnd((unsigned)n / 2 + 1);
+		m[i].numa = rnd(4) == 0 ? -1 : (int)rnd(3);
+		m[i].dev = device_new(HDD_DEV_PCI, m[i].id);
+		if (depth == 0)		/* on the root bus */
+			snprintf(path, sizeof(path), "devices/pci0000:%02u/%s", rp, m[i].id);
+		else if (depth == 1)	/* below a root port */
+			snprintf(path, sizeof(path), "devices/pci0000:00/0000:00:0%u.0/%s", rp, m[i].id);
+		else			/* behind a switch */
+			snprintf(path, sizeof(path),
+				 "devices/pci0000:00/0000:00:0%u.0/0000:1%u:00.0/0000:2%u:0%u.0/%s", rp, rp,
+				 rp, sw, m[i].id);
+		m[i].dev->syspath = strdup(path);
+	}
+	r->members = m;
+	r->n = n;
+}
+
+static void
+test_preferred(void)
+{
+	static struct dp_member m[683];
+	struct dp_resource r = { .name = "x.io/y" };
+	const char *got[683], *want[683];
+	char *ids[683], *must[8], why[256];
+	int mismatches = 0, trials = 0;
+
+	for (int t = 0; t < 400; t++) {
+		size_t n = 1 + rnd(60), navail, nmust;
+		int size;
+
+		make_resource(&r, m, n);
+		/* The kubelet's order: a random subset in a random order. */
+		navail = 1 + rnd((unsigned)n);
+		for (size_t i = 0; i < n; i++)
+			ids[i] = m[i].id;
+		for (size_t i = n; i > 1; i--) {
+			size_t j = rnd((unsigned)i);
+			char *x = ids[i - 1];
+
+			ids[i - 1] = ids[j];
+			ids[j] = x;
+		}
+		size = 1 + (int)rnd((unsigned)navail);
+		nmust = rnd((unsigned)(size < 4 ? size : 4) + 1);
+		for (size_t i = 0; i < nmust; i++)
+			must[i] = ids[rnd((unsigned)navail)];
+		ref_preferred(&r, ids, navail, must, nmust, size, want);
+		if (dp_preferred(&r, ids, navail, must, nmust, size, got, why, sizeof(why)) != 0) {
+			mismatches++;
+		} else {
+			for (int i = 0; i < size; i++)
+				if (strcmp(got[i], want[i]) != 0) {
+					mismatches++;
+					break;
+				}
+		}
+		trials++;
+		for (size_t i = 0; i < n; i++)
+			device_unref(m[i].dev);
+	}
+	is_int(mismatches, 0, "the same picks as the reference in %d random requests", trials);
+
+	/* The field's size: 683 functions, all of them asked for. */
+	make_resource(&r, m, 683);
+	for (size_t i = 0; i < 683; i++)
+		ids[i] = m[682 - i].id;
+	ref_preferred(&r, ids, 256, NULL, 0, 256, want);
+	ok(dp_preferred(&r, ids, 256, NULL, 0, 256, got, why, sizeof(why)) == 0 &&
+	   memcmp(got, want, 256 * sizeof(*got)) == 0, "256 of 683 as the reference picks them");
+	is_int(dp_preferred(&r, ids, 683, NULL, 0, 683, got, why, sizeof(why)), 0,
+	       "all 683 at once");
+	{
+		bool seen[683] = { false };
+		int dup = 0;
+
+		for (size_t i = 0; i < 683; i++) {
+			size_t k = (size_t)(ref_find(&r, got[i]) - m);
+
+			dup += seen[k];
+			seen[k] = true;
+		}
+		is_int(dup, 0, "each device once");
+	}
+	must[0] = ids[10];
+	must[1] = ids[10];
+	is_int(dp_preferred(&r, ids, 683, must, 2, 2, got, why, sizeof(why)), 0,
+	       "a must-include id given twice counts once");
+	ok(got[0] == m[672].id, "must-include first");
+	ids[1] = ids[0];
+	is_int(dp_preferred(&r, ids, 683, NULL, 0, 1, got, why, sizeof(why)), -EINVAL,
+	       "an id listed twice is refused");
+	ok(strstr(why, "twice") != NULL, "and says so: %s", why);
+	ids[1] = (char *)"0000:ff:00.0";
+	is_int(dp_preferred(&r, ids, 683, NULL, 0, 1, got, why, sizeof(why)), -EINVAL,
+	       "an unknown id is refused");
+	ids[1] = m[681].id;
+	must[0] = (char *)"0000:ff:00.0";
+	is_int(dp_preferred(&r, ids, 683, must, 1, 1, got, why, sizeof(why)), -EINVAL,
+	       "a must-include id that is not available is refused");
+	is_int(dp_preferred(&r, ids, 5, NULL, 0, 6, got, why, sizeof(why)), -EINVAL,
+	       "more than available is refused");
+	for (size_t i = 0; i < 683; i++)
+		device_unref(m[i].dev);
+}
+
 int
 main(void)
 {
@@ -266,5 +492,6 @@ main(void)
 	test_names();
 	test_grpc();
 	test_list_encoding();
+	test_preferred();
 	return tap_done();
 }
