@@ -24,6 +24,7 @@
 #include "loop.h"
 #include "sysfs.h"
 #include "udev.h"
+#include "worker.h"
 #include "scan.h"
 
 /* More uevents than this inside one debounce window turn the rest of the
@@ -508,8 +509,12 @@ daemon_status_json(struct daemon *d)
 {
 	json_t *o = daemon_status_base(d);
 
-	if (o)
+	if (o) {
 		json_object_set_new(o, "claims", daemon_status_claims(d));
+		json_object_set_new(o, "worker", d->worker ? json_pack("{s:i, s:I}", "pid",
+			worker_pid(d->worker), "restarts", (json_int_t)worker_restarts(d->worker))
+			: json_null());
+	}
 	return o;
 }
 

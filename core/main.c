@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -55,6 +56,7 @@ enum {
 	OPT_FOREGROUND = 256, OPT_CONFIG, OPT_SYSFS_ROOT, OPT_DEV_ROOT, OPT_KUBELET_DIR,
 	OPT_CONTROL_SOCKET, OPT_STATE_DIR, OPT_MODULE_DIR, OPT_NODE_NAME, OPT_LOG_LEVEL,
 	OPT_READY_FD, OPT_PCI_IDS, OPT_USB_IDS, OPT_VERSION, OPT_HELP,
+	OPT_WORKER_FD, OPT_WORKER_SYSFS_FD,
 };
 
 static const struct option long_options[] = {
@@ -72,6 +74,9 @@ static const struct option long_options[] = {
 	{ "pci-ids", required_argument, NULL, OPT_PCI_IDS },
 	{ "usb-ids", required_argument, NULL, OPT_USB_IDS },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	/* Hidden: the worker process, started by the daemon itself. */
+	{ "worker-fd", required_argument, NULL, OPT_WORKER_FD },
+	{ "worker-sysfs-fd", required_argument, NULL, OPT_WORKER_SYSFS_FD },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -116,6 +121,23 @@ signal_ready(int fd)
 	notify_ready();
 }
 
+static int parse_fd(const char *s);
+
+/* hostdevd --worker-fd N --worker-sysfs-fd M: the worker process, which the
+ * daemon starts by executing its own binary (see worker.h). */
+static int
+worker_mode(int sock, int sysfs_fd, const char *dev_root)
+{
+	struct stat st_sock, st_sys;
+
+	if (sysfs_fd < 0 || fstat(sock, &st_sock) < 0 || !S_ISSOCK(st_sock.st_mode) ||
+	    fstat(sysfs_fd, &st_sys) < 0 || !S_ISDIR(st_sys.st_mode)) {
+		fprintf(stderr, "hostdevd: --worker-fd is for hostdevd's own worker process\n");
+		return 2;
+	}
+	worker_main(sock, sysfs_fd, dev_root);
+}
+
 static int
 parse_fd(const char *s)
 {
@@ -145,7 +167,7 @@ main(int argc, char **argv)
 	};
 	struct daemon d;
 	struct loop *loop = NULL;
-	int c, err, rc = EXIT_FAILURE;
+	int c, err, rc = EXIT_FAILURE, worker_fd = -1, worker_sysfs_fd = -1;
 
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
 		switch (c) {
@@ -174,6 +196,15 @@ main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case OPT_WORKER_FD:
+		case OPT_WORKER_SYSFS_FD:
+			if (parse_fd(optarg) < 0) {
+				fprintf(stderr, "hostdevd: --%s: expected a file descriptor number\n",
+					c == OPT_WORKER_FD ? "worker-fd" : "worker-sysfs-fd");
+				return 2;
+			}
+			*(c == OPT_WORKER_FD ? &worker_fd : &worker_sysfs_fd) = parse_fd(optarg);
+			break;
 		case OPT_VERSION:
 			printf("hostdevd %s (module ABI %u)\n", PACKAGE_VERSION, HDD_MODULE_ABI_VERSION);
 			return 0;
@@ -190,6 +221,9 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+
+	if (worker_fd >= 0)
+		return worker_mode(worker_fd, worker_sysfs_fd, opts.dev_root);
 
 	/* Without --foreground we still do not fork: systemd (Type=notify) and
 	 * the DaemonSet both supervise a foreground process; only the log goes

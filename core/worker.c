@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -40,6 +42,7 @@ struct worker {
 	int sock;
 	struct event *ev;
 	struct event *timer;
+	struct event *sigchld;		/* reaps a replaced worker once it is gone */
 	struct op *current;
 	struct op *head, *tail;
 	uint64_t next_id;
@@ -257,15 +260,18 @@ worker_handle(int sysfs_fd, const char *dev_root, const json_t *req)
 	return reply;
 }
 
-static void __attribute__((noreturn))
+void
 worker_main(int sock, int sysfs_fd, const char *dev_root)
 {
 	static char buf[MSG_MAX];
 
+	/* Executed as /proc/self/exe, it would show up as "exe" in ps. */
+	prctl(PR_SET_NAME, "hostdevd-worker", 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);	/* run() waits for its own children */
 	for (;;) {
 		ssize_t n = recv(sock, buf, sizeof(buf) - 1, 0);
 		json_t *req, *reply;
@@ -291,6 +297,59 @@ worker_main(int sock, int sysfs_fd, const char *dev_root)
 
 static void worker_read_cb(evutil_socket_t fd, short what, void *arg);
 static void worker_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void worker_sigchld_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Closes every descriptor from `from` up: one close_range(2) instead of a
+ * close(2) per possible descriptor (20,000 and more under a raised limit). */
+static void
+close_from(int from)
+{
+	struct rlimit rl;
+	long max = 65536;
+
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0)
+		return;
+#endif
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		max = (long)rl.rlim_cur;
+	for (long fd = from; fd < max; fd++)
+		close((int)fd);
+}
+
+/* The child between fork and exec: the socket and the sysfs root go to
+ * their fixed numbers, everything else of the daemon is closed, then the
+ * daemon's own binary starts over in worker mode, so the worker carries
+ * none of the daemon's memory (inventory, names, buffers) copy-on-write. */
+static void __attribute__((noreturn))
+worker_child(int sock, int sysfs_fd, const char *dev_root)
+{
+	char sock_arg[16], sysfs_arg[16];
+	char *argv[] = { "hostdevd", "--worker-fd", sock_arg, "--worker-sysfs-fd", sysfs_arg,
+			 "--dev-root", (char *)dev_root, NULL };
+	sigset_t none;
+
+	if (sysfs_fd == WORKER_SOCK_FD)
+		sysfs_fd = fcntl(sysfs_fd, F_DUPFD, WORKER_SYSFS_FD + 1);
+	if (sysfs_fd < 0 ||
+	    (sock != WORKER_SOCK_FD && dup2(sock, WORKER_SOCK_FD) < 0) ||
+	    (sysfs_fd != WORKER_SYSFS_FD && dup2(sysfs_fd, WORKER_SYSFS_FD) < 0))
+		_exit(127);
+	/* dup2 clears close-on-exec; a descriptor already in place keeps it. */
+	fcntl(WORKER_SOCK_FD, F_SETFD, 0);
+	fcntl(WORKER_SYSFS_FD, F_SETFD, 0);
+	close_from(WORKER_SYSFS_FD + 1);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	snprintf(sock_arg, sizeof(sock_arg), "%d", WORKER_SOCK_FD);
+	snprintf(sysfs_arg, sizeof(sysfs_arg), "%d", WORKER_SYSFS_FD);
+	/* /proc/self/exe is the running binary even after a package upgrade
+	 * replaced the file: the worker always speaks this daemon's protocol. */
+	execv("/proc/self/exe", argv);
+	/* No /proc: the worker works as a plain copy, only bigger. */
+	log_warn("worker", "cannot execute /proc/self/exe; running the worker in a copy of the daemon");
+	worker_main(WORKER_SOCK_FD, WORKER_SYSFS_FD, dev_root);
+}
 
 static int
 spawn(struct worker *w)
@@ -315,15 +374,8 @@ spawn(struct worker *w)
 		close(sysfs_fd);
 		return err;
 	}
-	if (pid == 0) {
-		/* Keep only the socket, the sysfs root and stdio. */
-		long max = sysconf(_SC_OPEN_MAX);
-
-		for (int fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
-			if (fd != sv[1] && fd != sysfs_fd)
-				close(fd);
-		worker_main(sv[1], sysfs_fd, w->dev_root);
-	}
+	if (pid == 0)
+		worker_child(sv[1], sysfs_fd, w->dev_root);
 	close(sv[1]);
 	close(sysfs_fd);
 	w->pid = pid;
@@ -461,6 +513,14 @@ worker_timer_cb(evutil_socket_t fd, short what, void *arg)
 	finish_current(w, -ETIMEDOUT, NULL);
 }
 
+/* A worker killed after a deadline exits when the kernel lets it go, maybe
+ * long after: collect it then, so no zombie lingers. */
+static void
+worker_sigchld_cb(evutil_socket_t fd, short what, void *arg)
+{
+	reap(arg);
+}
+
 int
 worker_new(struct event_base *base, const char *sysfs_root, const char *dev_root,
 	   struct worker **ret)
@@ -477,7 +537,9 @@ worker_new(struct event_base *base, const char *sysfs_root, const char *dev_root
 	w->sysfs_root = strdup(sysfs_root);
 	w->dev_root = strdup(dev_root);
 	w->timer = evtimer_new(base, worker_timer_cb, w);
-	if (!w->sysfs_root || !w->dev_root || !w->timer) {
+	w->sigchld = evsignal_new(base, SIGCHLD, worker_sigchld_cb, w);
+	if (!w->sysfs_root || !w->dev_root || !w->timer || !w->sigchld ||
+	    event_add(w->sigchld, NULL) < 0) {
 		worker_free(w);
 		return -ENOMEM;
 	}
@@ -511,6 +573,8 @@ worker_free(struct worker *w)
 	close_current_worker(w, false);
 	if (w->timer)
 		event_free(w->timer);
+	if (w->sigchld)
+		event_free(w->sigchld);
 	free(w->sysfs_root);
 	free(w->dev_root);
 	free(w);

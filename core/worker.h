@@ -15,8 +15,10 @@ struct event_base;
  * worker's answer object (borrowed), or NULL. */
 typedef void (*worker_cb)(void *arg, int result, const json_t *reply);
 
-/* Forks the worker. It keeps a descriptor of the sysfs root and nothing
- * else of the daemon. Returns 0 or -errno. */
+/* Starts the worker: fork, then exec of this very binary (/proc/self/exe)
+ * in worker mode (--worker-fd), so neither the first worker nor one that
+ * replaces a stuck one carries the daemon's memory. It holds the socket and
+ * a descriptor of the sysfs root, nothing else. Returns 0 or -errno. */
 int worker_new(struct event_base *base, const char *sysfs_root, const char *dev_root,
 	       struct worker **ret);
 void worker_free(struct worker *w);
@@ -35,6 +37,14 @@ void worker_forget(struct worker *w, void *arg);
 
 int worker_pid(const struct worker *w);
 unsigned worker_restarts(const struct worker *w);
+
+/* Where the worker finds its socket and the sysfs root after the exec. */
+#define WORKER_SOCK_FD 3
+#define WORKER_SYSFS_FD 4
+
+/* The worker process's loop (hostdevd --worker-fd): answers requests on
+ * `sock` until the daemon closes it. */
+void worker_main(int sock, int sysfs_fd, const char *dev_root) __attribute__((noreturn));
 
 /* The worker's side, exposed for tests: handles one request in this
  * process and returns the reply (a new object). */
