@@ -20,17 +20,27 @@ sysfs_read_attr(int dirfd, const char *name, char *buf, size_t size)
 
 	if (size < 2)
 		return -EINVAL;
+	/* On any error buf is "": callers that ignore the error (optional
+	 * attributes) must not find an unterminated read there. */
+	buf[0] = '\0';
 	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return errno == ELOOP ? -EINVAL : -errno;
 	do {
 		n = read(fd, buf, size);
 	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		int err = -errno;
+
+		close(fd);
+		buf[0] = '\0';
+		return err;
+	}
 	close(fd);
-	if (n < 0)
-		return -errno;
-	if ((size_t)n >= size)
+	if ((size_t)n >= size) {
+		buf[0] = '\0';
 		return -EFBIG;
+	}
 	while (n > 0 && isspace((unsigned char)buf[n - 1]))
 		n--;
 	buf[n] = '\0';

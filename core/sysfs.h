@@ -7,7 +7,7 @@
 
 /* Reads attribute `name` in directory `dirfd` (never following a symlink)
  * into buf, NUL-terminated, trailing whitespace stripped. Returns the length
- * or -errno (-ENOENT missing, -EFBIG longer than the buffer). */
+ * or -errno (-ENOENT missing, -EFBIG longer than the buffer); buf is then "". */
 int sysfs_read_attr(int dirfd, const char *name, char *buf, size_t size);
 
 /* Parses a hex number ("0x10de", "10de", "0x030200\n") of at most `max`.
