@@ -26,14 +26,16 @@
 
 #define VFIO_DRIVER "vfio-pci"
 #define WRITE_TIMEOUT_MS 15000
-#define VERIFY_INTERVAL_MS 20
-#define VERIFY_TRIES 250		/* 5 s for a bind to show */
+#define VERIFY_FIRST_MS 1		/* first look again after a bind or unbind... */
+#define VERIFY_MAX_MS 50		/* ...backing off to this, when no uevent comes first */
+#define VERIFY_LIMIT_MS 5000		/* for a bind to show */
+#define VERIFY_MAX_TRIES 250
 #define MAX_MEMBERS 64
 
 enum phase {
 	PH_START = 0,
 	/* claim */
-	PH_GPU_FREE, PH_PM_OFF, PH_INTENT, PH_MODPROBE, PH_OVERRIDE, PH_UNBIND, PH_PROBE, PH_VERIFY,
+	PH_MODPROBE, PH_GPU_FREE, PH_PM_OFF, PH_INTENT, PH_OVERRIDE, PH_UNBIND, PH_PROBE, PH_VERIFY,
 	PH_CLAIMED,
 	/* rollback of a failed claim */
 	PH_RB_UNBIND, PH_RB_CLEAR, PH_RB_BIND, PH_RB_DONE,
@@ -60,6 +62,7 @@ static const char *const state_names[CLAIM_STATE_MAX] = {
 	[CLAIM_CLAIMING] = "claiming",
 	[CLAIM_CLAIMED] = "claimed",
 	[CLAIM_RELEASING] = "releasing",
+	[CLAIM_REFUSED] = "refused",
 };
 
 struct claim_job {
@@ -72,6 +75,11 @@ struct claim_job {
 	size_t member;		/* the member the phase works on */
 	size_t moved;		/* members touched so far (for rollback) */
 	int tries;
+	int modprobe_err;	/* modprobe's result */
+	bool waiting;		/* for a bind/unbind to show (uevent or timer) */
+	unsigned verify_gen;	/* the timer that may wake it */
+	int verify_wait_ms;
+	int64_t verify_deadline;	/* monotonic ms */
 	bool nvidia;
 	char error[512];
 	claim_done_fn done;
@@ -82,6 +90,7 @@ struct claim_job {
 static const char *crash_after;	/* HOSTDEVD_TEST_CRASH_AFTER, tests only */
 
 static void job_run(struct claim_job *j);
+static void index_rebuild(struct claims *c);
 static void job_next_member(struct claim_job *j, enum phase first, enum phase after);
 
 const char *
@@ -106,6 +115,7 @@ claim_free(struct claim *cl)
 		free(cl->members[i].original_driver);
 	free(cl->members);
 	free(cl->resource_name);
+	free(cl->saved);
 	free(cl);
 }
 
@@ -123,24 +133,52 @@ claim_persist_json(const struct claim *cl)
 							 cl->members[i].bridge));
 	return json_pack("{s:s, s:i, s:s?, s:s, s:o, s:b, s:I, s:I, s:s}", "address", cl->address,
 			 "iommu_group", cl->group, "resource_name", cl->resource_name, "state",
-			 claim_state_to_string(cl->state), "members", members, "from_config",
+			 claim_state_to_string(cl->state == CLAIM_REFUSED ? cl->recorded : cl->state),
+			 "members", members, "from_config",
 			 cl->from_config, "created", (json_int_t)cl->created, "allocations",
 			 (json_int_t)cl->allocations, "advertised_as", cl->advertised);
+}
+
+/* A claim's record, serialised again only when a field that can change
+ * did (dp updates allocations and advertised_as), so that a save costs the
+ * claims that changed, not all of them. NULL when out of memory. */
+static char *
+claim_persist_text(struct claim *cl)
+{
+	char key[sizeof(cl->saved_key)];
+	unsigned long long bridges = 0;
+	json_t *o;
+	char *text;
+
+	for (size_t i = 0; i < cl->n && i < 64; i++)
+		bridges |= (unsigned long long)cl->members[i].bridge << i;
+	snprintf(key, sizeof(key), "%d/%d/%llu/%llx/%s", (int)cl->state, (int)cl->recorded,
+		 (unsigned long long)cl->allocations, bridges, cl->advertised);
+	if (cl->saved && strcmp(key, cl->saved_key) == 0)
+		return cl->saved;
+	o = claim_persist_json(cl);
+	text = state_dump(o);
+	json_decref(o);
+	if (text == NULL)
+		return NULL;
+	free(cl->saved);
+	cl->saved = text;
+	snprintf(cl->saved_key, sizeof(cl->saved_key), "%s", key);
+	return text;
 }
 
 static int
 claims_save(struct claims *c)
 {
-	json_t *list = json_array(), *state;
-	int err;
+	char **texts = calloc(c->n + 1, sizeof(*texts));
+	int err = texts ? 0 : -ENOMEM;
 
-	for (size_t i = 0; i < c->n; i++)
-		json_array_append_new(list, claim_persist_json(c->v[i]));
-	state = json_pack("{s:s, s:o}", "boot_id", c->boot_id, "claims", list);
-	if (state == NULL)
-		return -ENOMEM;
-	err = state_save(c->state_dirfd, state);
-	json_decref(state);
+	for (size_t i = 0; err == 0 && i < c->n; i++)
+		if ((texts[i] = claim_persist_text(c->v[i])) == NULL)
+			err = -ENOMEM;
+	if (err == 0)
+		err = state_save_claims(c->state_dirfd, c->boot_id, texts, c->n);
+	free(texts);
 	if (err < 0)
 		log_errx("claim", "cannot write %s/%s: %s", c->d->opts.state_dir, STATE_FILE,
 			 strerror(-err));
@@ -158,6 +196,8 @@ claim_from_json(const json_t *o)
 	size_t i;
 	json_t *m;
 
+	if (st == CLAIM_REFUSED)	/* never written: refusal is judged afresh */
+		st = -1;
 	if (cl == NULL)
 		return NULL;
 	if (!addr || !pci_address_valid(addr) || st < 0 || !json_is_array(members) ||
@@ -249,6 +289,7 @@ claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
 		}
 	}
 	json_decref(state);
+	index_rebuild(c);
 	log_info("claim", "%zu claims in %s/%s%s", c->n, d->opts.state_dir, STATE_FILE,
 		 c->rebooted ? " (the node has rebooted since they were written)" : "");
 	*ret = c;
@@ -275,18 +316,68 @@ claims_free(struct claims *c)
 	for (size_t i = 0; i < c->n; i++)
 		claim_free(c->v[i]);
 	free(c->v);
+	free(c->index);
 	free(c);
 }
 
 /* --- lookups ---------------------------------------------------------------- */
 
+struct claim_slot {
+	const char *address;	/* a member's, owned by its claim */
+	struct claim *cl;
+};
+
+static size_t
+slot_of(const struct claims *c, const char *address)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)address; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h & (c->index_size - 1);
+}
+
+/* The member index, made again whenever claims come or go (the first claim
+ * holding an address wins, as a scan in order would find it): the
+ * device-plugin side looks every device up on every change. */
+static void
+index_rebuild(struct claims *c)
+{
+	size_t members = 0, size = 16;
+
+	for (size_t i = 0; i < c->n; i++)
+		members += c->v[i]->n;
+	while (size < 2 * members + 16)
+		size *= 2;
+	free(c->index);
+	c->index = calloc(size, sizeof(*c->index));
+	c->index_size = c->index ? size : 0;
+	for (size_t i = 0; c->index && i < c->n; i++)
+		for (size_t k = 0; k < c->v[i]->n; k++) {
+			const char *a = c->v[i]->members[k].address;
+			size_t s = slot_of(c, a);
+
+			while (c->index[s].cl && strcmp(c->index[s].address, a) != 0)
+				s = (s + 1) & (c->index_size - 1);
+			if (c->index[s].cl == NULL)
+				c->index[s] = (struct claim_slot){ a, c->v[i] };
+		}
+}
+
 struct claim *
 claims_find_member(struct claims *c, const char *address)
 {
-	for (size_t i = 0; c && i < c->n; i++)
-		for (size_t k = 0; k < c->v[i]->n; k++)
-			if (strcmp(c->v[i]->members[k].address, address) == 0)
-				return c->v[i];
+	if (c == NULL || c->index == NULL) {
+		/* No index (out of memory): the slow way. */
+		for (size_t i = 0; c && i < c->n; i++)
+			for (size_t k = 0; k < c->v[i]->n; k++)
+				if (strcmp(c->v[i]->members[k].address, address) == 0)
+					return c->v[i];
+		return NULL;
+	}
+	for (size_t s = slot_of(c, address); c->index[s].cl; s = (s + 1) & (c->index_size - 1))
+		if (strcmp(c->index[s].address, address) == 0)
+			return c->index[s].cl;
 	return NULL;
 }
 
@@ -299,6 +390,7 @@ claims_remove(struct claims *c, struct claim *cl)
 		memmove(&c->v[i], &c->v[i + 1], (c->n - i - 1) * sizeof(*c->v));
 		c->n--;
 		claim_free(cl);
+		index_rebuild(c);
 		return;
 	}
 }
@@ -333,6 +425,10 @@ claim_json(const struct claim *cl)
 	json_object_set_new(o, "drift", json_boolean(cl->drift));
 	json_object_set_new(o, "last_error", cl->last_error[0] ? json_string(cl->last_error)
 							      : json_null());
+	json_object_set_new(o, "state", json_string(claim_state_to_string(cl->state)));
+	json_object_set_new(o, "refused", json_boolean(cl->state == CLAIM_REFUSED));
+	json_object_set_new(o, "reason", cl->state == CLAIM_REFUSED ? json_string(cl->reason)
+								     : json_null());
 	return o;
 }
 
@@ -389,6 +485,7 @@ refresh_members(struct claims *c, struct claim *cl)
 
 static void
 job_start_queued(struct claims *c);
+static bool claim_check_recorded(struct claims *c, struct claim *cl);
 
 static void
 job_finish(struct claim_job *j, int err)
@@ -552,7 +649,7 @@ job_next_member(struct claim_job *j, enum phase first, enum phase after)
 	job_run(j);
 }
 
-static void verify_tick(void *arg);
+static void verify_begin(struct claim_job *j);
 
 static void
 job_after_write(void *arg, int result, const json_t *reply)
@@ -599,13 +696,13 @@ job_after_write(void *arg, int result, const json_t *reply)
 	case PH_GPU_FREE: set_step(j, PH_PM_OFF); break;
 	case PH_PM_OFF: set_step(j, PH_INTENT); break;
 	case PH_MODPROBE:
-		j->member = 0;
-		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
-		return;
+		/* Looked at again: the driver must be there now. */
+		j->modprobe_err = result;
+		break;
 	case PH_OVERRIDE: set_step(j, PH_UNBIND); break;
 	case PH_UNBIND: set_step(j, PH_PROBE); break;
 	case PH_PROBE:
-		j->tries = 0;
+		verify_begin(j);
 		set_step(j, PH_VERIFY);
 		break;
 	case PH_RB_UNBIND: set_step(j, PH_RB_CLEAR); break;
@@ -617,7 +714,7 @@ job_after_write(void *arg, int result, const json_t *reply)
 	case PH_RL_UNBIND: set_step(j, PH_RL_CLEAR); break;
 	case PH_RL_CLEAR: set_step(j, PH_RL_BIND); break;
 	case PH_RL_BIND:
-		j->tries = 0;
+		verify_begin(j);
 		set_step(j, PH_RL_VERIFY);
 		break;
 	case PH_RL_PM_ON: set_step(j, PH_RELEASED); break;
@@ -627,17 +724,62 @@ job_after_write(void *arg, int result, const json_t *reply)
 	job_run(j);
 }
 
-static void
-job_schedule_verify(struct claim_job *j)
+static int64_t
+mono_ms(void)
 {
-	if (loop_call_later(j->c->d->loop, VERIFY_INTERVAL_MS, verify_tick, j) < 0)
-		job_fail(j, "%s: cannot arm a timer", phase_names[j->phase]);
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void
+verify_begin(struct claim_job *j)
+{
+	j->tries = 0;
+	j->verify_wait_ms = VERIFY_FIRST_MS;
+	j->verify_deadline = mono_ms() + VERIFY_LIMIT_MS;
+}
+
+/* Whether the wait for a bind or unbind is over (it failed). */
+static bool
+verify_expired(struct claim_job *j)
+{
+	return ++j->tries > VERIFY_MAX_TRIES || mono_ms() >= j->verify_deadline;
+}
+
+static unsigned verify_gen;
+
+/* The timer of a wait: `arg` is the wait's number, so a timer that a uevent
+ * overtook (or whose job is gone) finds nothing to do. */
+static void
 verify_tick(void *arg)
 {
-	job_run(arg);
+	struct claim_job *j = running;
+
+	if (j == NULL || !j->waiting || j->verify_gen != (unsigned)(uintptr_t)arg)
+		return;
+	j->waiting = false;
+	job_run(j);
+}
+
+/* Waits for the member's bind or unbind to show in sysfs: its uevent wakes
+ * the job at once (claims_device_event); without one, the timer looks
+ * again after 1 ms, backing off to 50 ms. The real kernel has usually done
+ * it by the time the write returns, so this is seldom reached there. */
+static void
+job_wait_verify(struct claim_job *j)
+{
+	j->waiting = true;
+	j->verify_gen = ++verify_gen;
+	if (loop_call_later(j->c->d->loop, j->verify_wait_ms, verify_tick,
+			    (void *)(uintptr_t)j->verify_gen) < 0) {
+		j->waiting = false;
+		job_fail(j, "%s: cannot arm a timer", phase_names[j->phase]);
+		return;
+	}
+	j->verify_wait_ms = j->verify_wait_ms * 2 > VERIFY_MAX_MS ? VERIFY_MAX_MS
+								  : j->verify_wait_ms * 2;
 }
 
 static json_t *
@@ -678,7 +820,9 @@ job_run(struct claim_job *j)
 
 	switch (j->phase) {
 	case PH_START:
-		set_step(j, PH_GPU_FREE);
+		/* vfio-pci first: nothing moves unless it is there. */
+		j->tries = 0;
+		set_step(j, PH_MODPROBE);
 		job_run(j);
 		return;
 	case PH_GPU_FREE:
@@ -710,17 +854,22 @@ job_run(struct claim_job *j)
 		}
 		maybe_crash(j);
 		emit(c, "claim.progress", cl, NULL, NULL);
-		set_step(j, PH_MODPROBE);
-		job_run(j);
+		j->member = 0;
+		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
 		return;
 	case PH_MODPROBE:
 		if (fsroot_exists(c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
-			j->member = 0;
-			job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+			set_step(j, PH_GPU_FREE);
+			job_run(j);
 			return;
 		}
 		if (j->tries++ > 0) {
-			job_fail(j, "modprobe: vfio-pci is not available (modprobe vfio-pci failed; is the module installed?)");
+			if (j->modprobe_err < 0)
+				job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci failed (%s); is the module installed? Nothing was moved",
+					 j->modprobe_err == -ENOENT ? "no modprobe, or no such module"
+								   : strerror(-j->modprobe_err));
+			else
+				job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci succeeded but bus/pci/drivers/vfio-pci did not appear. Nothing was moved");
 			return;
 		}
 		submit(j, json_pack("{s:s, s:s}", "op", "modprobe", "module", "vfio-pci"),
@@ -747,7 +896,7 @@ job_run(struct claim_job *j)
 		return;
 	case PH_PROBE:
 		if (strcmp(drv, VFIO_DRIVER) == 0) {
-			j->tries = 0;
+			verify_begin(j);
 			set_step(j, PH_VERIFY);
 			job_run(j);
 			return;
@@ -766,14 +915,14 @@ job_run(struct claim_job *j)
 			job_fail(j, "verify: %s vanished", member_addr(j));
 			return;
 		}
-		if (j->tries++ >= VERIFY_TRIES) {
+		if (verify_expired(j)) {
 			job_fail(j, "verify: %s is on %s, not vfio-pci%s, %d ms after the probe",
 				 member_addr(j), drv[0] ? drv : "no driver",
 				 strcmp(drv, VFIO_DRIVER) == 0 ? " (no /dev/vfio node)" : "",
-				 VERIFY_TRIES * VERIFY_INTERVAL_MS);
+				 (int)(mono_ms() - (j->verify_deadline - VERIFY_LIMIT_MS)));
 			return;
 		}
-		job_schedule_verify(j);
+		job_wait_verify(j);
 		return;
 	case PH_CLAIMED:
 		cl->state = CLAIM_CLAIMED;
@@ -819,11 +968,14 @@ job_run(struct claim_job *j)
 	case PH_RL_BIND: {
 		const char *orig = cl->members[j->member].original_driver;
 
-		if (!present || (drv[0] && (orig == NULL || strcmp(drv, orig) == 0))) {
+		/* Still on vfio-pci: the unbind has not shown yet; probe all the
+		 * same (a no-op on a bound device), in order after it. */
+		if (!present || (drv[0] && strcmp(drv, VFIO_DRIVER) != 0 &&
+				 (orig == NULL || strcmp(drv, orig) == 0))) {
 			if (j->phase == PH_RB_BIND) {
 				job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
 			} else {
-				j->tries = 0;
+				verify_begin(j);
 				set_step(j, PH_RL_VERIFY);
 				job_run(j);
 			}
@@ -906,14 +1058,14 @@ job_run(struct claim_job *j)
 			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
 			return;
 		}
-		if (j->tries++ >= VERIFY_TRIES) {
+		if (verify_expired(j)) {
 			log_warnx("claim", "%s: %s did not go back to %s (now %s); released from vfio-pci all the same",
 				  cl->address, member_addr(j), orig, drv[0] ? drv : "no driver");
 			j->member++;
 			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
 			return;
 		}
-		job_schedule_verify(j);
+		job_wait_verify(j);
 		return;
 	}
 	case PH_RL_PM_ON:
@@ -1013,14 +1165,69 @@ reply_now(claim_done_fn done, void *arg, int err, const char *fmt, ...)
 		done(arg, err, msg, NULL);
 }
 
+/* Drivers that leave a group member harmless to a VFIO user (the kernel's
+ * viability rule). */
+static bool
+driver_vfio_safe(const char *drv)
+{
+	return drv == NULL || strcmp(drv, VFIO_DRIVER) == 0 || strcmp(drv, "pci-stub") == 0;
+}
+
+/* Whether member `m` of the group that `dev` asks for may go to vfio-pci:
+ * 0 (with *stays set for a bridge, left where it is), or 1 with why. One
+ * rule for new claims and for the claims state.json brings back. */
+static int
+member_refused(struct claims *c, const struct device *dev, const struct device *m, bool *stays,
+	       char *why, size_t whylen)
+{
+	const char *never = hdd_pci_never_claimable(&m->pci.f);
+	char reason[384];
+
+	*stays = false;
+	if (never && m != dev && (m->pci.f.class_code >> 16) == 0x06) {
+		/* A bridge in the group stays as it is: PCI bridges never
+		 * count for VFIO, other bridges (host, ISA) only when they
+		 * have a host driver. */
+		if (m->pci.f.is_bridge || driver_vfio_safe(m->pci.driver)) {
+			*stays = true;
+			return 0;
+		}
+		snprintf(why, whylen, "refused: %s shares IOMMU group %d with %s, which %s and is bound to %s",
+			 dev->id, dev->pci.f.iommu_group, m->id, never, m->pci.driver);
+		return 1;
+	}
+	if (never) {
+		snprintf(why, whylen, "refused: %s %s%s%s", m->id, never,
+			 m == dev ? "" : "; it shares an IOMMU group with ", m == dev ? "" : dev->id);
+		return 1;
+	}
+	if (protect_check(c->d, m, reason, sizeof(reason))) {
+		snprintf(why, whylen, "refused: %s %s%s%s", m->id, reason,
+			 m == dev ? "" : "; it shares IOMMU group with ",
+			 m == dev ? "" : dev->id);
+		return 1;
+	}
+	if (m->pci.f.sriov_numvfs > 0) {
+		snprintf(why, whylen, "refused: %s is an SR-IOV physical function with %d VFs enabled; set sriov_numvfs to 0 first",
+			 m->id, m->pci.f.sriov_numvfs);
+		return 1;
+	}
+	return 0;
+}
+
 static struct claim *
 build_claim(struct claims *c, struct device *dev, const char *resource_name, char *why,
 	    size_t whylen)
 {
 	struct device *members[MAX_MEMBERS];
+	bool stays[MAX_MEMBERS];
 	struct claim *cl;
 	size_t n;
 
+	if (hdd_pci_never_claimable(&dev->pci.f)) {
+		snprintf(why, whylen, "refused: %s %s", dev->id, hdd_pci_never_claimable(&dev->pci.f));
+		return NULL;
+	}
 	if (dev->pci.f.iommu_group < 0) {
 		snprintf(why, whylen, "%s has no IOMMU group: turn the IOMMU on (intel_iommu=on or amd_iommu=on on the kernel command line, VT-d or AMD-Vi in the firmware)",
 			 dev->id);
@@ -1035,24 +1242,14 @@ build_claim(struct claims *c, struct device *dev, const char *resource_name, cha
 	for (size_t i = 0; i < n; i++) {
 		struct device *m = members[i];
 		struct claim *other = claims_find_member(c, m->id);
-		char reason[384];
 
-		if (m->pci.f.is_bridge)
+		if (member_refused(c, dev, m, &stays[i], why, whylen))
+			return NULL;
+		if (stays[i])
 			continue;
 		if (other) {
 			snprintf(why, whylen, "%s shares IOMMU group %d with %s, which belongs to the claim of %s",
 				 dev->id, dev->pci.f.iommu_group, m->id, other->address);
-			return NULL;
-		}
-		if (protect_check(c->d, m, reason, sizeof(reason))) {
-			snprintf(why, whylen, "refused: %s %s%s%s", m->id, reason,
-				 m == dev ? "" : "; it shares IOMMU group with ",
-				 m == dev ? "" : dev->id);
-			return NULL;
-		}
-		if (m->pci.f.sriov_numvfs > 0) {
-			snprintf(why, whylen, "refused: %s is an SR-IOV physical function with %d VFs enabled; set sriov_numvfs to 0 first",
-				 m->id, m->pci.f.sriov_numvfs);
 			return NULL;
 		}
 	}
@@ -1072,7 +1269,7 @@ build_claim(struct claims *c, struct device *dev, const char *resource_name, cha
 		const char *drv = members[i]->pci.driver;
 
 		snprintf(m->address, sizeof(m->address), "%s", members[i]->id);
-		m->bridge = members[i]->pci.f.is_bridge;
+		m->bridge = stays[i];
 		m->aer_seen = -1;
 		/* Remember the driver to give it back to; a device already on
 		 * vfio-pci goes back to whatever probes it. */
@@ -1091,6 +1288,7 @@ claims_add(struct claims *c, struct claim *cl)
 		return -ENOMEM;
 	c->v = v;
 	c->v[c->n++] = cl;
+	index_rebuild(c);
 	return 0;
 }
 
@@ -1148,9 +1346,12 @@ claims_claim(struct claims *c, const char *address, const char *resource_name,
 		if (cl->job) {
 			reply_now(done, arg, -EBUSY, "%s: a %s is in progress (%s)", address,
 				  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
-		} else if (cl->state == CLAIM_CLAIMED) {
+		} else if (cl->state == CLAIM_CLAIMED && claim_check_recorded(c, cl)) {
 			if (done)
 				done(arg, 0, NULL, claim_json(cl));
+		} else if (cl->state == CLAIM_REFUSED) {
+			reply_now(done, arg, -EPERM, "%s (the claim of %s recorded in %s is refused; pci.release forgets it)",
+				  cl->reason, cl->address, STATE_FILE);
 		} else {
 			reply_now(done, arg, -EBUSY, "%s is %s", address, claim_state_to_string(cl->state));
 		}
@@ -1179,6 +1380,23 @@ claims_release(struct claims *c, const char *address, bool force, claim_done_fn 
 			  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
 		return;
 	}
+	if (cl->state == CLAIM_REFUSED) {
+		/* Never applied: forgotten without a kernel write; its members
+		 * keep the drivers they have. */
+		json_t *result = claim_json(cl);
+
+		log_info("claim", "%s: the refused claim is forgotten (no driver changed)", cl->address);
+		emit(c, "release.done", cl, "reason", "refused claim forgotten");
+		json_object_set_new(result, "state", json_string("released"));
+		json_object_set_new(result, "forgotten", json_true());
+		claims_remove(c, cl);
+		claims_save(c);
+		if (done)
+			done(arg, 0, NULL, result);
+		else
+			json_decref(result);
+		return;
+	}
 	j = job_new(c, cl, true, done, arg);
 	if (j == NULL) {
 		reply_now(done, arg, -ENOMEM, "out of memory");
@@ -1192,11 +1410,146 @@ claims_release(struct claims *c, const char *address, bool force, claim_done_fn 
 
 /* --- reconcile ---------------------------------------------------------------- */
 
+static bool
+claim_has_member(const struct claim *cl, const char *addr)
+{
+	for (size_t k = 0; k < cl->n; k++)
+		if (strcmp(cl->members[k].address, addr) == 0)
+			return true;
+	return false;
+}
+
+/* A recorded claim against the live system, before any kernel write for
+ * it: the checksum proves state.json whole, not sane. Its members are its
+ * IOMMU group's (no more, no fewer), no other record holds them, and (but
+ * for a release, which gives devices back to the host) each may be claimed
+ * now. 0, or 1 with why. Absent devices are judged when they return. */
+static int
+claim_validate(struct claims *c, struct claim *cl, char *why, size_t whylen)
+{
+	struct device *members[MAX_MEMBERS], *asked;
+	size_t n;
+
+	if (!claim_has_member(cl, cl->address)) {
+		snprintf(why, whylen, "%s is not among its own members", cl->address);
+		return 1;
+	}
+	for (size_t i = 0; i < cl->n; i++) {
+		const char *a = cl->members[i].address;
+
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(cl->members[k].address, a) == 0) {
+				snprintf(why, whylen, "member %s is listed twice", a);
+				return 1;
+			}
+		for (size_t o = 0; o < c->n && c->v[o] != cl; o++)
+			if (claim_has_member(c->v[o], a)) {
+				snprintf(why, whylen, "%s is also in the claim of %s recorded before it (a duplicate)",
+					 a, c->v[o]->address);
+				return 1;
+			}
+	}
+	for (size_t o = 0; o < c->n && c->v[o] != cl; o++)
+		if (c->v[o]->group == cl->group) {
+			snprintf(why, whylen, "IOMMU group %d is also in the claim of %s recorded before it (a duplicate)",
+				 cl->group, c->v[o]->address);
+			return 1;
+		}
+	asked = inventory_find(c->d->inv, HDD_DEV_PCI, cl->address);
+	if (asked == NULL)
+		return 0;
+	if (asked->pci.f.iommu_group != cl->group) {
+		snprintf(why, whylen, "%s is in IOMMU group %d now, not %d as recorded", cl->address,
+			 asked->pci.f.iommu_group, cl->group);
+		return 1;
+	}
+	for (size_t i = 0; i < cl->n; i++) {
+		struct device *m = inventory_find(c->d->inv, HDD_DEV_PCI, cl->members[i].address);
+
+		if (m && m->pci.f.iommu_group != cl->group) {
+			snprintf(why, whylen, "member %s is not in IOMMU group %d of %s (it is in %d)",
+				 m->id, cl->group, cl->address, m->pci.f.iommu_group);
+			return 1;
+		}
+	}
+	n = inventory_group_members(c->d->inv, cl->group, members, MAX_MEMBERS);
+	if (n > MAX_MEMBERS) {
+		snprintf(why, whylen, "IOMMU group %d is too large (%zu)", cl->group, n);
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct device *m = members[i];
+		bool stays;
+
+		if (cl->state == CLAIM_RELEASING) {
+			if (!claim_has_member(cl, m->id) && !m->pci.f.is_bridge &&
+			    !hdd_pci_never_claimable(&m->pci.f)) {
+				snprintf(why, whylen, "IOMMU group %d holds %s, which the record does not list",
+					 cl->group, m->id);
+				return 1;
+			}
+			continue;
+		}
+		if (member_refused(c, asked, m, &stays, why, whylen))
+			return 1;
+		if (!stays && !claim_has_member(cl, m->id)) {
+			snprintf(why, whylen, "IOMMU group %d holds %s, which the record does not list",
+				 cl->group, m->id);
+			return 1;
+		}
+		/* What stays where it is follows the live system, not the file. */
+		for (size_t k = 0; k < cl->n; k++)
+			if (strcmp(cl->members[k].address, m->id) == 0)
+				cl->members[k].bridge = stays;
+	}
+	return 0;
+}
+
+/* A recorded claim the live system says no to: kept (listed with the
+ * reason, in state.json as it was), never applied. */
+static void
+claim_refuse(struct claims *c, struct claim *cl, const char *why)
+{
+	if (cl->state != CLAIM_REFUSED)
+		cl->recorded = cl->state;
+	cl->state = CLAIM_REFUSED;
+	cl->drift = false;
+	if (strncmp(why, "refused: ", 9) == 0)
+		why += 9;
+	snprintf(cl->reason, sizeof(cl->reason), "%s", why);
+	snprintf(cl->step, sizeof(cl->step), "refused");
+	log_warnx("claim", "%s: the %s claim recorded in %s is refused, nothing is written for it: %s",
+		  cl->address, claim_state_to_string(cl->recorded), STATE_FILE, why);
+	emit(c, "claim.refused", cl, "reason", why);
+	claims_save(c);
+	if (c->d->dp) {
+		c->d->dp->dirty = true;
+		dp_server_kick(c->d->dps);
+	}
+}
+
+/* Validates before a recorded claim is applied again; false when refused. */
+static bool
+claim_check_recorded(struct claims *c, struct claim *cl)
+{
+	char why[512];
+
+	if (cl->state == CLAIM_REFUSED)
+		return false;
+	if (claim_validate(c, cl, why, sizeof(why)) == 0)
+		return true;
+	claim_refuse(c, cl, why);
+	return false;
+}
+
 static void
 reapply(struct claims *c, struct claim *cl, const char *why)
 {
-	struct claim_job *j = job_new(c, cl, false, NULL, NULL);
+	struct claim_job *j;
 
+	if (!claim_check_recorded(c, cl))
+		return;
+	j = job_new(c, cl, false, NULL, NULL);
 	if (j == NULL)
 		return;
 	j->resumed = true;
@@ -1267,6 +1620,10 @@ claims_reconcile(struct claims *c, const char *source)
 		return;
 	if (c->rebooted)
 		log_info("claim", "reboot detected: re-applying %zu claims before anything else", c->n);
+	/* Every record is judged before the first write for any of them. */
+	for (size_t i = 0; i < c->n; i++)
+		if (c->v[i]->job == NULL)
+			claim_check_recorded(c, c->v[i]);
 	for (size_t i = 0; i < c->n; i++) {
 		struct claim *cl = c->v[i];
 		struct claim_job *j;
@@ -1276,6 +1633,8 @@ claims_reconcile(struct claims *c, const char *source)
 		switch (cl->state) {
 		case CLAIM_CLAIMING:
 			reapply(c, cl, "an interrupted claim");
+			break;
+		case CLAIM_REFUSED:
 			break;
 		case CLAIM_RELEASING:
 			j = job_new(c, cl, true, NULL, NULL);
@@ -1306,6 +1665,13 @@ claims_device_event(struct claims *c, struct device *dev, bool removed)
 	if (c == NULL || c->fail_closed || dev->cls != HDD_DEV_PCI)
 		return;
 	cl = claims_find_member(c, dev->id);
+	if (cl && running && running->waiting && running->cl == cl &&
+	    strcmp(member_addr(running), dev->id) == 0) {
+		/* The bind or unbind the job waits for: look now. */
+		running->waiting = false;
+		job_run(running);
+		return;
+	}
 	if (cl) {
 		check_claimed(c, cl, removed ? "removed" : "changed");
 		return;

@@ -16,6 +16,7 @@ enum claim_state {
 	CLAIM_CLAIMING = 0,	/* intent recorded; binding in progress */
 	CLAIM_CLAIMED,
 	CLAIM_RELEASING,	/* release recorded; restoring drivers */
+	CLAIM_REFUSED,		/* recorded, but the live system says no: never applied */
 	CLAIM_STATE_MAX
 };
 
@@ -28,12 +29,15 @@ struct claim_member {
 };
 
 struct claim_job;
+struct claim_slot;
 
 struct claim {
 	char address[16];	/* the device asked for */
 	int group;
 	char *resource_name;	/* NULL: the module's default */
 	enum claim_state state;
+	enum claim_state recorded;	/* the state in state.json when refused */
+	char reason[512];	/* why it is refused */
 	struct claim_member *members;
 	size_t n;
 	bool from_config;
@@ -45,6 +49,8 @@ struct claim {
 	uint64_t allocations;
 	int64_t created;
 	struct claim_job *job;	/* in flight, or NULL */
+	char *saved;		/* its record as state.json holds it, or NULL */
+	char saved_key[320];	/* the mutable fields `saved` was made from */
 };
 
 /* The reply to a control request that waits for a claim or release. */
@@ -59,6 +65,8 @@ struct claims {
 	char boot_id[64];
 	bool rebooted;		/* boot id differs from the one recorded */
 	int state_dirfd;
+	struct claim_slot *index;	/* member address -> claim (open addressing) */
+	size_t index_size;	/* a power of two */
 };
 
 /* Loads state.json (a torn or corrupt file makes the engine fail closed).
@@ -66,8 +74,13 @@ struct claims {
 int claims_new(struct daemon *d, int state_dirfd, struct claims **ret);
 void claims_free(struct claims *c);
 
-/* After start-up: finishes interrupted claims and releases, binds again
- * claimed devices found on another driver, applies config claim rules. */
+/* After start-up: checks every recorded claim against the live system
+ * (its members are its IOMMU group's, no other record holds them, none is
+ * protected, excluded, a bridge or the boot VGA device) and refuses those
+ * that fail, before any kernel write; then finishes interrupted claims and
+ * releases, binds again claimed devices found on another driver, applies
+ * config claim rules. A refused claim is kept in state.json and listed with
+ * its reason; pci.claim of it is refused, pci.release forgets it. */
 void claims_reconcile(struct claims *c, const char *source);
 
 /* A device changed (hotplug): drift and absence of claimed devices, config

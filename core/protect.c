@@ -202,35 +202,6 @@ check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen
 	return hit;
 }
 
-static int
-check_console(struct daemon *d, const struct device *dev, char *why, size_t whylen)
-{
-	int hit = 0;
-	DIR *dir;
-	struct dirent *de;
-
-	if (!dev->pci.f.boot_vga || dev->pci.driver == NULL)
-		return 0;
-	dir = open_sysdir(d, "class/graphics");
-	if (dir == NULL)
-		return 0;
-	while (!hit && (de = readdir(dir)) != NULL) {
-		char rel[128], target[1024];
-
-		if (strncmp(de->d_name, "fb", 2) != 0)
-			continue;
-		snprintf(rel, sizeof(rel), "class/graphics/%s", de->d_name);
-		if (fsroot_readlink(d->sys, rel, -1, "device", target, sizeof(target)) == 0 &&
-		    path_has_pci(target, dev->id)) {
-			snprintf(why, whylen, "is the boot VGA device with an active framebuffer (%s)",
-				 de->d_name);
-			hit = 1;
-		}
-	}
-	closedir(dir);
-	return hit;
-}
-
 int
 protect_check(struct daemon *d, const struct device *dev, char *why, size_t whylen)
 {
@@ -246,7 +217,5 @@ protect_check(struct daemon *d, const struct device *dev, char *why, size_t whyl
 	}
 	if (check_mounts(d, dev->id, why, whylen))
 		return 1;
-	if (check_default_route(d, dev->id, why, whylen))
-		return 1;
-	return check_console(d, dev, why, whylen);
+	return check_default_route(d, dev->id, why, whylen);
 }

@@ -9,8 +9,9 @@ struct daemon;
 struct device;
 
 /* Why `dev` must stay with the host (the boot disk, the default-route NIC
- * and its bond/bridge, the boot VGA with an active console, a configured
- * exclude), written to why; 0 when it is free to claim, 1 when protected.
+ * and its bond/bridge, a configured exclude), written to why; 0 when it is
+ * free to claim, 1 when protected. Bridges and the boot VGA device are
+ * never claimable whatever the host does: hdd_pci_never_claimable().
  * Reads /proc/self/mountinfo, /proc/swaps and /proc/net/{route,ipv6_route}
  * of the real system and resolves devices through the sysfs root. */
 int protect_check(struct daemon *d, const struct device *dev, char *why, size_t whylen);

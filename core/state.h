@@ -21,6 +21,16 @@ int state_load(int dirfd, json_t **ret, char *why, size_t whylen);
  * -errno. */
 int state_save(int dirfd, const json_t *state);
 
+/* The same as state_save() of {"boot_id": boot_id, "claims": [...]}, with
+ * each claim record already serialised by state_dump(): a caller that keeps
+ * them serialises only what changed, so a save costs the claims that changed
+ * plus a copy and a CRC of the rest. Returns 0 or -errno. */
+int state_save_claims(int dirfd, const char *boot_id, char *const *claims, size_t n);
+
+/* A value as state.json holds it (compact, sorted keys: the form the
+ * checksum covers); a new string, or NULL. */
+char *state_dump(const json_t *v);
+
 /* CRC-32 (IEEE) of a buffer, for the checksum. */
 uint32_t state_crc32(const void *data, size_t len);
 

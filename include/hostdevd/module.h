@@ -63,6 +63,20 @@ struct hdd_pci_facts {
 	const char *device_name;	/* from pci.ids, NULL when unknown */
 };
 
+/* Why a PCI function is never handed to a guest, or NULL: every bridge (base
+ * class 06: host bridges, ISA bridges, root ports, PCI-to-PCI bridges) and
+ * the boot VGA device (the firmware's console). One rule for the pci
+ * module's "blocked" verdict and for the core's claims, so they agree. */
+static inline const char *
+hdd_pci_never_claimable(const struct hdd_pci_facts *f)
+{
+	if (f->class_code >= 0 && (f->class_code >> 16) == 0x06)
+		return "is a bridge (PCI class 06xx: host bridges, root ports and PCI bridges stay with the host)";
+	if (f->boot_vga)
+		return "is the boot VGA device (the firmware's console stays with the host)";
+	return NULL;
+}
+
 /* Facts of one USB device (not interfaces, not root hubs). */
 struct hdd_usb_facts {
 	char port[32];			/* sysfs name, e.g. "1-2.1" */

@@ -105,8 +105,9 @@ pci_describe(void *state, const struct hdd_device_view *dev, json_t *out)
 			 f->sriov_numvfs);
 		json_array_append_new(reasons, json_string(line));
 	}
-	if (f->boot_vga)
-		json_array_append_new(reasons, json_string("boot VGA device (may carry the console)"));
+	/* The same rule the claim path applies (module.h). */
+	if (hdd_pci_never_claimable(f))
+		json_array_append_new(reasons, json_string(hdd_pci_never_claimable(f) + 3));
 
 	if (f->iommu_group >= 0) {
 		char gid[16];

@@ -24,11 +24,16 @@ from test_deviceplugin import X540VF
 
 @pytest.fixture
 def host(make_daemon):
-    """Returns start(config=None, env=None) -> (daemon, kernel)."""
+    """Returns start(config=None, env=None, ...) -> (daemon, kernel).
+    igpu_boot_vga=False: the iGPU is not the boot VGA device (so its
+    two-function group can be claimed)."""
     kernels = []
 
-    def start(config=None, env=None, tree=None, start=True):
-        d = make_daemon(config=config, env=env, tree=tree, start=False)
+    def start(config=None, env=None, tree=None, start=True, igpu_boot_vga=True, **kw):
+        d = make_daemon(config=config, env=env, tree=tree, start=False, **kw)
+        if not igpu_boot_vga:
+            with open(os.path.join(d.sysfs, "bus/pci/devices/0000:35:00.0/boot_vga"), "w") as f:
+                f.write("0\n")
         k = SimKernel(d.root)
         kernels.append(k)
         if start:
@@ -57,8 +62,10 @@ def release(d, addr, **kw):
 
 
 def override(d, addr):
+    """driver_override as the kernel shows it (the simulated one keeps what
+    was written: a cleared one reads "\\n")."""
     with open(os.path.join(d.sysfs, "bus/pci/devices", addr, "driver_override")) as f:
-        return f.read().strip()
+        return f.read().strip() or "(null)"
 
 
 @contextlib.contextmanager
@@ -113,7 +120,7 @@ def test_claim_and_release_one_vf(host):
 
 
 def test_group_is_the_unit(host):
-    d, k = host()
+    d, k = host(igpu_boot_vga=False)
     res = claim(d, "0000:35:00.1")      # the HDMI audio: its iGPU comes along
     assert [m["address"] for m in res["members"]] == ["0000:35:00.0", "0000:35:00.1"]
     assert k.driver_of("0000:35:00.0") == "vfio-pci" and k.driver_of("0000:35:00.1") == "vfio-pci"
@@ -139,10 +146,6 @@ def refused(d, addr, code=-32003):
 def test_protected_devices(host):
     d, k = host(start=False, config={"exclude": [{"vendor": "144d"}]})
     t = hdtest.simhost.Tree(d.root)
-    # The iGPU carries the console.
-    os.makedirs(os.path.join(d.sysfs, "class/graphics/fb0"))
-    os.symlink("../../../devices/pci0000:00/0000:00:1c.0/0000:35:00.0",
-               os.path.join(d.sysfs, "class/graphics/fb0/device"))
     # The real default route goes through eno2 of the simulated X540.
     with open("/proc/net/route") as f:
         ifaces = [ln.split()[0] for ln in f.readlines()[1:] if ln.split()[1] == "00000000"]
@@ -152,7 +155,7 @@ def test_protected_devices(host):
     d.start()
     assert "excluded by the configuration" in refused(d, "0000:00:17.0")
     msg = refused(d, "0000:35:00.1")
-    assert "0000:35:00.0 is the boot VGA device with an active framebuffer (fb0)" in msg
+    assert "0000:35:00.0 is the boot VGA device" in msg and "shares an IOMMU group with 0000:35:00.1" in msg
     if ifaces:
         assert "carries the default route" in refused(d, "0000:01:00.1")
     assert "VFs enabled" in refused(d, "0000:01:00.0")
@@ -174,6 +177,34 @@ def test_boot_disk_is_protected(host):
     assert "backs the mounted filesystem / " in msg, msg
 
 
+def test_boot_vga_one_rule(host):
+    """The inventory's verdict and the claim path agree on the boot VGA
+    device, whether or not it carries a framebuffer."""
+    d, k = host()
+    igpu = d.call("devices.get", {"address": "0000:35:00.0"})
+    assert igpu["boot_vga"] is True and igpu["module_info"]["passthrough"] == "blocked"
+    msg = refused(d, "0000:35:00.0")
+    assert "0000:35:00.0 is the boot VGA device" in msg, msg
+    assert "boot VGA device" in " ".join(igpu["module_info"]["reasons"])
+    assert k.driver_of("0000:35:00.0") == "amdgpu" and k.driver_of("0000:35:00.1") == "snd_hda_intel"
+    assert claims(d) == [] and not [e for e in k.log if e[0] != "override"]
+    # Every device the inventory calls blocked is refused.
+    for dev in d.call("devices.list", {"class": "pci"}):
+        info = dev.get("module_info") or {}
+        if info.get("passthrough") == "blocked":
+            refused(d, dev["address"])
+
+
+@pytest.mark.parametrize("addr,what", [("0000:00:01.0", "root port"), ("0000:00:00.0", "host bridge")])
+def test_bridges_are_never_claimed(host, addr, what):
+    d, k = host()
+    msg = refused(d, addr)
+    assert f"{addr} is a bridge" in msg, msg
+    assert claims(d) == []
+    assert override(d, addr) == "(null)" and k.driver_of(addr) == ("pcieport" if what == "root port" else None)
+    assert not any(a == addr for _, a, _ in k.log), k.log
+
+
 def test_no_iommu_group_and_bad_requests(host):
     d, k = host()
     os.unlink(os.path.join(d.sysfs, "devices/pci0000:00/0000:00:17.0/iommu_group"))
@@ -188,7 +219,7 @@ def test_no_iommu_group_and_bad_requests(host):
 
 
 def test_rollback_when_the_second_member_fails(host):
-    d, k = host()
+    d, k = host(igpu_boot_vga=False)
     k.fail_bind.add("0000:35:00.1")
     c = d.client(timeout=60)
     resp = c.request("pci.claim", {"address": "0000:35:00.0"})
@@ -229,7 +260,7 @@ RELEASE_STEPS = ["release-intent", "release-unbind", "release-clear", "release-b
 def test_kill_9_at_every_step(host, step):
     addr = "0000:35:00.1"
     releasing = step.startswith("release")
-    d, k = host()
+    d, k = host(igpu_boot_vga=False)
     if releasing:
         claim(d, addr)
     d.stop()
@@ -360,7 +391,7 @@ def test_release_refused_while_held(host):
     with hold_open(node) as holder:
         c = d.client(timeout=60)
         resp = c.request("pci.release", {"address": "0000:01:10.2"})
-        assert resp["error"]["code"] == -32010 and f"PID {holder.pid}" in resp["error"]["message"]
+        assert resp["error"]["code"] == -32003 and f"PID {holder.pid}" in resp["error"]["message"]
         assert claims(d)[0]["state"] == "claimed"
         # Forced, while the kernel keeps the unbind waiting: the timeout
         # names the holder.

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Real kernel, one boot: inventory = lspci (1), claim an e1000e through to the
 # kubelet and the VFIO API (2), a two-function group (3), SR-IOV VFs (6), USB
-# (7), a mounted disk refused (9), mdev (8).
+# (7), a mounted disk refused, at a claim and as a claim recorded before it was
+# mounted (9), mdev (8).
 . /run/vmtest/lib.sh
 G=/run/vmtest
 check "hostdevd starts on the real kernel" hd_start state-a
@@ -72,7 +73,28 @@ check "a disk with a mounted filesystem is refused (exit $rc)" test $rc = 6
 check "the error names the mount point" grep -q "/mnt/data" /tmp/claim.out
 umount /mnt/data
 check "after unmounting, the claim succeeds" ctl claim "$D"
-check "and it releases" ctl release "$D"
+# Claimed; then, as after a reboot, back on its driver and mounted: the
+# recorded claim is checked against the live system at the next start.
+check "hostdevd stops with the disk claimed" hd_stop
+echo >/sys/bus/pci/devices/$D/driver_override
+echo $D >/sys/bus/pci/drivers/vfio-pci/unbind
+echo $D >/sys/bus/pci/drivers_probe
+udevadm settle --timeout=20
+BLK=$(ls /sys/bus/pci/devices/$D/virtio*/block | head -n1)
+mount /dev/$BLK /mnt/data
+check "the disk is on virtio-pci again and mounted" sh -c "test '$(driver_of "$D")' = virtio-pci && mountpoint -q /mnt/data"
+check "hostdevd starts again" hd_start state-a
+check "the recorded claim is refused, naming the mount point" sh -c \
+	"rpc claims.list | jq -e '.result.claims[] | select(.address == \"$D\") | .refused and (.reason | contains(\"/mnt/data\"))'"
+check "the disk stays on virtio-pci" test "$(driver_of "$D")" = virtio-pci
+check "and stays mounted" mountpoint -q /mnt/data
+ctl claim "$D" >/tmp/claim.out 2>&1
+rc=$?
+check "a new claim of it is refused (exit $rc)" test $rc = 6
+check "releasing the refused claim forgets it, nothing moved" sh -c \
+	"ctl release $D && rpc claims.list | jq -e '.result.claims | length == 0' && test \$(basename \$(readlink /sys/bus/pci/devices/$D/driver)) = virtio-pci"
+umount /mnt/data
+check "unmounted, it is claimed again and released" sh -c "ctl claim $D && ctl release $D"
 scenario_end
 
 scenario mdev
