@@ -137,7 +137,13 @@ fsroot_open(const struct fsroot *r, const char *rel, int flags)
 	if (rel[0] == '\0')
 		rel = ".";
 	if (!r->no_openat2) {
-		fd = (int)syscall(SYS_openat2, r->fd, rel, &how, sizeof(how));
+		/* EAGAIN: a rename or mount anywhere on the system raced the
+		 * RESOLVE_BENEATH walk (openat2(2)); the kernel asks for a retry. */
+		for (int tries = 0; tries < 64; tries++) {
+			fd = (int)syscall(SYS_openat2, r->fd, rel, &how, sizeof(how));
+			if (fd >= 0 || errno != EAGAIN)
+				break;
+		}
 		if (fd >= 0)
 			return fd;
 		if (errno != ENOSYS)

@@ -71,7 +71,13 @@ op_write(int sysfs_fd, const char *path, const char *value)
 
 	/* No O_CREAT: sysfs attributes exist or the write is wrong (O_TRUNC is
 	 * a no-op on sysfs and keeps simulated trees honest). */
-	fd = (int)syscall(SYS_openat2, sysfs_fd, path, &how, sizeof(how));
+	/* EAGAIN: a rename or mount anywhere on the system raced the
+	 * RESOLVE_BENEATH walk (openat2(2)); the kernel asks for a retry. */
+	for (int tries = 0; tries < 64; tries++) {
+		fd = (int)syscall(SYS_openat2, sysfs_fd, path, &how, sizeof(how));
+		if (fd >= 0 || errno != EAGAIN)
+			break;
+	}
 	if (fd < 0 && errno == ENOSYS)
 		fd = openat(sysfs_fd, path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
