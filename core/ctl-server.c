@@ -205,6 +205,35 @@ client_within_budget(struct ctl_client *c)
 	return false;
 }
 
+/* The peer closed its side and every complete line is handled: answer the
+ * last unterminated one (socat closes after its line), then close once the
+ * answers are out, unless more are to come. */
+static void
+client_at_eof(struct ctl_client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t len = evbuffer_get_length(in);
+
+	if (len > 0) {
+		char *line = c->discarding || len > CTL_MAX_LINE ? NULL :
+			     (char *)evbuffer_pullup(in, -1);
+
+		if (line)
+			client_handle(c, line, len);
+		if (c->dead)
+			return;
+		evbuffer_drain(in, len);
+	}
+	/* A subscriber may close its sending side and keep listening (socat
+	 * -t with a long timeout); a claim's answer takes its time. */
+	if (c->peer.subscribed || c->peer.pending > 0)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		c->closing = true;	/* freed once the answers are written */
+	else
+		client_kill(c);
+}
+
 /* Handles complete lines while the client's output is below the mark, at
  * most CTL_LINES_PER_TURN in one go. */
 static void
@@ -240,6 +269,8 @@ client_process(struct ctl_client *c)
 				c->discarding = true;
 				evbuffer_drain(in, len);
 			}
+			if (c->eof)
+				client_at_eof(c);
 			return;
 		}
 		if (handled++ == CTL_LINES_PER_TURN) {
@@ -300,7 +331,8 @@ client_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->paused) {
 		c->paused = false;
-		bufferevent_enable(c->bev, EV_READ);
+		if (!c->eof)
+			bufferevent_enable(c->bev, EV_READ);
 		client_process(c);
 	}
 }
@@ -311,32 +343,12 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct ctl_client *c = arg;
 
 	if (what & BEV_EVENT_EOF) {
-		/* Half-close: answer what was sent (socat closes its side). */
-		struct evbuffer *in = bufferevent_get_input(bev);
-
-		if (evbuffer_get_length(in) > 0 && !c->discarding) {
-			size_t len = evbuffer_get_length(in);
-			char *line = (char *)evbuffer_pullup(in, -1);
-
-			if (line && len <= CTL_MAX_LINE)
-				client_handle(c, line, len);
-			if (c->dead)
-				return;
-			evbuffer_drain(in, len);
-		}
-		/* A subscriber may close its sending side and keep listening
-		 * (socat -t with a long timeout): stop reading, keep streaming. */
+		/* Half-close: answer every line that came (socat closes its
+		 * side after sending), from later turns too when there are many. */
 		c->eof = true;
-		if (c->peer.subscribed || c->peer.pending > 0) {
-			/* Answers are still to come (a claim takes its time). */
-			bufferevent_disable(bev, EV_READ);
-			return;
-		}
-		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-			c->closing = true;
-			bufferevent_disable(bev, EV_READ);
-			return;
-		}
+		bufferevent_disable(bev, EV_READ);
+		client_process(c);
+		return;
 	} else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
 		log_info("ctl", "client pid %d read nothing of its %zu waiting bytes for %d s; closing",
 			 (int)c->peer.pid, evbuffer_get_length(bufferevent_get_output(bev)),

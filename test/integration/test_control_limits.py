@@ -242,3 +242,23 @@ def test_root_keeps_a_slot_and_refusals_are_summed_up(make_daemon):
     summed = sum(int(line.split("[ctl] ")[1].split()[0]) for line in log.splitlines()
                  if "more clients refused" in line)
     assert full + summed == 37 and full <= 2, (full, summed)
+
+
+def test_many_requests_then_half_close(daemon):
+    """Requests are taken 16 per loop turn; a client that sends many and closes
+    its side (as socat does) still gets every answer, the last line's too."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(daemon.sock)
+    lines = b"".join(json.dumps(rpc("daemon.status", i)).encode() + b"\n" for i in range(99))
+    s.sendall(lines + json.dumps(rpc("modules.list", 99)).encode())   # no newline at the end
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(30)
+    data = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    ids = [json.loads(x)["id"] for x in data.splitlines()]
+    assert ids == list(range(100)), ids[-5:]
