@@ -372,11 +372,13 @@ peer_read_groups(int fd, struct ctl_peer *p)
 	char path[64], text[65536];
 	gid_t *v = malloc(len);
 	ssize_t n;
-	int pfd;
+	int pfd, err;
 
 	if (v == NULL)
 		return -ENOMEM;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len) < 0 && errno == ERANGE) {
+	err = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len);
+	if (err < 0 && errno == ERANGE) {
+		/* More than 64 groups: len now says how many bytes they take. */
 		gid_t *nv = realloc(v, len);
 
 		if (nv == NULL) {
@@ -384,8 +386,9 @@ peer_read_groups(int fd, struct ctl_peer *p)
 			return -ENOMEM;
 		}
 		v = nv;
+		err = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len);
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, v, &len) == 0) {
+	if (err == 0) {
 		p->groups = v;
 		p->ngroups = len / sizeof(gid_t);
 		return 0;
