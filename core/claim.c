@@ -17,7 +17,9 @@
 #include "dp-names.h"
 #include "dp-server.h"
 #include "dp.h"
+#include "earlybind.h"
 #include "log.h"
+#include "metrics.h"
 #include "loop.h"
 #include "protect.h"
 #include "state.h"
@@ -182,6 +184,8 @@ claims_save(struct claims *c)
 	if (err < 0)
 		log_errx("claim", "cannot write %s/%s: %s", c->d->opts.state_dir, STATE_FILE,
 			 strerror(-err));
+	else if (early_bind_sync(c->state_dirfd, c) < 0)
+		log_warnx("claim", "cannot update %s/%s", c->d->opts.state_dir, EARLY_BIND_DIR);
 	return err;
 }
 
@@ -546,6 +550,7 @@ job_fail(struct claim_job *j, const char *fmt, ...)
 	snprintf(cl->last_error, sizeof(cl->last_error), "%s", j->error);
 	log_warnx("claim", "%s: %s", cl->address, j->error);
 	emit(j->c, j->release ? "release.failed" : "claim.failed", cl, "error", j->error);
+	metrics_count(j->release ? METRICS_RELEASES_FAILED : METRICS_CLAIMS_FAILED);
 	if (!j->release && j->resumed) {
 		/* Re-applying a recorded claim: keep it, unhealthy, and try
 		 * again at the next resync. */
@@ -1121,6 +1126,7 @@ job_start_queued(struct claims *c)
 static void
 job_queue(struct claims *c, struct claim_job *j)
 {
+	metrics_count(j->release ? METRICS_RELEASES_STARTED : METRICS_CLAIMS_STARTED);
 	j->cl->job = j;
 	if (queue_tail)
 		queue_tail->next = j;

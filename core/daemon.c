@@ -22,6 +22,7 @@
 #include "dp.h"
 #include "log.h"
 #include "loop.h"
+#include "sdnotify.h"
 #include "sysfs.h"
 #include "udev.h"
 #include "worker.h"
@@ -746,10 +747,12 @@ daemon_reload(struct daemon *d)
 	char errbuf[512];
 	int err;
 
+	sd_notify_send("RELOADING=1\nSTATUS=reloading the configuration");
 	err = config_load(d->opts.config_file, &cfg, errbuf, sizeof(errbuf));
 	if (err < 0) {
 		log_errx("config", "reload failed, keeping the old configuration: %s", errbuf);
 		daemon_emit(d, "config.reload_failed", json_pack("{s:s}", "error", errbuf));
+		sd_notify_sendf("READY=1\nSTATUS=reload failed, old configuration kept: %s", errbuf);
 		return err;
 	}
 	if (d->opts.log_level < 0)
@@ -768,5 +771,6 @@ daemon_reload(struct daemon *d)
 	log_info("config", "reloaded %s (module changes take effect at the next start)",
 		 d->opts.config_file);
 	daemon_emit(d, "config.reloaded", json_pack("{s:s}", "config", d->opts.config_file));
+	sd_notify_send("READY=1\nSTATUS=configuration reloaded");
 	return 0;
 }

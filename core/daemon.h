@@ -36,6 +36,8 @@ struct options {
 	const char *usb_ids;
 	int log_level;			/* -1: from the config, else info */
 	int ready_fd;			/* -1: none */
+	const char *metrics_address;	/* NULL: no HTTP listener */
+	const char *proc_root;		/* NULL: /proc */
 };
 
 struct daemon_stats {

@@ -15,6 +15,7 @@
 #include "dp-server.h"
 #include "dp.h"
 #include "log.h"
+#include "metrics.h"
 
 #define DP_MAX_IDS 4096		/* devices in one request */
 
@@ -918,6 +919,7 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 	int status = GRPC_STATUS_OK;
 	uint8_t *out = NULL;
 	size_t outlen, ncont = 0;
+	int64_t t0 = metrics_now_usec();
 
 	req = v1beta1__allocate_request__unpack(NULL, len, msg);
 	if (req == NULL) {
@@ -1031,6 +1033,7 @@ out:
 		log_warnx("dp", "%s: Allocate refused: %s", r->name, why);
 		grpc_call_finish(call, status, why);
 	}
+	metrics_observe_allocate(metrics_now_usec() - t0, status == GRPC_STATUS_OK);
 	free(out);
 	for (size_t c = 0; allocs && c < ncont; c++)
 		alloc_clear(&allocs[c]);

@@ -198,3 +198,43 @@ fsroot_readlink(const struct fsroot *r, const char *dir_rel, int dirfd,
 	target[n] = '\0';
 	return path_join_normalize(dir_rel, target, out, size);
 }
+
+/* --- /proc ------------------------------------------------------------------- */
+
+#define PROC_ROOT_ENV "HOSTDEVD_PROC_ROOT"
+
+static const char *
+proc_root(void)
+{
+	const char *r = getenv(PROC_ROOT_ENV);
+
+	return r && r[0] ? r : NULL;
+}
+
+void
+proc_root_set(const char *dir)
+{
+	if (dir && dir[0] && strcmp(dir, "/proc") != 0)
+		setenv(PROC_ROOT_ENV, dir, 1);
+	else
+		unsetenv(PROC_ROOT_ENV);
+}
+
+int
+proc_path(char *out, size_t size, const char *rel)
+{
+	const char *root = proc_root();
+	int n;
+
+	if (rel[0] == '\0')
+		n = snprintf(out, size, "%s", root ? root : "/proc");
+	else if (root == NULL)
+		n = snprintf(out, size, "/proc/%s", rel);
+	else if (strncmp(rel, "self/", 5) == 0)
+		n = snprintf(out, size, "%s/1/%s", root, rel + 5);
+	else if (strncmp(rel, "net/", 4) == 0)
+		n = snprintf(out, size, "%s/1/%s", root, rel);
+	else
+		n = snprintf(out, size, "%s/%s", root, rel);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}

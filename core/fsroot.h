@@ -39,4 +39,16 @@ int path_join_normalize(const char *base, const char *target, char *out, size_t 
 /* The last component of a path ("" for an empty string). */
 const char *path_basename(const char *path);
 
+/* --- /proc (--proc-root) ------------------------------------------------------
+ * Every read of kernel state under /proc goes through proc_path(). By default
+ * it is /proc itself. With --proc-root DIR (the host's /proc mounted into a
+ * container), paths are taken under DIR, and the per-namespace views
+ * ("self/..." and "net/...") become PID 1's: the host's mount table and
+ * routes, not the container's. The setting is also put in the environment
+ * ($HOSTDEVD_PROC_ROOT), so the worker process inherits it. */
+void proc_root_set(const char *dir);
+/* Writes the path of `rel` (no leading '/': "self/mountinfo", "swaps",
+ * "net/route", "1234/fd") to out. Returns 0 or -ENAMETOOLONG. */
+int proc_path(char *out, size_t size, const char *rel);
+
 #endif

@@ -20,6 +20,8 @@
 #include "dp-server.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
+#include "sdnotify.h"
 #include "udev.h"
 #include "worker.h"
 
@@ -45,6 +47,8 @@ usage(FILE *out)
 		"  --node-name NAME      node name [the host name]\n"
 		"  --log-level LEVEL     error, warn, info or debug [info]\n"
 		"  --ready-fd FD         write READY\\n to FD once serving\n"
+		"  --metrics-address HOST:PORT  serve /metrics, /healthz, /readyz over HTTP [off]\n"
+		"  --proc-root DIR       the host's /proc (mount table, swaps, routes, open files) [/proc]\n"
 		"  --pci-ids FILE        pci.ids database [%s]\n"
 		"  --usb-ids FILE        usb.ids database [%s]\n"
 		"  --version             print the version and exit\n"
@@ -55,7 +59,8 @@ usage(FILE *out)
 enum {
 	OPT_FOREGROUND = 256, OPT_CONFIG, OPT_SYSFS_ROOT, OPT_DEV_ROOT, OPT_KUBELET_DIR,
 	OPT_CONTROL_SOCKET, OPT_STATE_DIR, OPT_MODULE_DIR, OPT_NODE_NAME, OPT_LOG_LEVEL,
-	OPT_READY_FD, OPT_PCI_IDS, OPT_USB_IDS, OPT_VERSION, OPT_HELP,
+	OPT_READY_FD, OPT_PCI_IDS, OPT_USB_IDS, OPT_VERSION, OPT_HELP, OPT_METRICS_ADDRESS,
+	OPT_PROC_ROOT,
 	OPT_WORKER_FD, OPT_WORKER_SYSFS_FD,
 };
 
@@ -73,6 +78,8 @@ static const struct option long_options[] = {
 	{ "ready-fd", required_argument, NULL, OPT_READY_FD },
 	{ "pci-ids", required_argument, NULL, OPT_PCI_IDS },
 	{ "usb-ids", required_argument, NULL, OPT_USB_IDS },
+	{ "metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS },
+	{ "proc-root", required_argument, NULL, OPT_PROC_ROOT },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	/* Hidden: the worker process, started by the daemon itself. */
 	{ "worker-fd", required_argument, NULL, OPT_WORKER_FD },
@@ -80,30 +87,6 @@ static const struct option long_options[] = {
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
-
-/* systemd readiness, without libsystemd: one datagram to $NOTIFY_SOCKET. */
-static void
-notify_ready(void)
-{
-	const char *path = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	socklen_t len;
-	int fd;
-
-	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
-	    strlen(path) >= sizeof(sun.sun_path))
-		return;
-	memcpy(sun.sun_path, path, strlen(path));
-	if (path[0] == '@')
-		sun.sun_path[0] = '\0';
-	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return;
-	if (sendto(fd, "READY=1", 7, MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
-		log_warn("daemon", "sd_notify to %s", path);
-	close(fd);
-}
 
 static void
 signal_ready(int fd)
@@ -118,7 +101,27 @@ signal_ready(int fd)
 			log_warn("daemon", "cannot write READY to fd %d", fd);
 		close(fd);
 	}
-	notify_ready();
+}
+
+/* systemd's READY=1 (and /readyz) waits until the recorded claims have been
+ * re-applied: no claim job left in flight. */
+static void
+ready_when_settled(void *arg)
+{
+	struct daemon *d = arg;
+	size_t busy = 0;
+
+	for (size_t i = 0; d->claims && i < d->claims->n; i++)
+		busy += d->claims->v[i]->job != NULL;
+	if (busy > 0 && loop_call_later(d->loop, 50, ready_when_settled, d) == 0) {
+		sd_notify_sendf("STATUS=re-applying %zu recorded claims", busy);
+		return;
+	}
+	metrics_set_ready(true);
+	if (d->claims && d->claims->fail_closed)
+		sd_notify_sendf("READY=1\nSTATUS=failing closed: %s", d->claims->fail_reason);
+	else
+		sd_notify_sendf("READY=1\nSTATUS=serving: %zu claims", d->claims ? d->claims->n : 0);
 }
 
 static int parse_fd(const char *s);
@@ -167,6 +170,7 @@ main(int argc, char **argv)
 	};
 	struct daemon d;
 	struct loop *loop = NULL;
+	struct metrics_server *metrics = NULL;
 	int c, err, rc = EXIT_FAILURE, worker_fd = -1, worker_sysfs_fd = -1;
 
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
@@ -182,6 +186,8 @@ main(int argc, char **argv)
 		case OPT_NODE_NAME: opts.node_name = optarg; break;
 		case OPT_PCI_IDS: opts.pci_ids = optarg; break;
 		case OPT_USB_IDS: opts.usb_ids = optarg; break;
+		case OPT_METRICS_ADDRESS: opts.metrics_address = optarg; break;
+		case OPT_PROC_ROOT: opts.proc_root = optarg; break;
 		case OPT_LOG_LEVEL:
 			opts.log_level = log_level_from_string(optarg);
 			if (opts.log_level < 0) {
@@ -231,6 +237,17 @@ main(int argc, char **argv)
 	log_init(opts.log_level >= 0 ? (enum hdd_log_level)opts.log_level : HDD_LOG_INFO,
 		 !opts.foreground);
 
+	if (opts.metrics_address) {
+		char host[256];
+		uint16_t port;
+
+		if (metrics_parse_address(opts.metrics_address, host, sizeof(host), &port) < 0) {
+			fprintf(stderr, "hostdevd: --metrics-address: expected HOST:PORT, [V6]:PORT or :PORT\n");
+			return 2;
+		}
+	}
+	sd_notify_send("STATUS=reading the inventory and the recorded claims");
+	proc_root_set(opts.proc_root);	/* before the worker starts: it inherits it */
 	if (daemon_init(&d, &opts) < 0)
 		goto out;
 	err = loop_new(&d, &loop);
@@ -249,6 +266,7 @@ main(int argc, char **argv)
 		log_errx("daemon", "cannot start the worker process: %s", strerror(-err));
 		goto out;
 	}
+	sd_notify_send("STATUS=re-applying recorded claims");
 	claims_reconcile(d.claims, "start");
 	err = ctl_server_new(&d, loop_base(loop), opts.control_socket, &d.ctl);
 	if (err < 0) {
@@ -261,13 +279,28 @@ main(int argc, char **argv)
 		goto out;
 	}
 	dp_server_kick(d.dps);	/* first membership, sockets, Register */
+	if (opts.metrics_address) {
+		err = metrics_server_new(&d, loop_base(loop), opts.metrics_address, &metrics);
+		if (err < 0) {
+			log_errx("daemon", "metrics listener %s: %s", opts.metrics_address,
+				 strerror(-err));
+			goto out;
+		}
+		log_info("daemon", "metrics on http://%s/metrics", opts.metrics_address);
+	}
+	if (sd_watchdog_start(loop_base(loop)) < 0)
+		log_warnx("daemon", "cannot start the systemd watchdog timer");
 	log_info("daemon", "hostdevd %s ready (pid %d)", PACKAGE_VERSION, (int)getpid());
 	signal_ready(opts.ready_fd);
 	opts.ready_fd = -1;
+	ready_when_settled(&d);
 
 	if (loop_run(loop) == 0)
 		rc = EXIT_SUCCESS;
+	sd_notify_send("STOPPING=1\nSTATUS=stopping");
 out:
+	sd_watchdog_stop();
+	metrics_server_free(metrics);
 	if (opts.ready_fd >= 0)
 		close(opts.ready_fd);
 	dp_server_free(d.dps);

@@ -89,7 +89,8 @@ static int
 check_mounts(struct daemon *d, const char *addr, char *why, size_t whylen)
 {
 	char line[4096];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char ppath[4096];
+	FILE *f = proc_path(ppath, sizeof(ppath), "self/mountinfo") ? NULL : fopen(ppath, "re");
 	int hit = 0;
 
 	if (f == NULL)
@@ -114,7 +115,7 @@ check_mounts(struct daemon *d, const char *addr, char *why, size_t whylen)
 	fclose(f);
 	if (hit)
 		return 1;
-	f = fopen("/proc/swaps", "re");
+	f = proc_path(ppath, sizeof(ppath), "swaps") ? NULL : fopen(ppath, "re");
 	if (f == NULL)
 		return 0;
 	while (!hit && fgets(line, sizeof(line), f)) {
@@ -171,8 +172,8 @@ iface_on_device(struct daemon *d, const char *ifname, const char *addr, int dept
 static int
 check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen)
 {
-	char line[512], ifname[64];
-	FILE *f = fopen("/proc/net/route", "re");
+	char line[512], ifname[64], path[4096];
+	FILE *f = proc_path(path, sizeof(path), "net/route") ? NULL : fopen(path, "re");
 	int hit = 0;
 
 	if (f) {
@@ -185,7 +186,7 @@ check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen
 		}
 		fclose(f);
 	}
-	f = hit ? NULL : fopen("/proc/net/ipv6_route", "re");
+	f = hit || proc_path(path, sizeof(path), "net/ipv6_route") ? NULL : fopen(path, "re");
 	if (f) {
 		while (!hit && fgets(line, sizeof(line), f)) {
 			char dest[40];

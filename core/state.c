@@ -471,7 +471,8 @@ out:
 void
 state_boot_id(char *buf, size_t size)
 {
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	char path[4096];
+	FILE *f = proc_path(path, sizeof(path), "sys/kernel/random/boot_id") ? NULL : fopen(path, "re");
 
 	buf[0] = '\0';
 	if (f == NULL)

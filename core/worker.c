@@ -21,7 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsroot.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define MSG_MAX 65536
@@ -158,14 +160,15 @@ static json_t *
 scan_holders(const json_t *paths, const json_t *prefixes)
 {
 	json_t *out = json_array();
-	DIR *proc = opendir("/proc");
+	char root[4096];
+	DIR *proc = proc_path(root, sizeof(root), "") ? NULL : opendir(root);
 	struct dirent *de;
 	pid_t self = getpid(), parent = getppid();
 
 	if (proc == NULL)
 		return out;
 	while ((de = readdir(proc)) != NULL) {
-		char fddir[64], link[128], target[4096], comm[64] = "";
+		char fddir[4200], link[4300], target[4096], comm[64] = "";
 		pid_t pid;
 		DIR *fds;
 		struct dirent *fe;
@@ -176,7 +179,7 @@ scan_holders(const json_t *paths, const json_t *prefixes)
 		pid = (pid_t)atoi(de->d_name);
 		if (pid == self || pid == parent)
 			continue;
-		snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)pid);
+		snprintf(fddir, sizeof(fddir), "%s/%d/fd", root, (int)pid);
 		fds = opendir(fddir);
 		if (fds == NULL)
 			continue;
@@ -192,7 +195,7 @@ scan_holders(const json_t *paths, const json_t *prefixes)
 			target[n] = '\0';
 			if (!matches(target, paths, prefixes))
 				continue;
-			snprintf(link, sizeof(link), "/proc/%d/comm", (int)pid);
+			snprintf(link, sizeof(link), "%s/%d/comm", root, (int)pid);
 			f = fopen(link, "re");
 			if (f) {
 				if (fgets(comm, sizeof(comm), f) == NULL)
@@ -430,6 +433,7 @@ finish_current(struct worker *w, int result, const json_t *reply)
 	w->current = NULL;
 	evtimer_del(w->timer);
 	if (op) {
+		metrics_count(result < 0 ? METRICS_WORKER_FAILURES : METRICS_WORKER_JOBS);
 		if (op->cb)
 			op->cb(op->arg, result, reply);
 		json_decref(op->req);
@@ -515,6 +519,7 @@ worker_timer_cb(evutil_socket_t fd, short what, void *arg)
 	snprintf(why, sizeof(why), "operation %s did not finish within %d ms",
 		 w->current ? json_string_value(json_object_get(w->current->req, "op")) : "?",
 		 w->current ? w->current->timeout_ms : 0);
+	metrics_count(METRICS_WORKER_TIMEOUTS);
 	restart(w, why);
 	finish_current(w, -ETIMEDOUT, NULL);
 }

@@ -17,7 +17,8 @@ def main(builddir):
     passed = failed = skipped = 0
     trs_files = glob.glob(os.path.join(builddir, "test", "unit", "*.trs")) + \
         glob.glob(os.path.join(builddir, "fuzz", "*.trs")) + \
-        glob.glob(os.path.join(builddir, "test", "vm", "*.trs"))
+        glob.glob(os.path.join(builddir, "test", "vm", "*.trs")) + \
+        glob.glob(os.path.join(builddir, "test", "packaging", "*.trs"))
     for trs in sorted(trs_files):
         with open(trs) as f:
             for line in f:
