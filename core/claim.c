@@ -1527,7 +1527,7 @@ claim_refuse(struct claims *c, struct claim *cl, const char *why)
 	log_warnx("claim", "%s: the %s claim recorded in %s is refused, nothing is written for it: %s",
 		  cl->address, claim_state_to_string(cl->recorded), STATE_FILE, why);
 	emit(c, "claim.refused", cl, "reason", why);
-	claims_save(c);
+	claims_save(c);		/* what follows the claims (early binding) drops it */
 	if (c->d->dp) {
 		c->d->dp->dirty = true;
 		dp_server_kick(c->d->dps);
