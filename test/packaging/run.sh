@@ -103,8 +103,8 @@ run_check module-sdk sdk
 normalize() {	# paths of regular files, distribution directories mapped
 	sed -e 's|^\./|/|' -e 's|^/lib/|/usr/lib/|' -e 's|/usr/lib/[a-z0-9_]*-linux-gnu/|/usr/LIB/|' \
 		-e 's|^/usr/lib64/|/usr/LIB/|' -e 's|\.gz$||' |
-		grep -v -e '^/usr/share/doc/' -e '^/usr/share/licenses/' -e '^/usr/lib/debug/' \
-			-e '^/usr/lib/\.build-id/' -e '/$' | sort -u
+		grep -v -e '^/usr/share/doc/' -e '^/usr/share/licenses/' -e '^/usr/lib/debug' \
+			-e '^/usr/lib/\.build-id' -e '/$' | sort -u
 }
 compare() {
 	[ -n "$rpms" ] && [ -n "$debs" ] || { echo "packages missing"; return 1; }
