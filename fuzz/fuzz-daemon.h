@@ -204,12 +204,18 @@ fuzz_daemon_init(void)
 	d->mods = calloc(1, sizeof(*d->mods));
 }
 
+static int
+fuzz_rm_all_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	remove(path);
+	return 0;
+}
+
 static void
 fuzz_daemon_atexit(void)
 {
-	unlinkat(fuzz_state_fd, STATE_FILE, 0);
-	rmdir(fuzz_state_dir);
-	rmdir(fuzz_dev_dir);
+	nftw(fuzz_state_dir, fuzz_rm_all_cb, 16, FTW_DEPTH | FTW_PHYS);
+	nftw(fuzz_dev_dir, fuzz_rm_all_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* A fresh inventory of the tree as it is now. */
