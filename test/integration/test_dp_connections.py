@@ -288,6 +288,7 @@ def test_half_finished_requests_memory_bounded_and_returned(make_daemon):
             p.close()
         hdtest.wait_until(lambda: resource(d)["connections"] == 1, what="the connections to go")
         after = d.rss_kib() - rss0
+        print(f"RSS: +{peak} KiB holding the requests, +{after} KiB once they are gone")
         assert after < 6 * 1024, f"RSS still {after} KiB above the start once they are gone"
         assert plugin.allocate(["0000:01:10.0"]).container_responses[0].envs
     finally:
