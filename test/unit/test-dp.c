@@ -485,12 +485,47 @@ test_preferred(void)
 		device_unref(m[i].dev);
 }
 
+/* The budget shared by server connections, the handshake flag, and the
+ * deadline for requests whose body never ends. */
+static void
+test_grpc_bounds(void)
+{
+	struct grpc_budget budget = { .max = 100 };
+	struct grpc_conn *srv, *cli;
+	uint8_t big[200];
+
+	to_server.len = to_client.len = 0;
+	requests = responses = 0;
+	is_int(grpc_conn_new_server(&srv_ops, NULL, &srv), 0, "server connection");
+	is_int(grpc_conn_new_client(&cli_ops, NULL, &cli), 0, "client connection");
+	grpc_conn_set_budget(srv, &budget);
+	ok(!grpc_conn_established(srv), "not established before the client's preface");
+	grpc_conn_call(cli, "/test.Echo/Echo", (const uint8_t *)"hi", 2);
+	shuttle(srv, cli);
+	ok(grpc_conn_established(srv), "established once its SETTINGS came");
+	is_int(last_status, 0, "a small request within the budget");
+	is_int((long)budget.used, 0, "nothing held once it is answered");
+
+	memset(big, 'x', sizeof(big));
+	grpc_conn_call(cli, "/test.Echo/Echo", big, sizeof(big));
+	shuttle(srv, cli);
+	is_int(last_status, GRPC_STATUS_RESOURCE_EXHAUSTED, "a request past the budget is refused");
+	is_int(requests, 1, "and never reaches the handler");
+	is_int((long)budget.used, 0, "what it buffered is given back");
+	is_int((long)grpc_conn_buffered(srv), 0, "by the connection too");
+	is_int(grpc_conn_expire_requests(srv, 0), 0, "no request is still arriving");
+	grpc_conn_free(cli);
+	grpc_conn_free(srv);
+	is_int((long)budget.used, 0, "the budget is back to zero");
+}
+
 int
 main(void)
 {
 	log_init(HDD_LOG_ERR, 0);
 	test_names();
 	test_grpc();
+	test_grpc_bounds();
 	test_list_encoding();
 	test_preferred();
 	return tap_done();
