@@ -3,6 +3,7 @@
 when it is installed), /healthz and /readyz, and `hostdevctl status` failing
 when the daemon fails closed."""
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 import hdtest
 from kubelet import Kubelet
+from test_claims import host  # noqa: F401  (a fixture)
 from test_deviceplugin import X540VF, bind_vfio
 
 
@@ -189,3 +191,39 @@ def test_systemd_notifications(make_daemon, tmp_path):
     until("STOPPING=1")
     d.check_clean_exit()
     s.close()
+
+
+def test_ready_waits_for_recorded_claims(host, tmp_path):  # noqa: F811
+    """A claim interrupted by kill -9 is re-applied at the next start before
+    READY=1 (and /readyz): when READY=1 arrives, nothing is in flight."""
+    addr = "0000:01:10.2"
+    d, k = host()
+    d.stop()
+    d.env = {"HOSTDEVD_TEST_CRASH_AFTER": "intent"}
+    d.start()
+    c = d.client(timeout=30)
+    c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "pci.claim",
+                            "params": {"address": addr}}) + "\n").encode())
+    d.proc.wait(30)
+    assert d.proc.returncode == -signal.SIGKILL, d.log_text()[-3000:]
+    c.close()
+    d.proc = None
+    d.log.close()
+
+    path = str(tmp_path / "notify")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(30)
+    port = free_port()
+    d.env = {"NOTIFY_SOCKET": path}
+    d.extra_args += ["--metrics-address", f"127.0.0.1:{port}"]
+    d.start()
+    seen = []
+    while not seen or not seen[-1].startswith("READY=1"):
+        seen.append(s.recv(1024).decode())
+    s.close()
+    assert any(m.startswith("STATUS=re-applying 1 recorded claims") for m in seen), seen
+    cl = d.call("claims.list")["claims"]
+    assert [(x["state"], x["busy"]) for x in cl] == [("claimed", False)], cl
+    assert k.driver_of(addr) == "vfio-pci"
+    assert get(port, "/readyz") == (200, "ready\n")
