@@ -30,7 +30,7 @@ enum {
 
 #define MAX_RESPONSE (512u * 1024 * 1024)
 /* Devices asked for in one devices.list page. */
-#define DEVICES_PAGE 256
+#define DEVICES_PAGE 128
 
 static const char *socket_path = "/run/hostdevd/hostdevd.sock";
 static int json_output;

@@ -75,7 +75,7 @@ def test_hostile_batch_is_bounded(make_daemon, big_host):
         assert r["error"]["code"] == -32006, r
         assert "4096 devices match" in r["error"]["message"] and "cursor" in r["error"]["message"]
     # Pages are allowed, and the batch's answer stays within its budget.
-    line = json.dumps([rpc("devices.list", i, {"limit": 512}) for i in range(32)]).encode()
+    line = json.dumps([rpc("devices.list", i, {"limit": 256}) for i in range(32)]).encode()
     c.send_raw(line + b"\n")
     c.sock.settimeout(120)
     raw = b""
@@ -88,7 +88,7 @@ def test_hostile_batch_is_bounded(make_daemon, big_host):
     done = [r for r in answer if "result" in r]
     refused = [r for r in answer if "error" in r]
     assert len(done) + len(refused) == 32 and done and refused
-    assert all(len(r["result"]["devices"]) == 512 for r in done)
+    assert all(len(r["result"]["devices"]) == 256 for r in done)
     assert all(r["error"]["code"] == -32006 and "max_answer_bytes" in r["error"]["message"]
                for r in refused)
     assert [r["id"] for r in answer] == list(range(32)), "every request is answered, in order"
@@ -105,17 +105,17 @@ def test_devices_list_pages(make_daemon, big_host):
     assert msg["error"]["code"] == -32006 and "4096 devices match" in msg["error"]["message"]
     seen, cursor, pages = [], None, 0
     while True:
-        params = {"limit": 500}
+        params = {"limit": 250}
         if cursor:
             params["cursor"] = cursor
         page = c.call("devices.list", params)
         pages += 1
-        assert len(page["devices"]) <= 500
+        assert len(page["devices"]) <= 250
         seen += [x["address"] for x in page["devices"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert pages == 9 and len(seen) == 4096 and seen == sorted(set(seen))
+    assert pages == 17 and len(seen) == 4096 and seen == sorted(set(seen))
     # Filters apply before paging; a small filtered answer needs no page.
     assert [x["address"] for x in c.call("devices.list", {"iommu_group": 300})] == ["0000:01:05.4"]
     msg = c.request("devices.list", {"driver": "igb"})
@@ -185,12 +185,13 @@ def finish(p):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_many_unread_answers_stay_within_the_budget(make_daemon, big_host):
-    """255 unprivileged clients each ask a 512-device page and never read: the
+    """255 unprivileged clients each ask a 256-device page and never read: the
     answers queued for all of them stay within max_total_output_bytes."""
-    d = make_daemon(host=None, tree=big_host, node_name="scale")
+    d = make_daemon(host=None, tree=big_host, node_name="scale",
+                    config={"control": {"max_total_output_bytes": 16 << 20}})
     d.call("daemon.status")
     rss_before = d.rss_kib()
-    req = json.dumps(rpc("devices.list", 1, {"limit": 512}))
+    req = json.dumps(rpc("devices.list", 1, {"limit": 256}))
     p = nobody_clients(d, 255, req)
     try:
         wait_until(lambda: "too much unsent output" in d.log_text() or
