@@ -69,8 +69,9 @@ installed() {
 	moddir=$(dirname "$(dpkg -L hostdevd | grep '/modules/pci.so$')")
 	[ -f "$moddir/pci.so" ] && [ -f "$moddir/usb.so" ] || return 1
 	if ls "$moddir"/*.la 2>/dev/null; then echo ".la files in $moddir"; return 1; fi
-	for m in hostdevd.8 hostdevctl.8 hostdevd.conf.5; do
-		man -w "${m%.*}" >/dev/null 2>&1 || test -f /usr/share/man/man${m##*.}/$m.gz || return 1
+	# From the package's contents: a minimal image may exclude /usr/share/man.
+	for m in man8/hostdevd.8.gz man8/hostdevctl.8.gz man5/hostdevd.conf.5.gz; do
+		dpkg-deb -c "$deb_main" | grep -q "/usr/share/man/$m\$" || { echo "no $m"; return 1; }
 	done
 	test -f /lib/udev/rules.d/60-hostdevd.rules && test -f /usr/lib/tmpfiles.d/hostdevd.conf &&
 		test -f /usr/share/bash-completion/completions/hostdevctl || return 1
@@ -79,7 +80,8 @@ installed() {
 }
 run_check deb-install installed
 unit=/lib/systemd/system/hostdevd.service
-run_check systemd-verify sh -c "test -f $unit && systemd-analyze verify $unit"
+# --man=no: a minimal image may exclude the man pages (checked in the package above).
+run_check systemd-verify sh -c "test -f $unit && systemd-analyze verify --man=no $unit"
 run_check systemd-security sh -c \
 	"test -f $unit && systemd-analyze security --offline=yes --threshold=40 $unit | tail -n 1"
 sdk() {
