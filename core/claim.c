@@ -84,6 +84,7 @@ struct claim_job {
 	int64_t verify_deadline;	/* monotonic ms */
 	bool nvidia;
 	char error[512];
+	int fail_err;			/* job_fail's error for the caller; 0: -EIO */
 	claim_done_fn done;
 	void *arg;
 	struct claim_job *next;	/* the queue */
@@ -574,7 +575,7 @@ job_fail(struct claim_job *j, const char *fmt, ...)
 		job_finish(j, -EIO);
 		return;
 	}
-	job_finish(j, -EIO);
+	job_finish(j, j->fail_err ? j->fail_err : -EIO);
 }
 
 static void job_after_write(void *arg, int result, const json_t *reply);
@@ -690,9 +691,11 @@ job_after_write(void *arg, int result, const json_t *reply)
 			if (j->phase == PH_GPU_FREE)
 				job_fail(j, "gpu-free: still in use after %d s by PID %s",
 					 j->c->d->cfg->gpu_free_timeout_ms / 1000, who);
-			else
+			else {
+				j->fail_err = -EPERM;	/* refused, as the README says */
 				job_fail(j, "release refused: in use by PID %s (force to release anyway)",
 					 who);
+			}
 			return;
 		}
 	}
