@@ -172,11 +172,12 @@ main(int argc, char **argv)
 	struct loop *loop = NULL;
 	struct metrics_server *metrics = NULL;
 	int c, err, rc = EXIT_FAILURE, worker_fd = -1, worker_sysfs_fd = -1;
+	bool config_given = false;
 
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
 		switch (c) {
 		case OPT_FOREGROUND: opts.foreground = true; break;
-		case OPT_CONFIG: opts.config_file = optarg; break;
+		case OPT_CONFIG: opts.config_file = optarg; config_given = true; break;
 		case OPT_SYSFS_ROOT: opts.sysfs_root = optarg; break;
 		case OPT_DEV_ROOT: opts.dev_root = optarg; break;
 		case OPT_KUBELET_DIR: opts.kubelet_dir = optarg; break;
@@ -236,6 +237,14 @@ main(int argc, char **argv)
 	 * to syslog instead of stderr. */
 	log_init(opts.log_level >= 0 ? (enum hdd_log_level)opts.log_level : HDD_LOG_INFO,
 		 !opts.foreground);
+	/* A typo in --config must not silently mean the defaults. */
+	if (access(opts.config_file, F_OK) < 0 && errno == ENOENT) {
+		if (config_given) {
+			log_errx("daemon", "--config %s: no such file", opts.config_file);
+			return EXIT_FAILURE;
+		}
+		log_info("daemon", "no configuration at %s; using the defaults", opts.config_file);
+	}
 
 	if (opts.metrics_address) {
 		char host[256];
