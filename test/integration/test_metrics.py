@@ -63,6 +63,9 @@ def test_metrics_scrape(make_daemon):
         bind_vfio(d, "0000:01:10.2")
         d.call("daemon.rescan")
         plugin = k.wait_registered(X540VF)
+        hdtest.wait_until(lambda: any(r["name"] == X540VF and r["state"] == "registered"
+                                      for r in d.call("resources.list")),
+                          what="hostdevd to see the Register answer")
         plugin.wait_devices(lambda x: len(x) == 2)
         plugin.allocate(["0000:01:10.0"])
         status, body = get(port, "/metrics")
