@@ -72,3 +72,20 @@ def test_page_renders_cleanly(name, tmp_path):
         src = os.path.join(MAN, name + ".in")
     r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", src], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/bash-completion/bash_completion"),
+                    reason="bash-completion not installed")
+@pytest.mark.parametrize("words,expect", [
+    (["hostdevctl", "cl"], ["claim", "claims"]),
+    (["hostdevctl", "devices", "--cl"], ["--class"]),
+    (["hostdevctl", "devices", "--class", ""], ["mdev", "pci", "usb"]),
+    (["hostdevctl", "release", "0000:00:00.0", "--f"], ["--force"]),
+])
+def test_bash_completion(words, expect):
+    script = (". /usr/share/bash-completion/bash_completion; "
+              f". {os.path.join(hdtest.SRCDIR, 'etc/hostdevctl.bash-completion')}; "
+              'COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; '
+              '_hostdevctl; printf "%s\\n" "${COMPREPLY[@]}"')
+    r = subprocess.run(["bash", "-c", script, "bash"] + words, capture_output=True, text=True)
+    assert sorted(r.stdout.split()) == expect, (r.stdout, r.stderr)
