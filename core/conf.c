@@ -480,8 +480,8 @@ config_parse(const char *text, size_t len, const char *origin, struct config **r
 	return 0;
 }
 
-int
-config_load(const char *path, struct config **ret, char *errbuf, size_t errlen)
+static int
+load(const char *path, bool missing_ok, struct config **ret, char *errbuf, size_t errlen)
 {
 	char *text;
 	size_t len = 0;
@@ -490,7 +490,7 @@ config_load(const char *path, struct config **ret, char *errbuf, size_t errlen)
 
 	f = fopen(path, "re");
 	if (f == NULL) {
-		if (errno == ENOENT) {
+		if (errno == ENOENT && missing_ok) {
 			*ret = config_defaults();
 			return *ret ? 0 : -ENOMEM;
 		}
@@ -516,4 +516,16 @@ config_load(const char *path, struct config **ret, char *errbuf, size_t errlen)
 	fclose(f);
 	free(text);
 	return err;
+}
+
+int
+config_load(const char *path, struct config **ret, char *errbuf, size_t errlen)
+{
+	return load(path, true, ret, errbuf, errlen);
+}
+
+int
+config_reload(const char *path, struct config **ret, char *errbuf, size_t errlen)
+{
+	return load(path, false, ret, errbuf, errlen);
 }

@@ -53,6 +53,10 @@ const struct resource_rule *config_match_rule(const struct config *c, const char
 /* Loads `path`; a missing file gives the defaults. On error returns -errno
  * and writes a message naming the file and the key to errbuf. */
 int config_load(const char *path, struct config **ret, char *errbuf, size_t errlen);
+/* The same for SIGHUP: a missing file is an error (-ENOENT, errbuf says so),
+ * so a configuration deleted or renamed by mistake keeps the running one
+ * instead of turning into the defaults (no excludes, no rules). */
+int config_reload(const char *path, struct config **ret, char *errbuf, size_t errlen);
 
 /* Parses a configuration from a string (for tests and fuzzing). */
 int config_parse(const char *text, size_t len, const char *origin, struct config **ret,

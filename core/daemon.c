@@ -748,7 +748,7 @@ daemon_reload(struct daemon *d)
 	int err;
 
 	sd_notify_send("RELOADING=1\nSTATUS=reloading the configuration");
-	err = config_load(d->opts.config_file, &cfg, errbuf, sizeof(errbuf));
+	err = config_reload(d->opts.config_file, &cfg, errbuf, sizeof(errbuf));
 	if (err < 0) {
 		log_errx("config", "reload failed, keeping the old configuration: %s", errbuf);
 		daemon_emit(d, "config.reload_failed", json_pack("{s:s}", "error", errbuf));

@@ -67,6 +67,14 @@ def test_sighup_reload(make_daemon):
     assert ev["type"] == "config.reload_failed" and "typo" in ev["error"]
     assert "keeping the old configuration" in d.log_text()
     assert d.call("daemon.status")["resync"]["interval_s"] == 7, "the old config stays"
+
+    # A configuration deleted (or renamed) by mistake is not "the defaults":
+    # its excludes and rules would be gone. The running one stays.
+    os.unlink(d.config_path)
+    d.signal(signal.SIGHUP)
+    ev = c.next_event()
+    assert ev["type"] == "config.reload_failed" and "No such file" in ev["error"], ev
+    assert d.call("daemon.status")["resync"]["interval_s"] == 7, "the old config stays"
     c.close()
 
 

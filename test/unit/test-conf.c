@@ -67,5 +67,9 @@ main(void)
 		config_free(c);
 	}
 	is_int(config_load("/", &c, err, sizeof(err)) < 0, 1, "a directory is an error");
+	c = NULL;
+	is_int(config_reload("/nonexistent/hostdevd.conf", &c, err, sizeof(err)), -ENOENT,
+	       "a reload of a missing file is an error, not the defaults");
+	ok(c == NULL && strstr(err, "/nonexistent/hostdevd.conf") != NULL, "it names the file: %s", err);
 	return tap_done();
 }
