@@ -93,7 +93,10 @@ vendor_domain(const char *vendor_name, int vendor_id, char *out, size_t size)
 		if (isalnum((unsigned char)*p))
 			word[n++] = (char)tolower((unsigned char)*p);
 	word[n] = '\0';
-	if (n == 0)
+	/* "requests." is the kubelet's prefix for resource requests and may
+	 * not start a resource name (dp_resource_name_check): a vendor named
+	 * "Requests" gets the id-based domain like one with no usable name. */
+	if (n == 0 || strcmp(word, "requests") == 0)
 		snprintf(out, size, "pci-%04x.hostdevd.io", vendor_id & 0xffff);
 	else
 		snprintf(out, size, "%s.com", word);

@@ -44,6 +44,8 @@ test_names(void)
 		"nvidia.com/GA104_RTX_A4500_EMBEDDED_GPU");
 	name_of("Realtek Semiconductor Co., Ltd.", NULL, 0x10ec, 0x8168, "realtek.com/8168");
 	name_of(NULL, NULL, 0x1234, 0xabcd, "pci-1234.hostdevd.io/abcd");
+	/* The kubelet reserves "requests."; found by fuzz-names. */
+	name_of("Requests Inc", "Widget", 0x1234, 0x0001, "pci-1234.hostdevd.io/WIDGET");
 	name_of("Intel Corporation", "()", 0x8086, 0x0001, "intel.com/0001");
 	/* Over 63: VIRTUAL_FUNCTION becomes VF, then the name is cut. */
 	name_of("Mellanox Technologies",
