@@ -429,10 +429,11 @@ endpoint_refuse(struct dp_endpoint *ep, int fd)
 	uint8_t junk[4096];
 	ssize_t n = send(fd, refusal, sizeof(refusal), MSG_DONTWAIT | MSG_NOSIGNAL);
 
-	/* What the peer sent already is read, so that the close is an end of
-	 * stream after our GOAWAY rather than a reset. */
-	while (n >= 0 && (n = recv(fd, junk, sizeof(junk), MSG_DONTWAIT)) > 0)
-		;
+	/* What the peer sent already is read (a little of it), so that the
+	 * close is an end of stream after our GOAWAY rather than a reset. */
+	for (int i = 0; i < 16 && n >= 0; i++)
+		if ((n = recv(fd, junk, sizeof(junk), MSG_DONTWAIT)) <= 0)
+			break;
 	close(fd);
 	r->refused_connections++;
 	if (ep->refusing) {
