@@ -133,6 +133,9 @@ removed() {
 }
 run_check deb-remove removed
 
+# --- README command 1, then the start of command 2 ----------------------------
+run_check readme-commands sh "$srcdir/test/packaging/readme-commands.sh"
+
 # --- the DaemonSet and KubeVirt's side ---------------------------------------
 yaml_to_json() {
 	/usr/bin/python3 -c 'import json, sys, yaml
