@@ -496,6 +496,14 @@ worker_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
+		if (w->current == NULL) {
+			/* Idle: the next operation starts a new worker (send_next),
+			 * so one that dies at start cannot make the daemon spin. */
+			log_warnx("worker", "the worker (pid %d) went away; a new one starts with the next operation",
+				  (int)w->pid);
+			close_current_worker(w, false);
+			return;
+		}
 		restart(w, "the worker went away");
 		finish_current(w, -EPIPE, NULL);
 		return;

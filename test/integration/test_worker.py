@@ -5,11 +5,13 @@ after it was replaced for missing a deadline, and it holds only its socket,
 the sysfs root and stdio."""
 
 import os
+import signal
 import stat
 import sys
 
 import hdtest
 from hdtest import wait_until
+from test_claims import host  # noqa: F401
 
 FUNCTIONS = 4096
 VFIO_DEV = "0000:00:00.3"      # simhost's scale host: every 6th function from 3 is on vfio-pci
@@ -122,3 +124,20 @@ def test_worker_does_not_carry_the_inventory(tmp_path):
         d.check_clean_exit()
     finally:
         d.cleanup()
+
+
+def test_worker_killed_while_idle_starts_again_on_demand(host):
+    """A worker that dies while idle is replaced by the next operation, not at
+    once (a worker that cannot start must not make the daemon spin); the claim
+    that needs it then works."""
+    d, k = host()
+    first = worker_pid(d)
+    os.kill(first, signal.SIGKILL)
+    st = wait_until(lambda: (s := d.call("daemon.status"))["worker"]["pid"] == -1 and s,
+                    what="the daemon to see the worker go")
+    assert st["worker"]["restarts"] == 0
+    assert "went away; a new one starts with the next operation" in d.log_text()
+    assert d.call("pci.claim", {"address": "0000:01:10.2"})["state"] == "claimed"
+    assert k.driver_of("0000:01:10.2") == "vfio-pci"
+    st = d.call("daemon.status")["worker"]
+    assert st["restarts"] == 1 and st["pid"] not in (-1, first)
