@@ -216,13 +216,13 @@ def test_register_refused_then_backoff(make_daemon):
         # well before the old fixed 1 s, and the waits grow.
         assert gaps[0] < 0.5, f"second Register {gaps[0]:.3f} s after the first"
         assert sum(gaps) < 1.0, gaps
+        hdtest.wait_until(lambda: d.call("resources.list")[0]["last_error"] is None,
+                          what="the error to clear once Register is answered")
         log = d.log_text()
         assert "retrying in 50 ms" in log
         warned = [l for l in log.splitlines() if " warn " in l and "Register refused" in l]
         assert len(warned) == 1, "the same refusal again is not logged at warn"
         assert "registered with the kubelet after 3 failed attempts" in log
-        hdtest.wait_until(lambda: d.call("resources.list")[0]["last_error"] is None,
-                          what="the error to clear once Register is answered")
         r = d.call("resources.list")[0]
         assert r["register_attempts"] == 4 and r["registrations"] == 1
     finally:
