@@ -248,6 +248,13 @@ client_process(struct ctl_client *c)
 		size_t len;
 		char *line;
 
+		if (c->peer.lists > 0) {
+			/* A devices.list answer is being built: the next
+			 * requests wait for it (ctl_server_list_done), so one
+			 * client queues one at a time, in order. */
+			bufferevent_disable(c->bev, EV_READ);
+			return;
+		}
 		if (evbuffer_get_length(out) >= CTL_OUTPUT_HIGH) {
 			/* Backpressure: resume from the write callback. */
 			bufferevent_disable(c->bev, EV_READ);
@@ -697,6 +704,63 @@ ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp)
 	}
 	/* Gone: the operation went on all the same; claims.list tells. */
 	json_decref(resp);
+}
+
+void
+ctl_server_send_text_to(struct daemon *d, uint64_t serial, char *text, size_t len)
+{
+	struct ctl_server *s = d->ctl;
+
+	for (struct ctl_client *c = s ? s->clients : NULL; c && text; c = c->next) {
+		struct evbuffer *out;
+
+		if (c->peer.serial != serial || c->closing || c->dead)
+			continue;
+		out = bufferevent_get_output(c->bev);
+		if (evbuffer_add_reference(out, text, len, free_text_cb, NULL) < 0)
+			break;
+		text = NULL;		/* the buffer frees it once written */
+		evbuffer_add(out, "\n", 1);
+		if (c->peer.pending > 0)
+			c->peer.pending--;
+		if (c->eof && c->peer.pending == 0 && !c->peer.subscribed)
+			c->closing = true;	/* freed once the answer is written */
+		break;
+	}
+	free(text);
+}
+
+void
+ctl_server_list_done(struct daemon *d, uint64_t serial)
+{
+	for (struct ctl_client *c = d->ctl ? d->ctl->clients : NULL; c; c = c->next) {
+		if (c->peer.serial != serial)
+			continue;
+		if (c->peer.lists > 0 && --c->peer.lists == 0 && !c->dead && !c->closing &&
+		    !c->paused) {
+			/* The lines that waited, from a later loop turn. */
+			if (!c->eof)
+				bufferevent_enable(c->bev, EV_READ);
+			bufferevent_trigger(c->bev, EV_READ,
+					    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		}
+		return;
+	}
+}
+
+bool
+ctl_server_serial_alive(const struct daemon *d, uint64_t serial)
+{
+	for (const struct ctl_client *c = d->ctl ? d->ctl->clients : NULL; c; c = c->next)
+		if (c->peer.serial == serial)
+			return !c->closing && !c->dead;
+	return false;
+}
+
+size_t
+ctl_server_total_output(const struct daemon *d)
+{
+	return d->ctl ? total_output(d->ctl) : 0;
 }
 
 bool

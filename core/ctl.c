@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +14,15 @@
 #include "daemon.h"
 #include "dp.h"
 #include "log.h"
+#include "loop.h"
 #include "scan.h"
 #include "sysfs.h"
 
 /* A handler returns the result, or NULL after filling *code and *msg. */
+/* What a method returns when its answer comes later (ctl_server_send_to). */
+#define CTL_PENDING ((json_t *)&ctl_pending_marker)
+static int ctl_pending_marker;
+
 typedef json_t *(*ctl_fn)(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code,
 			  char *msg, size_t msglen);
 
@@ -290,24 +296,230 @@ cursor_cmp(const struct device *dev, int cls, const char *id)
 	return strcmp(dev->id, id);
 }
 
+/* A whole devices.list answer built across loop turns: the matching devices
+ * are named at the call (class and id), then CTL_LIST_CHUNK of them are
+ * serialised per turn, as they are then (one that has gone is left out),
+ * into the answer's text. Lists are built one at a time, in call order, and
+ * wait while the clients' unsent output passes its budget. */
+struct ctl_list_job {
+	struct ctl_list_job *next;
+	uint64_t serial;
+	json_t *id;
+	json_t *params;			/* the filter, checked again per device */
+	char (*keys)[72];		/* "<class>/<id>" */
+	size_t n, i, written;
+	FILE *mem;			/* the answer's text so far */
+	char *text;
+	size_t len;
+	bool paged;			/* {devices, next_cursor}, not an array */
+	bool root;			/* asked by uid 0: not held to the output budget */
+	char next_cursor[72];		/* "" for null */
+};
+
+static void list_job_step(void *arg);
+
+static void
+list_job_free(struct ctl_list_job *j)
+{
+	if (j->mem)
+		fclose(j->mem);
+	free(j->text);
+	json_decref(j->id);
+	json_decref(j->params);
+	free(j->keys);
+	free(j);
+}
+
+void
+ctl_jobs_free(struct daemon *d)
+{
+	while (d->list_jobs) {
+		struct ctl_list_job *j = d->list_jobs;
+
+		d->list_jobs = j->next;
+		list_job_free(j);
+	}
+}
+
+/* Ends the job at the head of the queue and schedules the next one. */
+static void
+list_job_pop(struct daemon *d)
+{
+	struct ctl_list_job *j = d->list_jobs;
+
+	d->list_jobs = j->next;
+	ctl_server_list_done(d, j->serial);
+	list_job_free(j);
+	if (d->list_jobs && loop_call_later(d->loop, 0, list_job_step, d) < 0)
+		log_warnx("ctl", "cannot schedule the next devices.list: out of memory");
+}
+
+static void
+list_job_fail(struct daemon *d, struct ctl_list_job *j, int code, const char *why)
+{
+	ctl_server_send_to(d, j->serial, ctl_error_response(j->id, code, why));
+	list_job_pop(d);
+}
+
+static void
+list_job_step(void *arg)
+{
+	struct daemon *d = arg;
+	struct ctl_list_job *j = d->list_jobs;
+	size_t limit = d->cfg->control_max_answer, end;
+
+	if (j == NULL)
+		return;
+	if (!ctl_server_serial_alive(d, j->serial)) {
+		list_job_pop(d);	/* nobody waits for it any more */
+		return;
+	}
+	if (!j->root && ctl_server_total_output(d) >= d->cfg->control_max_total_output) {
+		/* As for any request while the clients hold their budget of
+		 * unsent output (root's are let through). */
+		log_debug("ctl", "devices.list: %zu bytes wait for all clients; request refused",
+			  ctl_server_total_output(d));
+		list_job_fail(d, j, CTL_ERR_TOO_LARGE,
+			      "the daemon holds too much unsent output for its clients "
+			      "(control.max_total_output_bytes); try again later");
+		return;
+	}
+	for (end = j->i + CTL_LIST_CHUNK; j->i < j->n && j->i < end; j->i++) {
+		char *slash = strchr(j->keys[j->i], '/');
+		struct device *dev;
+		json_t *dj;
+
+		*slash = '\0';
+		dev = inventory_find(d->inv, (enum hdd_dev_class)dev_class_from_string(j->keys[j->i]),
+				     slash + 1);
+		if (dev == NULL || (j->params && !device_matches(dev, j->params)))
+			continue;
+		dj = daemon_device_json(d, dev);
+		if (dj == NULL || (j->written && fputc(',', j->mem) == EOF) ||
+		    json_dumpf(dj, j->mem, JSON_COMPACT) < 0) {
+			json_decref(dj);
+			list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+			return;
+		}
+		json_decref(dj);
+		j->written++;
+	}
+	if (fflush(j->mem) == EOF) {
+		list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	if (j->len > limit) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "the answer would pass %zu bytes (control.max_answer_bytes): "
+			 "page it (devices.list limit and cursor) or filter", limit);
+		list_job_fail(d, j, CTL_ERR_TOO_LARGE, why);
+		return;
+	}
+	if (j->i < j->n) {
+		if (loop_call_later(d->loop, 0, list_job_step, d) < 0)
+			list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	if (j->paged) {
+		json_t *c = j->next_cursor[0] ? json_string(j->next_cursor) : json_null();
+		int bad = c == NULL;
+
+		fputs("],\"next_cursor\":", j->mem);
+		bad = bad || json_dumpf(c, j->mem, JSON_ENCODE_ANY) < 0;
+		json_decref(c);
+		fputs("}}", j->mem);
+		if (bad) {
+			list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+			return;
+		}
+	} else {
+		fputs("]}", j->mem);
+	}
+	if (ferror(j->mem) || fclose(j->mem) == EOF) {
+		j->mem = NULL;
+		list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	j->mem = NULL;
+	ctl_server_send_text_to(d, j->serial, j->text, j->len);
+	j->text = NULL;
+	list_job_pop(d);
+}
+
+/* Queues the answer of the `n` matching devices from inventory index
+ * `start` (a page when `paged`, with `next_cursor` or NULL); returns
+ * CTL_PENDING, or NULL with *code set. */
+static json_t *
+list_job_start(struct daemon *d, struct ctl_peer *peer, json_t *params, size_t start, size_t n,
+	       bool paged, const char *next_cursor, int *code, char *msg, size_t msglen)
+{
+	struct ctl_list_job *j = calloc(1, sizeof(*j)), **tail;
+	size_t count = inventory_count(d->inv), k = 0;
+	char *id = NULL;
+
+	if (j == NULL || (n > 0 && (j->keys = calloc(n, sizeof(*j->keys))) == NULL))
+		goto oom;
+	j->paged = paged;
+	j->root = peer->uid == 0;
+	snprintf(j->next_cursor, sizeof(j->next_cursor), "%s", next_cursor ? next_cursor : "");
+	for (size_t i = start; i < count && k < n; i++) {
+		struct device *dev = inventory_at(d->inv, i);
+
+		if (params && !device_matches(dev, params))
+			continue;
+		snprintf(j->keys[k++], sizeof(j->keys[0]), "%s/%s", dev_class_to_string(dev->cls),
+			 dev->id);
+	}
+	j->n = k;
+	j->serial = peer->serial;
+	j->id = json_incref(peer->current_id);
+	j->params = json_incref(params);
+	j->mem = open_memstream(&j->text, &j->len);
+	id = json_dumps(j->id, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (j->mem == NULL || id == NULL ||
+	    fprintf(j->mem, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s", id,
+		    paged ? "{\"devices\":[" : "[") < 0)
+		goto oom;
+	free(id);
+	id = NULL;
+	for (tail = &d->list_jobs; *tail; tail = &(*tail)->next)
+		;
+	*tail = j;
+	if (d->list_jobs == j && loop_call_later(d->loop, 0, list_job_step, d) < 0) {
+		d->list_jobs = NULL;
+		goto oom;
+	}
+	peer->pending++;
+	peer->lists++;
+	return CTL_PENDING;
+oom:
+	free(id);
+	if (j)
+		list_job_free(j);
+	*code = CTL_INTERNAL_ERROR;
+	snprintf(msg, msglen, "out of memory");
+	return NULL;
+}
+
 static json_t *
 m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
 {
 	json_t *jlimit = params ? json_object_get(params, "limit") : NULL;
 	json_t *jcursor = params ? json_object_get(params, "cursor") : NULL;
-	size_t count = inventory_count(d->inv), start = 0, limit = CTL_LIST_MAX, n = 0, i;
+	size_t count = inventory_count(d->inv), start = 0, limit = SIZE_MAX, n = 0, i;
 	bool paged = jlimit || jcursor;
 	struct device *next = NULL;
-	char key[64];
+	char key[72];
 	json_t *out;
 
 	if (params && check_list_params(params, msg, msglen) < 0) {
 		*code = CTL_INVALID_PARAMS;
 		return NULL;
 	}
-	if (jlimit)
-		limit = (size_t)json_integer_value(jlimit);
+	if (paged)
+		limit = jlimit ? (size_t)json_integer_value(jlimit) : CTL_LIST_MAX;
 	if (json_is_string(jcursor)) {
 		const char *id;
 		int cls;
@@ -320,24 +532,9 @@ m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 		while (start < count && cursor_cmp(inventory_at(d->inv, start), cls, id) < 0)
 			start++;
 	}
-	if (!paged) {
-		/* Whole lists stay complete, and so bounded: count first (no JSON). */
-		for (i = 0; i < count; i++)
-			n += !params || device_matches(inventory_at(d->inv, i), params);
-		if (n > CTL_LIST_MAX) {
-			*code = CTL_ERR_TOO_LARGE;
-			snprintf(msg, msglen, "%zu devices match, more than %d in one answer: "
-				 "page with limit and cursor, or filter", n, CTL_LIST_MAX);
-			return NULL;
-		}
-		n = 0;
-	}
-	out = json_array();
-	if (out == NULL)
-		goto oom;
+	/* What the answer holds, counted first (no JSON). */
 	for (i = start; i < count; i++) {
 		struct device *dev = inventory_at(d->inv, i);
-		json_t *dj;
 
 		if (params && !device_matches(dev, params))
 			continue;
@@ -345,18 +542,40 @@ m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 			next = dev;
 			break;
 		}
+		n++;
+	}
+	if (next)
+		snprintf(key, sizeof(key), "%s/%s", dev_class_to_string(next->cls), next->id);
+	/* Long answers, whole lists and pages alike, are built across loop
+	 * turns, when there is a loop and someone to answer later (not inside
+	 * a batch). */
+	if (n > CTL_LIST_CHUNK && d->loop && peer->current_id && !peer->in_batch)
+		return list_job_start(d, peer, params, start, n, paged, next ? key : NULL, code,
+				      msg, msglen);
+	if (n > CTL_LIST_MAX) {
+		*code = CTL_ERR_TOO_LARGE;
+		snprintf(msg, msglen, "%zu devices match, more than %d in one answer: "
+			 "page with limit and cursor, or filter", n, CTL_LIST_MAX);
+		return NULL;
+	}
+	out = json_array();
+	if (out == NULL)
+		goto oom;
+	for (i = start; i < count && json_array_size(out) < n; i++) {
+		struct device *dev = inventory_at(d->inv, i);
+		json_t *dj;
+
+		if (params && !device_matches(dev, params))
+			continue;
 		dj = daemon_device_json(d, dev);
 		if (dj == NULL) {
 			json_decref(out);
 			goto oom;
 		}
 		json_array_append_new(out, dj);
-		n++;
 	}
 	if (!paged)
 		return out;
-	if (next)
-		snprintf(key, sizeof(key), "%s/%s", dev_class_to_string(next->cls), next->id);
 	return json_pack("{s:o, s:s?}", "devices", out, "next_cursor", next ? key : NULL);
 oom:
 	*code = CTL_INTERNAL_ERROR;
@@ -454,8 +673,6 @@ m_resources_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *c
 
 /* Answers that come later: a claim or release finishes after the reply
  * would have gone out. The token finds the connection again. */
-#define CTL_PENDING ((json_t *)&ctl_pending_marker)
-static int ctl_pending_marker;
 
 struct ctl_token {
 	struct daemon *d;
@@ -738,7 +955,9 @@ handle_batch(struct daemon *d, struct ctl_peer *peer, json_t *req, size_t limit)
 				json_array_append_new(out, too_large(id, limit));
 			continue;
 		}
+		peer->in_batch = true;
 		r = handle_one(d, peer, item);
+		peer->in_batch = false;
 		size = answer_size(r);
 		if (total + size > limit) {
 			json_decref(r);

@@ -38,13 +38,19 @@ struct ctl_peer {
 	gid_t *groups;		/* supplementary groups of the peer (owned), or NULL */
 	size_t ngroups;
 	bool subscribed;
+	bool in_batch;		/* handling an element of a batch */
+	int lists;		/* devices.list answers being built: its next
+				 * requests wait until they are sent */
 	json_t *event_types;	/* array of type prefixes, or NULL for all */
 };
 
-/* devices.list: the most devices in one answer (a page, or the whole list
- * when no page is asked for), so one request holds the loop for a bounded
- * time and its answer a bounded amount of memory. */
+/* devices.list: the most devices in one page, and in a whole list asked for
+ * inside a batch. A whole list asked for on its own has no count limit: it
+ * is built CTL_LIST_CHUNK devices per loop turn, one list at a time, within
+ * control.max_answer_bytes, so one request holds the loop for a bounded time
+ * (others are answered in between) and its answer a bounded amount of memory. */
 #define CTL_LIST_MAX 512
+#define CTL_LIST_CHUNK 64
 /* The most requests in one batch. */
 #define CTL_MAX_BATCH 1024
 
@@ -70,6 +76,19 @@ bool ctl_peer_wants(const struct ctl_peer *peer, const char *type);
 /* Sends a response to the connection with `serial`, if it is still there
  * (ctl-server.c). Steals `resp`. */
 void ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp);
+/* The same for an answer already serialised: `text` (malloc'd, `len` bytes,
+ * without the newline) is stolen. */
+void ctl_server_send_text_to(struct daemon *d, uint64_t serial, char *text, size_t len);
+/* A devices.list answer of the connection's was sent or failed: its
+ * waiting requests are read again. */
+void ctl_server_list_done(struct daemon *d, uint64_t serial);
+/* Whether the connection with `serial` is still there to be answered. */
+bool ctl_server_serial_alive(const struct daemon *d, uint64_t serial);
+/* Bytes of unsent output held for all clients together. */
+size_t ctl_server_total_output(const struct daemon *d);
+
+/* Drops the whole lists still being built (at shutdown). */
+void ctl_jobs_free(struct daemon *d);
 
 /* Whether the peer may call mutating methods (root, or the configured group). */
 bool ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl.h"
 #include "ctl-server.h"
 #include "claim.h"
 #include "daemon.h"
@@ -721,6 +722,7 @@ daemon_init(struct daemon *d, const struct options *opts)
 void
 daemon_fini(struct daemon *d)
 {
+	ctl_jobs_free(d);
 	claims_free(d->claims);
 	dp_free(d->dp);
 	inventory_free(d->inv);

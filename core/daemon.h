@@ -59,6 +59,7 @@ struct daemon {
 	struct module_set *mods;
 	struct loop *loop;		/* libevent side, see loop.h */
 	struct ctl_server *ctl;
+	struct ctl_list_job *list_jobs;	/* whole devices.list answers being built (ctl.c) */
 	struct dp *dp;			/* kubelet resources */
 	struct dp_server *dps;		/* their sockets, see dp-server.h */
 	struct udev_watch *udev;
