@@ -687,6 +687,17 @@ ctl_server_set_limits(struct ctl_server *s, int max_clients, size_t max_output)
 	s->max_output = max_output;
 }
 
+/* One answer that came later is on its way: a client that has closed its
+ * side and waits for nothing more is closed once it is written. */
+static void
+client_answered(struct ctl_client *c)
+{
+	if (c->peer.pending > 0)
+		c->peer.pending--;
+	if (c->eof && c->peer.pending == 0 && !c->peer.subscribed)
+		c->closing = true;
+}
+
 void
 ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp)
 {
@@ -696,10 +707,7 @@ ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp)
 		if (c->peer.serial != serial || c->closing)
 			continue;
 		client_send(c, resp);
-		if (c->peer.pending > 0)
-			c->peer.pending--;
-		if (c->eof && c->peer.pending == 0 && !c->peer.subscribed)
-			c->closing = true;	/* freed once the answer is written */
+		client_answered(c);
 		break;
 	}
 	/* Gone: the operation went on all the same; claims.list tells. */
@@ -721,10 +729,7 @@ ctl_server_send_text_to(struct daemon *d, uint64_t serial, char *text, size_t le
 			break;
 		text = NULL;		/* the buffer frees it once written */
 		evbuffer_add(out, "\n", 1);
-		if (c->peer.pending > 0)
-			c->peer.pending--;
-		if (c->eof && c->peer.pending == 0 && !c->peer.subscribed)
-			c->closing = true;	/* freed once the answer is written */
+		client_answered(c);
 		break;
 	}
 	free(text);

@@ -59,15 +59,26 @@ names_pci_debug(char *msg, ...)
 /* libpci only reports here while reading pci.ids; a missing or bad database
  * must not end the daemon, so these just log. */
 static void
+names_pci_line(char *line, size_t size, const char *msg, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+/* libpci's message as one line. */
+static void
+names_pci_line(char *line, size_t size, const char *msg, va_list ap)
+{
+	vsnprintf(line, size, msg, ap);
+	line[strcspn(line, "\n")] = '\0';
+}
+
+static void
 names_pci_msg(char *msg, ...)
 {
 	char line[512];
 	va_list ap;
 
 	va_start(ap, msg);
-	vsnprintf(line, sizeof(line), msg, ap);
+	names_pci_line(line, sizeof(line), msg, ap);
 	va_end(ap);
-	line[strcspn(line, "\n")] = '\0';
 	log_warnx("names", "libpci: %s", line);
 }
 
@@ -78,9 +89,8 @@ names_pci_error(char *msg, ...)
 	va_list ap;
 
 	va_start(ap, msg);
-	vsnprintf(line, sizeof(line), msg, ap);
+	names_pci_line(line, sizeof(line), msg, ap);
 	va_end(ap);
-	line[strcspn(line, "\n")] = '\0';
 	log_warnx("names", "libpci: %s; PCI names are not looked up", line);
 	if (names_pci_jmp)
 		longjmp(*names_pci_jmp, 1);
