@@ -126,7 +126,9 @@ dp_default_resource_name(const struct hdd_pci_facts *f, char *buf, size_t size)
 	if (f->device_name) {
 		/* Upper-case, '/', '.' and runs of blanks to '_', then only
 		 * [A-Z0-9_] are kept. */
-		for (const char *p = f->device_name; *p && n + 1 < sizeof(product); p++) {
+		/* Room for up to two characters per step ('_' then one) and
+		 * the terminator. */
+		for (const char *p = f->device_name; *p && n + 2 < sizeof(product); p++) {
 			unsigned char c = (unsigned char)*p;
 
 			if (isspace(c)) {

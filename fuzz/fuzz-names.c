@@ -36,7 +36,11 @@ static void
 derive(struct hdd_pci_facts *f, const char *dir)
 {
 	char name[512], why[128], env[512], sock[512];
+	size_t dirlen = strlen(dir);
 
+	/* The socket's path is the directory without its trailing slashes. */
+	while (dirlen > 1 && dir[dirlen - 1] == '/')
+		dirlen--;
 	dp_default_resource_name(f, name, sizeof(name));
 	if (dp_resource_name_check(name, why, sizeof(why)) < 0) {
 		fprintf(stderr, "default resource name \"%s\" is invalid: %s\n", name, why);
@@ -44,8 +48,8 @@ derive(struct hdd_pci_facts *f, const char *dir)
 	}
 	dp_env_name("PCI_RESOURCE", name, env, sizeof(env));
 	if (dp_socket_name(dir, name, sock, sizeof(sock)) == 0 &&
-	    strlen(dir) + 1 + strlen(sock) > DP_SUN_PATH_MAX) {
-		fprintf(stderr, "socket name \"%s/%s\" does not fit\n", dir, sock);
+	    dirlen + 1 + strlen(sock) > DP_SUN_PATH_MAX) {
+		fprintf(stderr, "socket name \"%.*s/%s\" does not fit\n", (int)dirlen, dir, sock);
 		abort();
 	}
 }

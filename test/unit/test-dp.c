@@ -44,6 +44,21 @@ test_names(void)
 		"nvidia.com/GA104_RTX_A4500_EMBEDDED_GPU");
 	name_of("Realtek Semiconductor Co., Ltd.", NULL, 0x10ec, 0x8168, "realtek.com/8168");
 	name_of(NULL, NULL, 0x1234, 0xabcd, "pci-1234.hostdevd.io/abcd");
+	/* A name that doubles as it is mangled ("a b" -> "A_B") past the
+	 * working buffer; found by fuzz-names (was a stack overflow). */
+	{
+		char longname[700], out[256];
+		struct hdd_pci_facts lf = { .vendor_id = 1, .device_id = 2, .vendor_name = "X",
+					    .device_name = longname };
+
+		for (size_t k = 0; k + 2 < sizeof(longname); k += 2)
+			memcpy(longname + k, "a ", 2);
+		longname[sizeof(longname) - 2] = 'a';
+		longname[sizeof(longname) - 1] = '\0';
+		dp_default_resource_name(&lf, out, sizeof(out));
+		ok(dp_resource_name_check(out, why, sizeof(why)) == 0 && strlen(out) <= 6 + 63,
+		   "a very long device name is cut to a valid name: %s", out);
+	}
 	/* The kubelet reserves "requests."; found by fuzz-names. */
 	name_of("Requests Inc", "Widget", 0x1234, 0x0001, "pci-1234.hostdevd.io/WIDGET");
 	name_of("Intel Corporation", "()", 0x8086, 0x0001, "intel.com/0001");
