@@ -59,5 +59,48 @@ check "a USB remove event was streamed" wait_for 20 seen $G/events2.log '.type =
 kill $EV 2>/dev/null
 scenario_end
 
+scenario never-claimable
+# Bridges of every kind and the boot VGA device stay with the host: refused,
+# nothing written (driver_override untouched, same driver).
+by_class() { for d in /sys/bus/pci/devices/*; do case $(cat $d/class) in $1*) basename $d; return 0 ;; esac; done; return 1; }
+refused_untouched() { # refused_untouched ADDRESS: claim refused (exit 6), nothing moved
+	local a=$1 before
+	before=$(driver_of "$a")
+	ctl claim "$a" >/tmp/claim.out 2>&1
+	local rc=$?
+	cat /tmp/claim.out
+	[ $rc = 6 ] && [ "$(driver_of "$a")" = "$before" ] &&
+		[ "$(cat /sys/bus/pci/devices/$a/driver_override)" = "(null)" ]
+}
+RP=$(by_class 0x060400)
+HB=$(by_class 0x060000)
+check "a PCIe root port ($RP, $(driver_of "$RP")) is refused, nothing moved" refused_untouched "$RP"
+check "the host bridge ($HB) is refused, nothing moved" refused_untouched "$HB"
+check "the refusal says it is a bridge" grep -q "bridge" /tmp/claim.out
+VGA=
+for d in /sys/bus/pci/devices/*; do [ "$(cat $d/boot_vga 2>/dev/null)" = 1 ] && VGA=$(basename $d); done
+if [ -n "$VGA" ]; then
+	check "the boot VGA device ($VGA) is blocked in the inventory" sh -c \
+		"rpc devices.get '{\"address\":\"$VGA\"}' | jq -e '.result.module_info | .passthrough == \"blocked\" and (.reasons | map(test(\"boot VGA\")) | any)'"
+	check "and its claim is refused by the same rule, nothing moved" refused_untouched "$VGA"
+else
+	ok "# SKIP no device reads boot_vga 1 in this VM"
+fi
+scenario_end
+
+scenario no-vfio-pci
+# vfio-pci cannot be loaded: the claim fails saying so before any member
+# moves. modules_disabled lasts for this boot, so this runs last.
+check "vfio-pci is unloaded (nothing bound to it)" sh -c "modprobe -r vfio_pci && ! test -d /sys/bus/pci/drivers/vfio-pci"
+echo 1 >/proc/sys/kernel/modules_disabled
+ctl claim "$BOOT" >/tmp/claim.out 2>&1
+rc=$?
+cat /tmp/claim.out
+check "the claim fails (exit $rc)" test $rc != 0
+check "it says vfio-pci is not available" grep -q "vfio-pci driver is not available" /tmp/claim.out
+check "the e1000e never left its driver" sh -c "test '$(driver_of "$BOOT")' = e1000e && test \"\$(cat /sys/bus/pci/devices/$BOOT/driver_override)\" = '(null)'"
+check "nothing is recorded for it" sh -c "rpc claims.list | jq -e '.result.claims | map(select(.address == \"$BOOT\")) | length == 0'"
+scenario_end
+
 check "hostdevd stops cleanly" hd_stop
 finish
