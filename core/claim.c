@@ -285,6 +285,7 @@ claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
 		json_t *mods = json_object_get(state, "modules");
 
 		c->rebooted = boot && c->boot_id[0] && strcmp(boot, c->boot_id) != 0;
+		c->first_since_boot = c->rebooted;
 		if (mods && !json_is_object(mods)) {
 			c->fail_closed = true;
 			snprintf(c->fail_reason, sizeof(c->fail_reason),

@@ -64,6 +64,7 @@ struct claims {
 	char fail_reason[256];
 	char boot_id[64];
 	bool rebooted;		/* boot id differs from the one recorded */
+	bool first_since_boot;	/* the same as loaded, kept for this run (modules) */
 	int state_dirfd;
 	struct claim_slot *index;	/* member address -> claim (open addressing) */
 	size_t index_size;	/* a power of two */

@@ -365,7 +365,7 @@ core_rebooted(struct hdd_core *core)
 {
 	struct claims *c = daemon_of(core)->claims;
 
-	return c && c->rebooted;
+	return c && c->first_since_boot;
 }
 
 static void
@@ -505,6 +505,27 @@ const struct hdd_core_ops modhost_ops = {
 	.resources_changed = core_resources_changed,
 	.resource_set = core_resource_set,
 };
+
+void
+modhost_stop(struct module *m)
+{
+	struct modhost *h = m->host;
+
+	/* Each call still in flight completes now, so its owner frees what it
+	 * passed along (and its waiting client gets an answer). */
+	while (h && h->calls) {
+		struct mh_call *c = h->calls;
+		hdd_worker_done_fn done = c->done;
+		void *arg = c->arg;
+
+		h->calls = c->next;
+		if (m->d && m->d->worker)
+			worker_forget(m->d->worker, c);
+		free(c);
+		if (done)
+			done(arg, -ECANCELED, NULL);
+	}
+}
 
 void
 modhost_free(struct module *m)

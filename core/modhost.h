@@ -14,6 +14,10 @@ struct module_set;
 /* The ops table every module gets; the handle it gets is its struct module. */
 extern const struct hdd_core_ops modhost_ops;
 
+/* At SIGTERM, after the module's stop hook: every call still in flight
+ * completes with -ECANCELED. Timers still pending never fire. */
+void modhost_stop(struct module *m);
+
 /* Drops what a module holds: calls in flight (their completions are not
  * called), timers, resource members. Safe on a module with none. */
 void modhost_free(struct module *m);

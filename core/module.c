@@ -457,8 +457,11 @@ modules_stop(struct module_set *set)
 	for (size_t i = 0; set && i < set->n; i++) {
 		struct module *m = set->v[i];
 
-		if (m->active && m->desc->stop)
+		if (!m->active)
+			continue;
+		if (m->desc->stop)
 			m->desc->stop(m->state);
+		modhost_stop(m);
 	}
 }
 

@@ -164,7 +164,9 @@ struct hdd_resource_member {
 
 /* Completion of a worker call or sysfs write, on the reactor. result: 0,
  * the operation's -errno, -ETIMEDOUT when the deadline passed (the worker is
- * then replaced), -EPIPE when the worker died, -ENOENT for an unknown op.
+ * then replaced), -EPIPE when the worker died, -ENOENT for an unknown op,
+ * -ECANCELED at SIGTERM (after the stop hook). Called exactly once unless
+ * the call was cancelled.
  * out: what the operation wrote (borrowed), or NULL. */
 typedef void (*hdd_worker_done_fn)(void *arg, int result, const json_t *out);
 
@@ -323,7 +325,9 @@ struct hdd_module {
 	int (*start)(void *state);
 	/* SIGHUP, with the new (checked) section. */
 	void (*reload)(void *state, const json_t *section);
-	/* SIGTERM, while the loop and the worker are still there. */
+	/* SIGTERM, while the worker is still there (calls in flight then
+	 * complete with -ECANCELED). Timers still pending never fire: free what
+	 * they carry here. */
 	void (*stop)(void *state);
 
 	/* Says whether the module owns a device: a score > 0 claims it (the
