@@ -60,7 +60,7 @@ def test_methods_and_modules_list(demo_daemon):
     demo = mods["demo.so"]
     assert demo["active"] and demo["abi"] == "2.0" and demo["abi_version"] == 2
     assert demo["methods"] == ["demo.echo", "demo.sleep", "demo.put", "demo.get",
-                               "demo.members", "demo.later"]
+                               "demo.members", "demo.later", "demo.inspect", "demo.write"]
     assert mods["pci.so"]["abi"] == "2.0" and mods["pci.so"]["methods"] == []
     # Another ABI major: refused, and modules.list says why.
     bad = mods["demoabi.so"]
@@ -68,6 +68,27 @@ def test_methods_and_modules_list(demo_daemon):
     assert "ABI 3" in bad["error"] and "2.0" in bad["error"], bad["error"]
     # The core's own methods are all still there.
     assert d.call("daemon.status")["modules"] == 3
+
+
+def test_host_verdict_devices_and_sysfs_write(demo_daemon):
+    d = demo_daemon()
+    pci = d.call("devices.list", {"class": "pci"})
+    vga = next(x["address"] for x in pci if x["boot_vga"])
+    r = d.call("demo.inspect", {"address": vga})
+    assert r["host_needs"] is True and "boot VGA" in r["why"] and r["pci_devices"] == len(pci)
+    assert d.call("demo.inspect", {"address": "0000:01:10.0"})["host_needs"] is False
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("demo.inspect", {"address": "0000:77:00.0"})
+    assert e.value.code == -32004
+    attr = os.path.join(d.sysfs, "bus/pci/devices/0000:01:10.0/driver_override")
+    assert d.call("demo.write", {"path": "bus/pci/devices/0000:01:10.0/driver_override",
+                                 "value": "vfio-pci"}) == {"written": True}
+    with open(attr) as f:
+        assert f.read() == "vfio-pci"
+    # Nothing outside the sysfs root, whatever the module asks.
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("demo.write", {"path": "../../../../etc/hostname", "value": "x"})
+    assert e.value.code == -32010
 
 
 def test_deferred_reply_from_timer(demo_daemon):

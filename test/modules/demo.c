@@ -353,6 +353,74 @@ m_later(void *state, struct hdd_request *req, const json_t *params)
 	return 0;
 }
 
+static void
+count_cb(const struct hdd_device_view *dev, void *arg)
+{
+	(*(int *)arg)++;
+}
+
+/* The host-safety verdict and device iteration, as a module sees them. */
+static int
+m_inspect(void *state, struct hdd_request *req, const json_t *params)
+{
+	struct demo *st = state;
+	const char *id = json_string_value(json_object_get(params, "address"));
+	char why[256] = "";
+	int pci = 0, verdict;
+
+	if (id == NULL) {
+		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "address: expected a PCI address");
+		return 0;
+	}
+	verdict = st->ops->host_needs(st->core, id, why, sizeof(why));
+	if (verdict < 0) {
+		st->ops->reply_error(req, HDD_ERR_NOT_FOUND, "%s: %s", id, strerror(-verdict));
+		return 0;
+	}
+	st->ops->device_foreach(st->core, HDD_DEV_PCI, count_cb, &pci);
+	st->ops->reply(req, json_pack("{s:b, s:s?, s:i}", "host_needs", verdict == 1, "why",
+				      verdict == 1 ? why : NULL, "pci_devices", pci));
+	return 0;
+}
+
+static void
+write_done(void *arg, int result, const json_t *out)
+{
+	struct sleep_call *c = arg;
+
+	if (result < 0)
+		c->st->ops->reply_error(c->req, HDD_ERR_FAILED, "write: %s", strerror(-result));
+	else
+		c->st->ops->reply(c->req, json_pack("{s:b}", "written", 1));
+	free(c);
+}
+
+/* A sysfs write through the worker, under a deadline. */
+static int
+m_write(void *state, struct hdd_request *req, const json_t *params)
+{
+	struct demo *st = state;
+	const char *path = json_string_value(json_object_get(params, "path"));
+	const char *value = json_string_value(json_object_get(params, "value"));
+	struct sleep_call *c;
+	int64_t id;
+
+	if (path == NULL || value == NULL) {
+		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "path, value: expected strings");
+		return 0;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	*c = (struct sleep_call){ .st = st, .req = req, .timeout_ms = 5000 };
+	id = st->ops->sysfs_write(st->core, path, value, c->timeout_ms, write_done, c);
+	if (id < 0) {
+		free(c);
+		return (int)id;
+	}
+	return 0;
+}
+
 /* --- the worker's side -------------------------------------------------------- */
 
 /* Runs in the worker process: sleeping is allowed there. */
@@ -376,6 +444,8 @@ static const char *const sleep_params[] = { "ms", "timeout_ms", NULL };
 static const char *const put_params[] = { "value", NULL };
 static const char *const members_params[] = { "ids", NULL };
 static const char *const later_params[] = { "ms", NULL };
+static const char *const inspect_params[] = { "address", NULL };
+static const char *const write_params[] = { "path", "value", NULL };
 
 static const struct hdd_method demo_methods[] = {
 	{ .name = DEMO_NAME ".echo", .params = echo_params, .call = m_echo },
@@ -385,6 +455,8 @@ static const struct hdd_method demo_methods[] = {
 	{ .name = DEMO_NAME ".members", .params = members_params, .call = m_members,
 	  .mutating = true },
 	{ .name = DEMO_NAME ".later", .params = later_params, .call = m_later },
+	{ .name = DEMO_NAME ".inspect", .params = inspect_params, .call = m_inspect },
+	{ .name = DEMO_NAME ".write", .params = write_params, .call = m_write, .mutating = true },
 	{ .name = NULL },
 };
 
