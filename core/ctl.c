@@ -942,6 +942,12 @@ find_method(const char *name)
 	return NULL;
 }
 
+bool
+ctl_core_method(const char *name)
+{
+	return find_method(name) != NULL;
+}
+
 static bool
 id_valid(json_t *id)
 {

@@ -100,6 +100,9 @@ struct hdd_request;
 void ctl_request_reply(struct hdd_request *req, json_t *result);
 void ctl_request_error(struct hdd_request *req, int code, const char *message);
 bool ctl_request_privileged(const struct hdd_request *req);
+/* Whether `name` is one of the core's own methods (a module may not take it). */
+bool ctl_core_method(const char *name);
+
 /* Frees requests never answered (at shutdown). */
 void ctl_requests_free(void);
 

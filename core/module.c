@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ctl.h"
 #include "log.h"
 #include "modhost.h"
 #include "module.h"
@@ -85,7 +86,8 @@ methods_invalid(const struct hdd_module *d)
 
 	for (const struct hdd_method *m = d->methods; m && m->name; m++) {
 		if (strncmp(m->name, d->name, len) != 0 || m->name[len] != '.' ||
-		    m->name[len + 1] == '\0' || m->call == NULL || m->params == NULL)
+		    m->name[len + 1] == '\0' || m->call == NULL || m->params == NULL ||
+		    ctl_core_method(m->name))
 			return m->name;
 		for (const struct hdd_method *o = d->methods; o != m; o++)
 			if (strcmp(o->name, m->name) == 0)
@@ -151,7 +153,7 @@ module_start(struct module_set *set, struct module *m, const struct config *cfg,
 		return;
 	}
 	if ((bad = methods_invalid(d)) != NULL) {
-		module_fail(m, "method \"%.64s\" is not \"%s.<verb>\" with a call and a parameter list, or is declared twice",
+		module_fail(m, "method \"%.64s\" is not \"%s.<verb>\" with a call and a parameter list, is declared twice or is the core's",
 			    bad, d->name);
 		return;
 	}

@@ -197,6 +197,10 @@ static const struct hdd_method bad_methods[] = {
 	{ .name = "other.verb", .params = none, .call = m_call },
 	{ .name = NULL },
 };
+static const struct hdd_method core_methods[] = {
+	{ .name = "pci.claim", .params = none, .call = m_call },
+	{ .name = NULL },
+};
 
 static void
 test_loader(void)
@@ -213,6 +217,7 @@ test_loader(void)
 	struct hdd_module v3 = { HDD_MODULE_HEADER, .name = "v3" };
 	struct hdd_module wrong = { HDD_MODULE_HEADER, .name = "wrong", .methods = bad_methods };
 	struct hdd_module newer = { HDD_MODULE_HEADER, .name = "newer" };
+	struct hdd_module shadow = { HDD_MODULE_HEADER, .name = "pci", .methods = core_methods };
 	unsigned char big[sizeof(struct hdd_module) + 64];
 
 	v3.abi_major = 3;
@@ -236,6 +241,8 @@ test_loader(void)
 	is_int(modules_add_builtin(set, &wrong, &modhost_ops, NULL), -EINVAL,
 	       "a method outside the module's name is refused");
 	ok(strstr(set->v[set->n - 1]->error, "other.verb") != NULL, "naming it");
+	is_int(modules_add_builtin(set, &shadow, &modhost_ops, NULL), -EINVAL,
+	       "a method the core has is refused");
 	/* A newer minor: a longer descriptor, its extra fields unknown here. */
 	memset(big, 0, sizeof(big));
 	newer.abi_minor = HDD_MODULE_ABI_MINOR + 1;
