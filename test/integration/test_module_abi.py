@@ -249,3 +249,29 @@ def test_bad_module_section_fails_start(demo_daemon, config, message):
                               env=hdtest.sanitizer_env())
     assert r.returncode != 0
     assert message in r.stderr and d.config_path in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(shutil.which("umockdev-wrapper") is None, reason="umockdev is not installed")
+def test_uevent_of_unmodelled_subsystem_reaches_module(make_daemon, tmp_path):
+    """The monitor's filter is the union of the modules' subsystems: a "net"
+    uevent, which the core does not model, reaches demo's uevent hook."""
+    from test_hotplug import FakeKernel
+    k = FakeKernel("dell-190")
+    try:
+        net = os.path.realpath(os.path.join(k.root, "sys/class/net/eno1"))
+        # What the kernel has for a netdev and the simulated host leaves out.
+        os.symlink(os.path.join(k.root, "sys/class/net"), os.path.join(net, "subsystem"))
+        with open(os.path.join(net, "uevent"), "w") as f:
+            f.write("INTERFACE=eno1\nIFINDEX=2\n")
+        env = {"LD_PRELOAD": "libumockdev-preload.so.0", "UMOCKDEV_DIR": k.root}
+        d = make_daemon(host=None, tree=k.root, env=env, node_name="dell-190",
+                        extra_args=["--module-dir", module_dir(str(tmp_path))])
+        before = d.call("daemon.status")["stats"]["uevents_ignored"]
+        k.do("uevent", rel=os.path.relpath(net, os.path.join(k.root, "sys")), action="change")
+        r = hdtest.wait_until(lambda: (lambda g: g if g["uevents"] else None)(d.call("demo.get")),
+                              what="demo to see the net uevent")
+        assert r["uevents"] == 1 and r["last_uevent"] == "change net eno1"
+        assert d.call("daemon.status")["stats"]["uevents_ignored"] == before
+        d.check_clean_exit()
+    finally:
+        k.close()

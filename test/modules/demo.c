@@ -29,6 +29,8 @@ struct demo {
 	int starts;			/* start hooks seen: 1 after each start */
 	char ids[DEMO_MAX_MEMBERS][HDD_ID_MAX + 1];
 	size_t nids;
+	int uevents;			/* of "net", which the core does not model */
+	char last_uevent[128];
 };
 
 /* --- configuration: {"demo": {"resource": "vendor.com/name"}} ------------- */
@@ -160,6 +162,17 @@ demo_reload(void *state, const json_t *section)
 	publish(st);
 }
 
+/* A subsystem the core does not model reaches the module as it is. */
+static void
+demo_uevent(void *state, const char *action, const char *subsystem, const char *sysname,
+	    const char *devpath)
+{
+	struct demo *st = state;
+
+	st->uevents++;
+	snprintf(st->last_uevent, sizeof(st->last_uevent), "%s %s %s", action, subsystem, sysname);
+}
+
 /* Allocate for its own members: their ids, as the container sees them. */
 static int
 demo_allocate(void *state, const char *resource, const struct hdd_device_view *const *devs,
@@ -271,9 +284,10 @@ m_get(void *state, struct hdd_request *req, const json_t *params)
 
 	for (size_t i = 0; i < st->nids; i++)
 		json_array_append_new(ids, json_string(st->ids[i]));
-	st->ops->reply(req, json_pack("{s:O?, s:o, s:i, s:b, s:s}", "value", value, "members", ids,
-				      "starts", st->starts, "rebooted",
-				      st->ops->rebooted(st->core), "resource", st->resource));
+	st->ops->reply(req, json_pack("{s:O?, s:o, s:i, s:b, s:s, s:i, s:s}", "value", value,
+				      "members", ids, "starts", st->starts, "rebooted",
+				      st->ops->rebooted(st->core), "resource", st->resource,
+				      "uevents", st->uevents, "last_uevent", st->last_uevent));
 	return 0;
 }
 
@@ -465,7 +479,7 @@ static const struct hdd_worker_op demo_worker_ops[] = {
 	{ .name = NULL },
 };
 
-static const char *const demo_subsystems[] = { "demo", NULL };
+static const char *const demo_subsystems[] = { "net", NULL };
 
 __attribute__((visibility("default"))) const struct hdd_module hostdevd_module = {
 	.abi_major = DEMO_ABI_MAJOR,
@@ -481,5 +495,6 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.fini = demo_fini,
 	.start = demo_start,
 	.reload = demo_reload,
+	.uevent = demo_uevent,
 	.allocate = demo_allocate,
 };
