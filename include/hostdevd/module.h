@@ -357,11 +357,6 @@ struct hdd_module {
 			size_t n, struct hdd_alloc *alloc);
 };
 
-/* Whether a descriptor (maybe from an older minor) has `field`. */
-#define HDD_MODULE_HAS(desc, field) \
-	((desc)->size >= offsetof(struct hdd_module, field) + sizeof((desc)->field) && \
-	 (desc)->field != NULL)
-
 /* The first fields of a descriptor, for a module that fills the rest. */
 #define HDD_MODULE_HEADER \
 	.abi_major = HDD_MODULE_ABI_MAJOR, .abi_minor = HDD_MODULE_ABI_MINOR, \

@@ -91,6 +91,16 @@ def test_host_verdict_devices_and_sysfs_write(demo_daemon):
     assert e.value.code == -32010
 
 
+def test_module_events(demo_daemon):
+    d = demo_daemon()
+    c = d.client()
+    c.call("events.subscribe", {"types": ["demo"]})
+    d.call("demo.put", {"value": "x"})
+    ev = c.next_event()
+    assert ev["type"] == "demo.saved" and ev["value"] == "x" and ev["seq"] > 0
+    c.close()
+
+
 def test_deferred_reply_from_timer(demo_daemon):
     d = demo_daemon()
     assert d.call("demo.later", {"ms": 50}) == {"later": True}
