@@ -139,6 +139,19 @@ def test_worker_op_and_deadline(demo_daemon):
     assert d.call("demo.sleep", {"ms": 1, "timeout_ms": 5000})["pid"] == status["pid"]
 
 
+def test_sigterm_with_a_worker_call_in_flight(demo_daemon):
+    d = demo_daemon()
+    c = d.client()
+    c.send_raw(b'{"jsonrpc":"2.0","id":"slow","method":"demo.sleep",'
+               b'"params":{"ms":20000,"timeout_ms":30000}}\n')
+    # Requests of one client are handled in order: once the echo is
+    # answered, the sleep is in the worker and its answer deferred.
+    assert c.call("demo.echo", {"text": "after"})["text"] == "after"
+    # The call completes as cancelled; the daemon exits 0 with nothing leaked.
+    d.check_clean_exit()
+    c.close()
+
+
 def test_state_section_survives_kill_9(demo_daemon):
     d = demo_daemon()
     assert d.call("demo.put", {"value": {"layout": "1g.10gb", "n": 7}}) == {"saved": True}
