@@ -23,6 +23,7 @@ extern "C" {
  * - The same major with an older minor loads: the core copies the fields
  *   that fit in the module's `size` and treats the rest as NULL. Minors
  *   only ever append fields, to struct hdd_module and struct hdd_core_ops.
+ *   A newer minor loads too; the hooks this daemon does not know are unused.
  * - A module tests for core services newer than its minor with
  *   HDD_CORE_HAS(ops, field): the ops table starts with its size too.
  *
@@ -37,7 +38,7 @@ extern "C" {
  */
 #define HDD_MODULE_ABI_MAJOR 2u
 #define HDD_MODULE_ABI_MINOR 0u
-/* The major, as `hostdevd --version` prints it. */
+/* The major alone (modules.list's "abi_version"; "abi" is "major.minor"). */
 #define HDD_MODULE_ABI_VERSION HDD_MODULE_ABI_MAJOR
 
 /* Name of the one symbol a module exports: a const struct hdd_module. */
