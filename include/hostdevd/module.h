@@ -334,7 +334,8 @@ struct hdd_module {
 	/* Says whether the module owns a device: a score > 0 claims it (the
 	 * highest score wins; ties go to the module loaded first), 0 declines. */
 	int (*probe)(void *state, const struct hdd_device_view *dev);
-	/* A device the module owns came, changed or went (dev is its last view). */
+	/* A device the module owns came, changed or went (dev is its last view).
+	 * Not during the coldplug scan: start finds them with device_foreach. */
 	void (*device_event)(void *state, enum hdd_device_event ev, const struct hdd_device_view *dev);
 	/* A uevent of one of its subsystems that the core does not model
 	 * (anything but pci, usb, mdev: "net" for sriov). */
