@@ -298,3 +298,31 @@ def test_uevent_of_unmodelled_subsystem_reaches_module(make_daemon, tmp_path):
         d.check_clean_exit()
     finally:
         k.close()
+
+
+@pytest.mark.skipif(shutil.which("umockdev-wrapper") is None, reason="umockdev is not installed")
+def test_device_events_of_owned_devices(make_daemon, tmp_path):
+    """A device the module's probe takes: its add and remove reach the
+    module's device_event hook; others' do not."""
+    from test_hotplug import FakeKernel
+    k = FakeKernel("dell-190")
+    try:
+        env = {"LD_PRELOAD": "libumockdev-preload.so.0", "UMOCKDEV_DIR": k.root}
+        d = make_daemon(host=None, tree=k.root, env=env, node_name="dell-190",
+                        config={"demo": {"own_vendor": "046d"}},
+                        extra_args=["--module-dir", module_dir(str(tmp_path))])
+        assert d.call("demo.get")["device_events"] == [], "none during the coldplug scan"
+        k.do("add_usb", controller="0000:00:14.0", busnum=1, port="6", vendor="1234",
+             product="0001", devnum=8, name="Other")
+        k.do("add_usb", controller="0000:00:14.0", busnum=1, port="5", vendor="046d",
+             product="c52b", devnum=7, name="USB Receiver")
+        hdtest.wait_until(lambda: d.call("demo.get")["device_events"] == ["add 1-5"],
+                          what="demo to see its device come")
+        assert d.call("devices.get", {"address": "1-5"})["module"] == "demo"
+        assert d.call("devices.get", {"address": "1-6"})["module"] == "usb"
+        k.do("remove_usb", port="1-5")
+        hdtest.wait_until(lambda: d.call("demo.get")["device_events"] == ["add 1-5", "remove 1-5"],
+                          what="demo to see its device go")
+        d.check_clean_exit()
+    finally:
+        k.close()

@@ -31,9 +31,26 @@ struct demo {
 	size_t nids;
 	int uevents;			/* of "net", which the core does not model */
 	char last_uevent[128];
+	int own_vendor;			/* USB devices of this vendor are its own; -1 none */
+	char device_events[8][64];	/* the last ones, oldest first */
+	size_t ndevice_events;
 };
 
-/* --- configuration: {"demo": {"resource": "vendor.com/name"}} ------------- */
+/* --- configuration: {"demo": {"resource": "vendor.com/name",
+ *                             "own_vendor": "046d"}} -------------------------- */
+
+static int
+parse_vendor(const json_t *v)
+{
+	const char *s = json_string_value(v);
+	char *end;
+	long x;
+
+	if (s == NULL || strlen(s) != 4)
+		return -1;
+	x = strtol(s, &end, 16);
+	return *end == '\0' ? (int)x : -1;
+}
 
 static int
 demo_config_check(const json_t *section, char *why, size_t whylen)
@@ -42,6 +59,13 @@ demo_config_check(const json_t *section, char *why, size_t whylen)
 	json_t *v;
 
 	json_object_foreach((json_t *)section, key, v) {
+		if (strcmp(key, "own_vendor") == 0) {
+			if (parse_vendor(v) < 0) {
+				snprintf(why, whylen, "%s.own_vendor: expected 4 hex digits", DEMO_NAME);
+				return -EINVAL;
+			}
+			continue;
+		}
 		if (strcmp(key, "resource") != 0) {
 			snprintf(why, whylen, "%s.%s: unknown key", DEMO_NAME, key);
 			return -EINVAL;
@@ -62,6 +86,7 @@ apply_config(struct demo *st, const json_t *section)
 	const char *res = json_string_value(json_object_get(section, "resource"));
 
 	snprintf(st->resource, sizeof(st->resource), "%s", res ? res : DEMO_RESOURCE);
+	st->own_vendor = parse_vendor(json_object_get(section, "own_vendor"));
 }
 
 /* --- state: {"value": ..., "members": [ids]} ------------------------------- */
@@ -160,6 +185,31 @@ demo_reload(void *state, const json_t *section)
 	st->ops->resource_set(st->core, st->resource, NULL, 0);
 	apply_config(st, section);
 	publish(st);
+}
+
+/* Takes the USB devices of the configured vendor from the usb module. */
+static int
+demo_probe(void *state, const struct hdd_device_view *dev)
+{
+	struct demo *st = state;
+
+	return dev->cls == HDD_DEV_USB && st->own_vendor >= 0 &&
+	       dev->usb->vendor_id == st->own_vendor ? 20 : 0;
+}
+
+static void
+demo_device_event(void *state, enum hdd_device_event ev, const struct hdd_device_view *dev)
+{
+	static const char *const names[] = { "add", "change", "remove" };
+	struct demo *st = state;
+
+	if (st->ndevice_events == sizeof(st->device_events) / sizeof(st->device_events[0])) {
+		memmove(st->device_events[0], st->device_events[1],
+			sizeof(st->device_events) - sizeof(st->device_events[0]));
+		st->ndevice_events--;
+	}
+	snprintf(st->device_events[st->ndevice_events++], sizeof(st->device_events[0]), "%s %s",
+		 (unsigned)ev < 3 ? names[ev] : "?", dev->id);
 }
 
 /* A subsystem the core does not model reaches the module as it is. */
@@ -280,14 +330,17 @@ m_get(void *state, struct hdd_request *req, const json_t *params)
 {
 	struct demo *st = state;
 	const json_t *value = saved_value(st);
-	json_t *ids = json_array();
+	json_t *ids = json_array(), *events = json_array();
 
 	for (size_t i = 0; i < st->nids; i++)
 		json_array_append_new(ids, json_string(st->ids[i]));
-	st->ops->reply(req, json_pack("{s:O?, s:o, s:i, s:b, s:s, s:i, s:s}", "value", value,
+	for (size_t i = 0; i < st->ndevice_events; i++)
+		json_array_append_new(events, json_string(st->device_events[i]));
+	st->ops->reply(req, json_pack("{s:O?, s:o, s:i, s:b, s:s, s:i, s:s, s:o}", "value", value,
 				      "members", ids, "starts", st->starts, "rebooted",
 				      st->ops->rebooted(st->core), "resource", st->resource,
-				      "uevents", st->uevents, "last_uevent", st->last_uevent));
+				      "uevents", st->uevents, "last_uevent", st->last_uevent,
+				      "device_events", events));
 	return 0;
 }
 
@@ -495,6 +548,8 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.fini = demo_fini,
 	.start = demo_start,
 	.reload = demo_reload,
+	.probe = demo_probe,
+	.device_event = demo_device_event,
 	.uevent = demo_uevent,
 	.allocate = demo_allocate,
 };
