@@ -225,6 +225,8 @@ def test_non_inventory_members_reach_kubelet(demo_daemon):
         # Withdrawn members leave the kubelet's list.
         d.call("demo.members", {"ids": [MIG]})
         plugin.wait_devices(lambda x: [y[0] for y in x] == [MIG])
+        # The simulated host's own resource registers too; not stopped mid-way.
+        k.wait_registered("intel.com/X540_ETHERNET_CONTROLLER_VIRTUAL_FUNCTION")
     finally:
         k.stop()
 
