@@ -179,8 +179,18 @@ claims_save(struct claims *c)
 	for (size_t i = 0; err == 0 && i < c->n; i++)
 		if ((texts[i] = claim_persist_text(c->v[i])) == NULL)
 			err = -ENOMEM;
-	if (err == 0)
-		err = state_save_claims(c->state_dirfd, c->boot_id, texts, c->n);
+	if (err == 0) {
+		/* Module sections, when there are any; a file without them stays
+		 * what the daemon before ABI v2 wrote. */
+		char *mods = c->modules && json_object_size(c->modules) ? state_dump(c->modules)
+									 : NULL;
+
+		if (c->modules && json_object_size(c->modules) && mods == NULL)
+			err = -ENOMEM;
+		else
+			err = state_save_all(c->state_dirfd, c->boot_id, texts, c->n, mods);
+		free(mods);
+	}
 	free(texts);
 	if (err < 0)
 		log_errx("claim", "cannot write %s/%s: %s", c->d->opts.state_dir, STATE_FILE,
@@ -272,7 +282,19 @@ claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
 		json_t *list = json_object_get(state, "claims"), *o;
 		size_t i;
 
+		json_t *mods = json_object_get(state, "modules");
+
 		c->rebooted = boot && c->boot_id[0] && strcmp(boot, c->boot_id) != 0;
+		c->first_since_boot = c->rebooted;
+		if (mods && !json_is_object(mods)) {
+			c->fail_closed = true;
+			snprintf(c->fail_reason, sizeof(c->fail_reason),
+				 "\"modules\" in %s is not an object", STATE_FILE);
+			log_errx("claim", "%s: failing closed", c->fail_reason);
+		} else if (mods) {
+			json_decref(c->modules);
+			c->modules = json_incref(mods);
+		}
 		json_array_foreach(list, i, o) {
 			struct claim *cl = claim_from_json(o);
 			struct claim **v;
@@ -322,7 +344,44 @@ claims_free(struct claims *c)
 		claim_free(c->v[i]);
 	free(c->v);
 	free(c->index);
+	json_decref(c->modules);
 	free(c);
+}
+
+const json_t *
+claims_module_section(const struct claims *c, const char *module)
+{
+	return c && c->modules ? json_object_get(c->modules, module) : NULL;
+}
+
+int
+claims_module_section_put(struct claims *c, const char *module, const json_t *section)
+{
+	json_t *old;
+	int err;
+
+	if (c->fail_closed)
+		return -EROFS;
+	if (c->modules == NULL && (c->modules = json_object()) == NULL)
+		return -ENOMEM;
+	old = json_object_get(c->modules, module);
+	if (old)
+		json_incref(old);
+	if (section)
+		err = json_object_set_new(c->modules, module, json_deep_copy(section)) < 0 ? -ENOMEM : 0;
+	else
+		err = json_object_del(c->modules, module) < 0 ? 0 : 0;
+	if (err == 0)
+		err = claims_save(c);
+	if (err < 0) {
+		/* Not written: the section stays what the file says. */
+		if (old)
+			json_object_set(c->modules, module, old);
+		else
+			json_object_del(c->modules, module);
+	}
+	json_decref(old);
+	return err;
 }
 
 /* --- lookups ---------------------------------------------------------------- */

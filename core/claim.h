@@ -64,10 +64,18 @@ struct claims {
 	char fail_reason[256];
 	char boot_id[64];
 	bool rebooted;		/* boot id differs from the one recorded */
+	bool first_since_boot;	/* the same as loaded, kept for this run (modules) */
 	int state_dirfd;
 	struct claim_slot *index;	/* member address -> claim (open addressing) */
 	size_t index_size;	/* a power of two */
+	json_t *modules;	/* state.json's "modules": one section per module */
 };
+
+/* A module's section of state.json (borrowed), or NULL. */
+const json_t *claims_module_section(const struct claims *c, const char *module);
+/* Replaces (NULL: removes) a module's section and writes state.json now.
+ * Returns 0, -EROFS when failing closed, or -errno. */
+int claims_module_section_put(struct claims *c, const char *module, const json_t *section);
 
 /* Loads state.json (a torn or corrupt file makes the engine fail closed).
  * Returns 0 or -errno for an unusable state directory. */

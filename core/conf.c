@@ -38,11 +38,34 @@ config_defaults(void)
 	c->gpu_free_timeout_ms = 60000;
 	c->release_timeout_ms = 30000;
 	c->modules_disable = calloc(1, sizeof(char *));
-	if (c->modules_disable == NULL) {
+	c->sections = json_object();
+	if (c->modules_disable == NULL || c->sections == NULL) {
+		free(c->modules_disable);
+		json_decref(c->sections);
 		free(c);
 		return NULL;
 	}
 	return c;
+}
+
+const json_t *
+config_section(const struct config *c, const char *module)
+{
+	return c && c->sections ? json_object_get(c->sections, module) : NULL;
+}
+
+/* A key that may name a module: [a-z0-9]+, at most 32 characters. */
+static bool
+module_key_valid(const char *key)
+{
+	size_t n = strlen(key);
+
+	if (n == 0 || n > 32)
+		return false;
+	for (const char *p = key; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+			return false;
+	return true;
 }
 
 void
@@ -64,6 +87,7 @@ config_free(struct config *c)
 		free(c->excludes[i].name);
 	}
 	free(c->excludes);
+	json_decref(c->sections);
 	free(c);
 }
 
@@ -465,6 +489,9 @@ config_parse(const char *text, size_t len, const char *origin, struct config **r
 					      errlen);
 		} else if (strcmp(key, "claims") == 0) {
 			err = parse_claims(c, v, origin, errbuf, errlen);
+		} else if (json_is_object(v) && module_key_valid(key)) {
+			/* A module's section: judged once modules are loaded. */
+			json_object_set(c->sections, key, v);
 		} else {
 			err = fail(errbuf, errlen, "%s: %s: unknown key", origin, key);
 		}

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <jansson.h>
 
 /* Which devices are offered to the kubelet, and under which name. A rule
  * matches when every selector it has matches. */
@@ -40,7 +41,14 @@ struct config {
 	size_t nexcludes;
 	int gpu_free_timeout_ms;	/* wait for /dev/nvidia* users before unbinding */
 	int release_timeout_ms;		/* unbind from vfio-pci may block this long */
+	/* Top-level objects under other keys that may be a module's section
+	 * ("sriov": {...}); the module loader checks each against its module,
+	 * and a key no module takes is an unknown key. Never NULL. */
+	json_t *sections;
 };
+
+/* A module's section, or NULL (borrowed). */
+const json_t *config_section(const struct config *c, const char *module);
 
 /* The first exclude entry matching a PCI function, or NULL. */
 const struct resource_rule *config_match_exclude(const struct config *c, const char *address,

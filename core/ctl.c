@@ -812,6 +812,127 @@ static const struct ctl_method methods[] = {
 	{ .name = "pci.release", .fn = m_pci_release, .params = release_params, .mutating = true },
 };
 
+/* --- module methods (ABI v2) ----------------------------------------------- */
+
+struct hdd_request {
+	struct daemon *d;
+	uint64_t serial;
+	json_t *id;			/* NULL: a notification, nobody waits */
+	bool privileged;
+	bool in_call;			/* its method is running: answer in place */
+	json_t *answer;			/* the answer given during the call */
+	struct hdd_request *next, *prev;	/* waiting, after the call */
+};
+
+static struct hdd_request *waiting;
+
+static void
+request_unlink(struct hdd_request *req)
+{
+	if (req->prev)
+		req->prev->next = req->next;
+	else if (waiting == req)
+		waiting = req->next;
+	if (req->next)
+		req->next->prev = req->prev;
+	req->next = req->prev = NULL;
+}
+
+static void
+request_answer(struct hdd_request *req, json_t *resp)
+{
+	if (req->in_call) {
+		json_decref(req->answer);	/* answering twice is the module's bug */
+		req->answer = resp;
+		req->in_call = false;
+		return;
+	}
+	request_unlink(req);
+	if (req->id && resp)
+		ctl_server_send_to(req->d, req->serial, resp);
+	else
+		json_decref(resp);
+	json_decref(req->id);
+	free(req);
+}
+
+void
+ctl_request_reply(struct hdd_request *req, json_t *result)
+{
+	if (req == NULL) {
+		json_decref(result);
+		return;
+	}
+	request_answer(req, req->id ? json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", req->id,
+						"result", result ? result : json_object())
+				    : (json_decref(result), NULL));
+}
+
+void
+ctl_request_error(struct hdd_request *req, int code, const char *message)
+{
+	if (req)
+		request_answer(req, req->id ? ctl_error_response(req->id, code, message) : NULL);
+}
+
+bool
+ctl_request_privileged(const struct hdd_request *req)
+{
+	return req && req->privileged;
+}
+
+void
+ctl_requests_free(void)
+{
+	while (waiting) {
+		struct hdd_request *req = waiting;
+
+		request_unlink(req);
+		json_decref(req->id);
+		free(req);
+	}
+}
+
+/* Runs a module's method; its answer now, or CTL_PENDING when it comes later. */
+static json_t *
+call_module_method(struct daemon *d, struct ctl_peer *peer, struct module *mod,
+		   const struct hdd_method *m, json_t *params, json_t *id)
+{
+	struct hdd_request *req = calloc(1, sizeof(*req));
+	json_t *answer;
+	int err;
+
+	if (req == NULL)
+		return id ? ctl_error_response(id, CTL_INTERNAL_ERROR, "out of memory") : NULL;
+	req->d = d;
+	req->serial = peer->serial;
+	req->id = id ? json_incref(id) : NULL;
+	req->privileged = ctl_peer_privileged(d, peer);
+	req->in_call = true;
+	err = m->call(mod->state, req, params);
+	if (req->in_call && err < 0) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "%s: %s", m->name, strerror(-err));
+		ctl_request_error(req, errno_to_code(err), msg);
+	}
+	if (!req->in_call) {
+		answer = req->answer;
+		json_decref(req->id);
+		free(req);
+		return answer;
+	}
+	/* Deferred: the module answers from a callback (tmux-style wait). */
+	req->in_call = false;
+	if (req->id)
+		peer->pending++;
+	req->next = waiting;
+	if (waiting)
+		waiting->prev = req;
+	waiting = req;
+	return CTL_PENDING;
+}
+
 static const struct ctl_method *
 find_method(const char *name)
 {
@@ -819,6 +940,12 @@ find_method(const char *name)
 		if (strcmp(methods[i].name, name) == 0)
 			return &methods[i];
 	return NULL;
+}
+
+bool
+ctl_core_method(const char *name)
+{
+	return find_method(name) != NULL;
 }
 
 static bool
@@ -831,6 +958,9 @@ static json_t *
 handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 {
 	const struct ctl_method *m;
+	struct ctl_method modm;
+	const struct hdd_method *modmethod = NULL;
+	struct module *modmod = NULL;
 	json_t *id, *method, *params, *result;
 	char msg[512] = "";
 	int code = CTL_INTERNAL_ERROR;
@@ -857,6 +987,22 @@ handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 		}
 	}
 	m = find_method(json_string_value(method));
+	if (m == NULL) {
+		struct module *mod = NULL;
+		const struct hdd_method *mm = modules_find_method(d->mods, json_string_value(method),
+								 &mod);
+
+		if (mm) {
+			/* The same checks as the core's own methods, from its table. */
+			modm.name = mm->name;
+			modm.mutating = mm->mutating;
+			modm.params = mm->params;
+			modm.fn = NULL;
+			m = &modm;
+			modmethod = mm;
+			modmod = mod;
+		}
+	}
 	if (m == NULL) {
 		snprintf(msg, sizeof(msg), "no method \"%.64s\"", json_string_value(method));
 		return id ? ctl_error_response(id, CTL_METHOD_NOT_FOUND, msg) : NULL;
@@ -895,6 +1041,10 @@ handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 			 d->cfg->control_group ? " or group " : "",
 			 d->cfg->control_group ? d->cfg->control_group : "");
 		return id ? ctl_error_response(id, CTL_ERR_PERMISSION, msg) : NULL;
+	}
+	if (modmethod) {
+		result = call_module_method(d, peer, modmod, modmethod, params, id);
+		return result == CTL_PENDING ? NULL : result;
 	}
 	peer->current_id = id;
 	result = m->fn(d, peer, params, &code, msg, sizeof(msg));

@@ -93,4 +93,17 @@ void ctl_jobs_free(struct daemon *d);
 /* Whether the peer may call mutating methods (root, or the configured group). */
 bool ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer);
 
+/* A module's control request (hostdevd/module.h): answered once, during
+ * its method's call or later. An answer after the call goes to the
+ * connection if it is still there; the request is freed with it. */
+struct hdd_request;
+void ctl_request_reply(struct hdd_request *req, json_t *result);
+void ctl_request_error(struct hdd_request *req, int code, const char *message);
+bool ctl_request_privileged(const struct hdd_request *req);
+/* Whether `name` is one of the core's own methods (a module may not take it). */
+bool ctl_core_method(const char *name);
+
+/* Frees requests never answered (at shutdown). */
+void ctl_requests_free(void);
+
 #endif

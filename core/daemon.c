@@ -16,6 +16,7 @@
 
 #include "ctl.h"
 #include "ctl-server.h"
+#include "ctl.h"
 #include "claim.h"
 #include "daemon.h"
 #include "dp-names.h"
@@ -23,6 +24,7 @@
 #include "dp.h"
 #include "log.h"
 #include "loop.h"
+#include "modhost.h"
 #include "sdnotify.h"
 #include "sysfs.h"
 #include "udev.h"
@@ -46,77 +48,6 @@ mono_usec(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
-
-/* --- core services for modules ------------------------------------------ */
-
-static void core_log(struct hdd_core *core, enum hdd_log_level level, const char *module,
-		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void
-core_log(struct hdd_core *core, enum hdd_log_level level, const char *module, const char *fmt,
-	 ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_vmsg(level, module ? module : "module", fmt, ap);
-	va_end(ap);
-}
-
-static const char *
-core_node_name(struct hdd_core *core)
-{
-	return ((struct daemon *)core)->node_name;
-}
-
-static int
-core_iommu_group_foreach(struct hdd_core *core, int group,
-			 void (*fn)(const struct hdd_device_view *dev, void *arg), void *arg)
-{
-	struct daemon *d = (struct daemon *)core;
-	struct device *members[256];
-	size_t n = inventory_group_members(d->inv, group, members, 256);
-
-	for (size_t i = 0; i < n && i < 256; i++) {
-		struct hdd_device_view view;
-
-		device_view(members[i], &view);
-		fn(&view, arg);
-	}
-	return (int)n;
-}
-
-static bool
-core_dev_exists(struct hdd_core *core, const char *rel)
-{
-	struct daemon *d = (struct daemon *)core;
-
-	if (d->dp)
-		return dp_dev_exists(d->dp, rel);	/* group nodes cached, kept by inotify */
-	return d->dev && fsroot_exists(d->dev, rel) == 0;
-}
-
-static int
-core_pci_resource_name(struct hdd_core *core, const struct hdd_pci_facts *f, char *buf,
-		       size_t size)
-{
-	dp_default_resource_name(f, buf, size);
-	return 0;
-}
-
-const struct hdd_core_ops daemon_core_ops = {
-	.abi_version = HDD_MODULE_ABI_VERSION,
-	.log = core_log,
-	.node_name = core_node_name,
-	.iommu_group_foreach = core_iommu_group_foreach,
-	.dev_exists = core_dev_exists,
-	.pci_resource_name = core_pci_resource_name,
-	.env_name = dp_env_name,
-	.alloc_env = dp_alloc_env,
-	.alloc_device = dp_alloc_device,
-	.alloc_mount = dp_alloc_mount,
-	.alloc_prefer_iommufd = dp_alloc_prefer_iommufd,
-};
 
 /* --- events --------------------------------------------------------------- */
 
@@ -160,6 +91,23 @@ probe_owner(struct daemon *d, struct device *dev)
 	dev->owner = owner;
 }
 
+/* A device its module owns came, changed or went: the module's hook. */
+static void
+module_device_event(struct daemon *d, enum inv_event ev, struct device *dev)
+{
+	static const enum hdd_device_event map[] = {
+		[INV_EVENT_ADD] = HDD_DEVICE_ADD,
+		[INV_EVENT_CHANGE] = HDD_DEVICE_CHANGE,
+		[INV_EVENT_REMOVE] = HDD_DEVICE_REMOVE,
+	};
+	struct hdd_device_view view;
+
+	if (dev->owner == NULL || d->quiet || (unsigned)ev >= sizeof(map) / sizeof(map[0]))
+		return;
+	device_view(dev, &view);
+	modules_device_event(dev->owner, map[ev], &view);
+}
+
 static void
 daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device *old,
 		 const json_t *changed, const char *source)
@@ -170,6 +118,7 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 
 	if (ev != INV_EVENT_REMOVE)
 		probe_owner(d, dev);
+	module_device_event(d, ev, dev);
 	/* Claimed devices that moved or vanished; config claim rules. Not
 	 * before the worker exists: start-up reconciles them all at once. */
 	if (d->claims && d->worker)
@@ -388,8 +337,8 @@ daemon_uevent(struct daemon *d, const char *action, const char *subsystem, const
 			inventory_refresh(d->inv, HDD_DEV_USB, sysname, source);
 	} else if (strcmp(subsystem, "mdev") == 0) {
 		mdev_uevent(d, action, sysname, devpath, source);
-	} else {
-		d->stats.uevents_ignored++;
+	} else if (modules_uevent(d->mods, action, subsystem, sysname, devpath) == 0) {
+		d->stats.uevents_ignored++;	/* a subsystem the core does not model */
 	}
 }
 
@@ -445,23 +394,29 @@ daemon_modules_json(struct daemon *d)
 	json_t *out = json_array();
 
 	for (size_t i = 0; out && d->mods && i < d->mods->n; i++) {
-		const struct module *m = &d->mods->v[i];
-		json_t *subs = json_array(), *o;
+		const struct module *m = d->mods->v[i];
+		json_t *subs = json_array(), *methods = json_array(), *o;
 		size_t owned = 0;
+		char abi[24];
 
 		if (m->desc && m->desc->subsystems)
 			for (const char *const *s = m->desc->subsystems; *s; s++)
 				json_array_append_new(subs, json_string(*s));
+		for (const struct hdd_method *x = m->desc ? m->desc->methods : NULL; x && x->name; x++)
+			json_array_append_new(methods, json_string(x->name));
+		module_abi_string(m, abi, sizeof(abi));
 		for (size_t j = 0; j < inventory_count(d->inv); j++)
 			owned += inventory_at(d->inv, j)->owner == m;
-		o = json_pack("{s:s?, s:s?, s:s?, s:i, s:b, s:s?, s:o, s:I}",
+		o = json_pack("{s:s?, s:s?, s:s?, s:i, s:s, s:b, s:s?, s:o, s:o, s:I}",
 			      "name", m->desc ? m->desc->name : NULL,
 			      "description", m->desc ? m->desc->description : NULL,
 			      "path", m->path,
-			      "abi_version", m->desc ? (int)m->desc->abi_version : -1,
+			      "abi_version", m->abi_major ? (int)m->abi_major : -1,
+			      "abi", abi,
 			      "active", m->active,
 			      "error", m->error,
 			      "subsystems", subs,
+			      "methods", methods,
 			      "devices", (json_int_t)owned);
 		json_array_append_new(out, o);
 	}
@@ -533,7 +488,7 @@ daemon_status_base(struct daemon *d)
 		nmdev += cls == HDD_DEV_MDEV;
 	}
 	for (size_t i = 0; d->mods && i < d->mods->n; i++)
-		nmods += d->mods->v[i].active;
+		nmods += d->mods->v[i]->active;
 	return json_pack("{s:s, s:s, s:i, s:f, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:s,"
 			 " s:{s:I, s:I, s:I}, s:I, s:O, s:{s:I, s:f, s:i},"
 			 " s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i}}",
@@ -642,9 +597,31 @@ lock_state_dir(struct daemon *d)
 	return 0;
 }
 
+/* Configuration sections are modules': one no module takes is an unknown
+ * key, one its module refused is an error, both naming the file. */
+static int
+check_sections(struct daemon *d, const struct config *cfg)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(cfg->sections, key, v) {
+		if (!modules_known(d->mods, key)) {
+			log_errx("config", "%s: %s: unknown key", d->opts.config_file, key);
+			return -EINVAL;
+		}
+	}
+	if (d->mods && d->mods->config_error[0]) {
+		log_errx("config", "%s: %s", d->opts.config_file, d->mods->config_error);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int
 daemon_init(struct daemon *d, const struct options *opts)
 {
+	const char **subsystems;
 	char errbuf[512];
 	int err, level;
 
@@ -687,8 +664,10 @@ daemon_init(struct daemon *d, const struct options *opts)
 	err = inventory_new(d->sys, d->names, daemon_inv_event, d, &d->inv);
 	if (err < 0)
 		return err;
-	err = modules_load_dir(opts->module_dir, d->cfg, &daemon_core_ops, (struct hdd_core *)d,
-			       &d->mods);
+	err = modules_load_dir(opts->module_dir, d->cfg, &modhost_ops, d, &d->mods);
+	if (err < 0)
+		return err;
+	err = check_sections(d, d->cfg);
 	if (err < 0)
 		return err;
 	err = dp_new(d, &d->dp);
@@ -699,8 +678,11 @@ daemon_init(struct daemon *d, const struct options *opts)
 		return err;
 
 	/* Monitor first, enumerate second: a device that appears in between is
-	 * in the monitor's queue. */
-	err = udev_watch_new(&d->udev);
+	 * in the monitor's queue. Its filter: the core's subsystems and the
+	 * modules'. */
+	subsystems = modules_subsystems(d->mods);
+	err = subsystems ? udev_watch_new(subsystems, &d->udev) : -ENOMEM;
+	free((void *)subsystems);
 	if (err < 0) {
 		log_warnx("udev", "no udev monitor (%s): hotplug is seen by the periodic resync and daemon.rescan only",
 			  strerror(-err));
@@ -723,6 +705,7 @@ void
 daemon_fini(struct daemon *d)
 {
 	ctl_jobs_free(d);
+	ctl_requests_free();
 	claims_free(d->claims);
 	dp_free(d->dp);
 	inventory_free(d->inv);
@@ -751,6 +734,16 @@ daemon_reload(struct daemon *d)
 
 	sd_notify_send("RELOADING=1\nSTATUS=reloading the configuration");
 	err = config_reload(d->opts.config_file, &cfg, errbuf, sizeof(errbuf));
+	if (err == 0) {
+		char why[400] = "";
+
+		/* Every module checks its section before anything changes. */
+		err = modules_reload(d->mods, cfg, why, sizeof(why));
+		if (err < 0) {
+			snprintf(errbuf, sizeof(errbuf), "%s: %s", d->opts.config_file, why);
+			config_free(cfg);
+		}
+	}
 	if (err < 0) {
 		log_errx("config", "reload failed, keeping the old configuration: %s", errbuf);
 		daemon_emit(d, "config.reload_failed", json_pack("{s:s}", "error", errbuf));

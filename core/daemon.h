@@ -108,7 +108,5 @@ void daemon_emit(struct daemon *d, const char *type, json_t *params);
 /* Re-reads the IOMMU state (groups, /dev/iommu, vfio modules). */
 json_t *daemon_read_iommu_state(struct daemon *d);
 
-/* The hdd_core_ops handed to modules. */
-extern const struct hdd_core_ops daemon_core_ops;
 
 #endif

@@ -16,6 +16,7 @@
 #include "dp.h"
 #include "log.h"
 #include "metrics.h"
+#include "modhost.h"
 
 #define DP_MAX_IDS 4096		/* devices in one request */
 
@@ -342,10 +343,7 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 static const struct module *
 pci_module(struct dp *dp)
 {
-	for (size_t i = 0; dp->d->mods && i < dp->d->mods->n; i++)
-		if (dp->d->mods->v[i].active && strcmp(dp->d->mods->v[i].desc->name, "pci") == 0)
-			return &dp->d->mods->v[i];
-	return NULL;
+	return modules_find(dp->d->mods, "pci");
 }
 
 /* A claimed function missing from sysfs stays in its resource, Unhealthy,
@@ -381,6 +379,29 @@ id_candidate(struct dp *dp, const char *id, struct candidate *c)
 		if (strcmp(cl->members[k].address, id) == 0)
 			return absent_candidate(pci_module(dp), cl, &cl->members[k], c);
 	return false;
+}
+
+/* Members a module set that are not inventory devices (MIG instances,
+ * mdevs not yet in sysfs): they join its resource as they are. */
+struct extra_walk {
+	struct candidate *c;
+	size_t n;
+};
+
+static void
+extra_member_cb(const struct module *m, const char *resource,
+		const struct hdd_resource_member *member, void *arg)
+{
+	struct extra_walk *w = arg;
+	struct candidate *c = &w->c[w->n++];
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "%s", resource);
+	snprintf(c->m.id, sizeof(c->m.id), "%s", member->id);
+	c->m.healthy = member->healthy;
+	c->m.numa = member->numa_node;
+	c->m.iommu_group = -1;
+	c->module = m;
 }
 
 /* --- resources ---------------------------------------------------------------- */
@@ -510,10 +531,12 @@ recompute_all(struct dp *dp)
 	const struct module *pci = pci_module(dp);
 	struct claims *claims = dp->d->claims;
 	size_t total = inventory_count(dp->d->inv), extra = 0, n = 0, evaluated = total;
+	struct extra_walk walk;
 	struct candidate *c;
 
 	for (size_t i = 0; claims && i < claims->n; i++)
 		extra += claims->v[i]->n;
+	extra += modhost_member_count(dp->d->mods);
 	c = calloc(total + extra + 1, sizeof(*c));
 	if (c == NULL)
 		return 0;
@@ -535,6 +558,10 @@ recompute_all(struct dp *dp)
 				n++;
 		}
 	}
+	walk.c = c;
+	walk.n = n;
+	modhost_member_foreach(dp->d->mods, extra_member_cb, &walk);
+	n = walk.n;
 	qsort(c, n, sizeof(*c), candidate_cmp);
 	for (size_t i = 0; i < dp->n; i++)
 		dp->v[i]->seen = false;
@@ -984,7 +1011,13 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 					snprintf(why, sizeof(why), "device %s is asked for twice", id);
 				}
 				taken[m - r->members] = true;
-				device_view(m->dev, &vs[i]);
+				if (m->dev) {
+					device_view(m->dev, &vs[i]);
+				} else {
+					/* A module's own member: only its id. */
+					vs[i].cls = HDD_DEV_NONE;
+					vs[i].id = m->id;
+				}
 				views[i] = &vs[i];
 			}
 		}

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "grpc.h"
+#include "hostdevd/module.h"
 
 struct daemon;
 struct device;
@@ -29,11 +30,12 @@ enum dp_reg_state {
 };
 
 struct dp_member {
-	char id[32];			/* Device.ID: the PCI address */
+	char id[HDD_ID_MAX + 1];	/* Device.ID: the PCI address, or a module's member id */
 	bool healthy;
 	int numa;
 	int iommu_group;
-	struct device *dev;		/* a reference */
+	struct device *dev;		/* a reference; NULL for absent claimed devices and
+					 * members a module set (resource_set) */
 };
 
 struct dp_resource {

@@ -212,7 +212,8 @@ main(int argc, char **argv)
 			*(c == OPT_WORKER_FD ? &worker_fd : &worker_sysfs_fd) = parse_fd(optarg);
 			break;
 		case OPT_VERSION:
-			printf("hostdevd %s (module ABI %u)\n", PACKAGE_VERSION, HDD_MODULE_ABI_VERSION);
+			printf("hostdevd %s (module ABI %u.%u)\n", PACKAGE_VERSION, HDD_MODULE_ABI_MAJOR,
+			       HDD_MODULE_ABI_MINOR);
 			return 0;
 		case OPT_HELP:
 			usage(stdout);
@@ -276,6 +277,9 @@ main(int argc, char **argv)
 	}
 	sd_notify_send("STATUS=re-applying recorded claims");
 	claims_reconcile(d.claims, "start");
+	/* Modules re-apply what their state sections record, before the control
+	 * socket opens and before any resource registers. */
+	modules_start(d.mods);
 	err = ctl_server_new(&d, loop_base(loop), opts.control_socket, &d.ctl);
 	if (err < 0) {
 		log_errx("daemon", "control socket %s: %s", opts.control_socket, strerror(-err));
@@ -306,6 +310,7 @@ main(int argc, char **argv)
 	if (loop_run(loop) == 0)
 		rc = EXIT_SUCCESS;
 	sd_notify_send("STOPPING=1\nSTATUS=stopping");
+	modules_stop(d.mods);
 out:
 	sd_watchdog_stop();
 	metrics_server_free(metrics);

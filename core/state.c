@@ -433,26 +433,42 @@ state_save(int dirfd, const json_t *state)
 int
 state_save_claims(int dirfd, const char *boot_id, char *const *claims, size_t n)
 {
-	struct member *m = calloc(3, sizeof(*m));
+	return state_save_all(dirfd, boot_id, claims, n, NULL);
+}
+
+int
+state_save_all(int dirfd, const char *boot_id, char *const *claims, size_t n,
+	       const char *modules)
+{
+	size_t nm = modules ? 4 : 3, vi = nm - 1;
+	struct member *m = calloc(nm, sizeof(*m));
 	json_t *id = json_string(boot_id ? boot_id : "");
 	int err = -ENOMEM;
 
-	/* The members in their sorted order: boot_id, claims, version. */
+	/* The members in their sorted order: boot_id, claims, [modules,] version. */
 	if (m == NULL || id == NULL)
 		goto out;
 	m[0].key = "boot_id";
 	m[1].key = "claims";
-	m[2].key = "version";
+	m[vi].key = "version";
 	m[1].borrowed = true;
 	m[0].ktext = strdup("\"boot_id\"");
 	m[1].ktext = strdup("\"claims\"");
-	m[2].ktext = strdup("\"version\"");
+	m[vi].ktext = strdup("\"version\"");
 	m[0].vtext = state_dump(id);
-	if (asprintf(&m[2].vtext, "%d", STATE_VERSION) < 0)
-		m[2].vtext = NULL;
+	if (asprintf(&m[vi].vtext, "%d", STATE_VERSION) < 0)
+		m[vi].vtext = NULL;
 	m[1].items = calloc(n + 1, sizeof(*m[1].items));
-	if (!m[0].ktext || !m[1].ktext || !m[2].ktext || !m[0].vtext || !m[2].vtext || !m[1].items)
+	if (!m[0].ktext || !m[1].ktext || !m[vi].ktext || !m[0].vtext || !m[vi].vtext ||
+	    !m[1].items)
 		goto out;
+	if (modules) {
+		m[2].key = "modules";
+		m[2].ktext = strdup("\"modules\"");
+		m[2].vtext = strdup(modules);
+		if (!m[2].ktext || !m[2].vtext)
+			goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (claims[i] == NULL) {
 			err = -EINVAL;
@@ -461,10 +477,10 @@ state_save_claims(int dirfd, const char *boot_id, char *const *claims, size_t n)
 		m[1].items[i] = claims[i];
 		m[1].nitems = i + 1;
 	}
-	err = members_write(dirfd, m, 3);
+	err = members_write(dirfd, m, nm);
 out:
 	json_decref(id);
-	members_free(m, m ? 3 : 0);
+	members_free(m, m ? nm : 0);
 	return err;
 }
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* state.json: claims that survive restart, kill -9 and reboot. */
+/* state.json: claims and module sections that survive restart, kill -9 and reboot. */
 #ifndef HOSTDEVD_STATE_H
 #define HOSTDEVD_STATE_H
 
@@ -26,6 +26,11 @@ int state_save(int dirfd, const json_t *state);
  * them serialises only what changed, so a save costs the claims that changed
  * plus a copy and a CRC of the rest. Returns 0 or -errno. */
 int state_save_claims(int dirfd, const char *boot_id, char *const *claims, size_t n);
+
+/* The same with a "modules" member (the per-module sections, an object
+ * already serialised by state_dump(); NULL: none, as before ABI v2). */
+int state_save_all(int dirfd, const char *boot_id, char *const *claims, size_t n,
+		   const char *modules);
 
 /* A value as state.json holds it (compact, sorted keys: the form the
  * checksum covers); a new string, or NULL. */

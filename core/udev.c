@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The udev monitor: netlink uevents for pci, usb and mdev, split into fields. */
+/* The udev monitor: netlink uevents of the core's and the modules' subsystems, split into fields. */
 #include "config.h"
 
 #include <errno.h>
@@ -19,9 +19,8 @@ struct udev_watch {
 };
 
 int
-udev_watch_new(struct udev_watch **ret)
+udev_watch_new(const char *const *subsystems, struct udev_watch **ret)
 {
-	static const char *const subsystems[] = { "pci", "usb", "mdev" };
 	struct udev_watch *w = calloc(1, sizeof(*w));
 	int err;
 
@@ -37,7 +36,7 @@ udev_watch_new(struct udev_watch **ret)
 		err = errno ? -errno : -EPROTONOSUPPORT;
 		goto fail;
 	}
-	for (size_t i = 0; i < sizeof(subsystems) / sizeof(subsystems[0]); i++) {
+	for (size_t i = 0; subsystems[i]; i++) {
 		err = udev_monitor_filter_add_match_subsystem_devtype(w->mon, subsystems[i], NULL);
 		if (err < 0)
 			goto fail;

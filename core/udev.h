@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* The udev monitor: netlink uevents for pci, usb and mdev, split into fields. */
+/* The udev monitor: netlink uevents of the core's and the modules' subsystems, split into fields. */
 #ifndef HOSTDEVD_UDEV_H
 #define HOSTDEVD_UDEV_H
 
 struct udev_watch;
 struct daemon;
 
-/* Creates and enables the monitor (before any coldplug enumeration, so no
- * event falls between). Returns 0 or -errno. */
-int udev_watch_new(struct udev_watch **ret);
+/* Creates and enables the monitor for `subsystems` (NULL-terminated: the
+ * union of the core's and the modules'), before any coldplug enumeration,
+ * so no event falls between. Returns 0 or -errno. */
+int udev_watch_new(const char *const *subsystems, struct udev_watch **ret);
 void udev_watch_free(struct udev_watch *w);
 int udev_watch_fd(const struct udev_watch *w);
 

@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -24,6 +25,7 @@
 #include "fsroot.h"
 #include "log.h"
 #include "metrics.h"
+#include "module.h"
 #include "worker.h"
 
 #define MSG_MAX 65536
@@ -213,6 +215,81 @@ scan_holders(const json_t *paths, const json_t *prefixes)
 	return out;
 }
 
+/* Module files this worker has opened; never closed (the worker is
+ * replaced, not cleaned). */
+struct loaded {
+	char *path;
+	const struct hdd_module *desc;
+};
+static struct loaded *loaded;
+static size_t nloaded;
+
+/* The descriptor of the module at `path`, named `name`: loaded once, with
+ * the loader's file checks and the same ABI major. Only a path the daemon
+ * sent, which it loaded itself after the same checks. */
+static const struct hdd_module *
+module_open(const char *path, const char *name)
+{
+	const struct hdd_module *desc;
+	struct loaded *v;
+	char why[256];
+	void *h;
+
+	for (size_t i = 0; i < nloaded; i++)
+		if (strcmp(loaded[i].path, path) == 0)
+			return strcmp(loaded[i].desc->name, name) == 0 ? loaded[i].desc : NULL;
+	if (path[0] != '/' || module_file_check(path, why, sizeof(why)) < 0)
+		return NULL;
+	h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	desc = h ? dlsym(h, HDD_MODULE_SYMBOL) : NULL;
+	if (desc == NULL || desc->abi_major != HDD_MODULE_ABI_MAJOR ||
+	    desc->size < offsetof(struct hdd_module, worker_ops) + sizeof(desc->worker_ops) ||
+	    desc->name == NULL || strcmp(desc->name, name) != 0) {
+		if (h)
+			dlclose(h);
+		return NULL;
+	}
+	v = realloc(loaded, (nloaded + 1) * sizeof(*v));
+	if (v == NULL)
+		return NULL;
+	loaded = v;
+	loaded[nloaded].path = strdup(path);
+	if (loaded[nloaded].path == NULL)
+		return NULL;
+	loaded[nloaded++].desc = desc;
+	return desc;
+}
+
+/* {"op":"module", "path", "module", "name", "args"}: a module's worker op. */
+static int
+op_module(int sysfs_fd, const json_t *req, json_t *reply)
+{
+	const char *path = json_string_value(json_object_get(req, "path"));
+	const char *mod = json_string_value(json_object_get(req, "module"));
+	const char *name = json_string_value(json_object_get(req, "name"));
+	const json_t *args = json_object_get(req, "args");
+	const struct hdd_module *desc;
+	json_t *out;
+	int result = -ENOENT;
+
+	if (path == NULL || mod == NULL || name == NULL)
+		return -EINVAL;
+	desc = module_open(path, mod);
+	if (desc == NULL)
+		return -ENOENT;
+	out = json_object();
+	if (out == NULL)
+		return -ENOMEM;
+	for (const struct hdd_worker_op *w = desc->worker_ops; w && w->name; w++) {
+		if (strcmp(w->name, name) == 0) {
+			result = w->run ? w->run(sysfs_fd, args, out) : -ENOSYS;
+			break;
+		}
+	}
+	json_object_set_new(reply, "out", out);
+	return result;
+}
+
 json_t *
 worker_handle(int sysfs_fd, const char *dev_root, const json_t *req)
 {
@@ -253,6 +330,8 @@ worker_handle(int sysfs_fd, const char *dev_root, const json_t *req)
 		}
 		result = 0;
 		json_object_set_new(reply, "holders", h);
+	} else if (strcmp(op, "module") == 0) {
+		result = op_module(sysfs_fd, req, reply);
 	} else if (strcmp(op, "nvidia_pm") == 0) {
 		const char *bus = json_string_value(json_object_get(req, "bus_id"));
 

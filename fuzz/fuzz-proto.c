@@ -56,7 +56,7 @@ fuzz_allocate(void *state, const char *resource, const struct hdd_device_view *c
 }
 
 static const struct hdd_module fuzz_desc = {
-	.abi_version = HDD_MODULE_ABI_VERSION,
+	HDD_MODULE_HEADER,
 	.name = "fuzz",
 	.allocate = fuzz_allocate,
 };

@@ -13,16 +13,42 @@ extern "C" {
 #endif
 
 /*
- * ABI version of this header. A module is loaded only when the first field of
- * its descriptor equals the daemon's version; bump it on any change to the
- * structures below.
+ * Module ABI v2. A module exports one const struct hdd_module named
+ * HDD_MODULE_SYMBOL whose first three fields are the ABI major and minor it
+ * was built against and sizeof(struct hdd_module) as it saw it
+ * (HDD_MODULE_HEADER fills them).
+ *
+ * - Another major is refused, and modules.list says why. A v1 module (its
+ *   first field was its version, 1) reads as major 1.
+ * - The same major with an older minor loads: the core copies the fields
+ *   that fit in the module's `size` and treats the rest as NULL. Minors
+ *   only ever append fields, to struct hdd_module and struct hdd_core_ops.
+ *   A newer minor loads too; the hooks this daemon does not know are unused.
+ * - A module tests for core services newer than its minor with
+ *   HDD_CORE_HAS(ops, field): the ops table starts with its size too.
+ *
+ * What a module declares and gets, at a glance (since 2.0): its control
+ * methods (`<module>.<verb>`, the core's table is the union), its worker
+ * operations (run in the worker process, called with a deadline), its
+ * configuration section (the top-level key named after it), hooks from
+ * init to stop, and core services: device iteration, the host-safety
+ * verdict, worker calls and sysfs writes with deadline and cancel, timers,
+ * its journalled section of state.json, events, deferred replies, "my
+ * resources changed" and resource members that are not inventory devices.
  */
-#define HDD_MODULE_ABI_VERSION 1u
+#define HDD_MODULE_ABI_MAJOR 2u
+#define HDD_MODULE_ABI_MINOR 0u
+/* The major alone (modules.list's "abi_version"; "abi" is "major.minor"). */
+#define HDD_MODULE_ABI_VERSION HDD_MODULE_ABI_MAJOR
 
 /* Name of the one symbol a module exports: a const struct hdd_module. */
 #define HDD_MODULE_SYMBOL "hostdevd_module"
 
+/* The longest device or resource-member id, without its NUL (a UUID is 36). */
+#define HDD_ID_MAX 64
+
 enum hdd_dev_class {
+	HDD_DEV_NONE = -1,	/* a resource member that is not an inventory device */
 	HDD_DEV_PCI = 0,
 	HDD_DEV_USB,
 	HDD_DEV_MDEV,
@@ -99,23 +125,55 @@ struct hdd_mdev_facts {
 	const char *driver;		/* NULL when unbound */
 };
 
-/* What a module sees of a device. Valid only during the call. */
+/* What a module sees of a device. Valid only during the call. In an
+ * Allocate for members set with resource_set, cls is HDD_DEV_NONE, id is the
+ * member's id and pci, usb and mdev are NULL. */
 struct hdd_device_view {
 	enum hdd_dev_class cls;
-	const char *id;			/* PCI address or USB port */
+	const char *id;			/* PCI address, USB port, mdev UUID or member id */
 	const struct hdd_pci_facts *pci;	/* set when cls == HDD_DEV_PCI */
 	const struct hdd_usb_facts *usb;	/* set when cls == HDD_DEV_USB */
 	const struct hdd_mdev_facts *mdev;	/* set when cls == HDD_DEV_MDEV */
 };
 
+/* The module's handle on the core: each module gets its own, so the core
+ * knows who calls. Opaque; valid from init until fini. */
 struct hdd_core;
 
 /* The container part of an Allocate answer, built through the core's ops. */
 struct hdd_alloc;
 
+/* A control request handed to a module's method; answered exactly once
+ * with ops->reply or ops->reply_error, during the call or later (the
+ * caller waits, other clients are served meanwhile). */
+struct hdd_request;
+
+/* JSON-RPC error codes a module may answer with (ops->reply_error). */
+#define HDD_ERR_INVALID_PARAMS	-32602
+#define HDD_ERR_REFUSED		-32003
+#define HDD_ERR_NOT_FOUND	-32004
+#define HDD_ERR_BUSY		-32005
+#define HDD_ERR_FAILED		-32010
+
+/* One member of a resource that is not an inventory device (a MIG
+ * instance, an mdev not yet in sysfs). */
+struct hdd_resource_member {
+	const char *id;			/* at most HDD_ID_MAX characters */
+	bool healthy;
+	int numa_node;			/* -1 when none */
+};
+
+/* Completion of a worker call or sysfs write, on the reactor. result: 0,
+ * the operation's -errno, -ETIMEDOUT when the deadline passed (the worker is
+ * then replaced), -EPIPE when the worker died, -ENOENT for an unknown op,
+ * -ECANCELED at SIGTERM (after the stop hook). Called exactly once unless
+ * the call was cancelled.
+ * out: what the operation wrote (borrowed), or NULL. */
+typedef void (*hdd_worker_done_fn)(void *arg, int result, const json_t *out);
+
 /* Services the core gives a module. Passed to init; valid until fini. */
 struct hdd_core_ops {
-	uint32_t abi_version;
+	uint32_t size;			/* sizeof(struct hdd_core_ops) of the core */
 	void (*log)(struct hdd_core *core, enum hdd_log_level level,
 		    const char *module, const char *fmt, ...)
 		__attribute__((format(printf, 4, 5)));
@@ -143,22 +201,146 @@ struct hdd_core_ops {
 	/* The resource's policy: hand out /dev/iommu and the vfio cdevs
 	 * instead of the group and container nodes. */
 	bool (*alloc_prefer_iommufd)(const struct hdd_alloc *a);
+
+	/* --- since 2.0 --- */
+
+	/* Calls fn for every inventory device of class `cls` (HDD_DEV_NONE:
+	 * all). Returns the number visited. */
+	int (*device_foreach)(struct hdd_core *core, enum hdd_dev_class cls,
+			      void (*fn)(const struct hdd_device_view *dev, void *arg), void *arg);
+	/* The host-safety verdict: 1 when the device `id` (a PCI address) is
+	 * something the host needs, with why written ("mounted filesystem on
+	 * /dev/nvme0n1p2"), 0 when it may be handed out, -ENOENT when unknown. */
+	int (*host_needs)(struct hdd_core *core, const char *id, char *why, size_t whylen);
+	/* Writes `value` to `path` (relative to the sysfs root) in the worker,
+	 * within timeout_ms; done is called on the reactor. Returns a call id
+	 * (> 0) for call_cancel, or -errno (done is then not called). */
+	int64_t (*sysfs_write)(struct hdd_core *core, const char *path, const char *value,
+			       int timeout_ms, hdd_worker_done_fn done, void *arg);
+	/* Runs this module's worker operation `op` in the worker process with
+	 * `args` (borrowed; must serialise to under 60 KiB) within timeout_ms.
+	 * Same return and completion as sysfs_write. */
+	int64_t (*worker_call)(struct hdd_core *core, const char *op, const json_t *args,
+			       int timeout_ms, hdd_worker_done_fn done, void *arg);
+	/* The completion of call `id` will not be called. An operation already
+	 * running in the worker finishes or meets its deadline there. */
+	void (*call_cancel)(struct hdd_core *core, int64_t id);
+	/* Calls fn(arg) once, `ms` from now, on the reactor. Returns a timer
+	 * id (> 0) or -errno. */
+	int64_t (*timer_add)(struct hdd_core *core, int ms, void (*fn)(void *arg), void *arg);
+	void (*timer_cancel)(struct hdd_core *core, int64_t id);
+	/* This module's section of state.json: the value it last put (borrowed,
+	 * valid until the next state_put), or NULL when it has none. Returns
+	 * -EBADMSG in *err when state.json could not be trusted (fail closed:
+	 * make no kernel change the section would have to record). */
+	const json_t *(*state_get)(struct hdd_core *core, int *err);
+	/* Replaces the section (borrowed; NULL removes it) and writes
+	 * state.json before returning: temporary file, fsync, rename, fsync of
+	 * the directory, checksum and boot id as for claims. Journal with it:
+	 * put the intent before the first kernel write and the outcome after
+	 * the last. Returns 0, -EROFS when failing closed, or -errno. */
+	int (*state_put)(struct hdd_core *core, const json_t *section);
+	/* Whether the node booted since state.json was written. */
+	bool (*rebooted)(struct hdd_core *core);
+	/* Emits the event "<module>.<event>" to subscribers; steals params
+	 * (an object, or NULL for {}). */
+	void (*emit)(struct hdd_core *core, const char *event, json_t *params);
+	/* Answers a request: a result (stolen), or an error. */
+	void (*reply)(struct hdd_request *req, json_t *result);
+	void (*reply_error)(struct hdd_request *req, int code, const char *fmt, ...)
+		__attribute__((format(printf, 3, 4)));
+	/* Whether the peer of a request may change things (root or the
+	 * control group); mutating methods are checked before the call. */
+	bool (*request_privileged)(const struct hdd_request *req);
+	/* "My resources changed": every device's advertise is asked again at
+	 * the end of this loop turn (one ListAndWatch message per resource). */
+	void (*resources_changed)(struct hdd_core *core);
+	/* Sets the members of `resource` that are not inventory devices (n = 0
+	 * withdraws them), replacing what this module set before for that
+	 * resource. Allocate for them reaches the module's allocate hook with
+	 * views of class HDD_DEV_NONE. Returns 0, -EINVAL (an id longer than
+	 * HDD_ID_MAX, a resource name without '/'), or -ENOMEM. */
+	int (*resource_set)(struct hdd_core *core, const char *resource,
+			    const struct hdd_resource_member *members, size_t n);
+};
+
+/* Whether the core's ops table has `field` (it may be an older minor). */
+#define HDD_CORE_HAS(ops, field) \
+	((ops)->size >= offsetof(struct hdd_core_ops, field) + sizeof((ops)->field) && \
+	 (ops)->field != NULL)
+
+/* One control method: "<module>.<verb>". */
+struct hdd_method {
+	const char *name;		/* must start with the module's name and '.' */
+	const char *const *params;	/* allowed parameter names, NULL-terminated */
+	bool mutating;			/* root or the control group only */
+	/* params: an object, or NULL when none were given. Answer through
+	 * ops->reply / ops->reply_error, now or later. Returning -errno
+	 * without having answered makes the core answer with that error. */
+	int (*call)(void *state, struct hdd_request *req, const json_t *params);
+};
+
+/* One worker operation: runs in the worker process (it may block: NVML,
+ * rtnetlink, sysfs writes that sleep), one at a time, under the caller's
+ * deadline. It has no core services there: it gets its arguments and a
+ * descriptor of the sysfs root, writes its results into `out` and returns
+ * 0 or -errno. */
+struct hdd_worker_op {
+	const char *name;
+	int (*run)(int sysfs_fd, const json_t *args, json_t *out);
+};
+
+enum hdd_device_event {
+	HDD_DEVICE_ADD = 0,
+	HDD_DEVICE_CHANGE,
+	HDD_DEVICE_REMOVE,
+	HDD_DEVICE_EVENT_MAX
 };
 
 struct hdd_module {
-	uint32_t abi_version;		/* HDD_MODULE_ABI_VERSION; must come first */
+	uint32_t abi_major;		/* HDD_MODULE_ABI_MAJOR; these three first */
+	uint32_t abi_minor;		/* HDD_MODULE_ABI_MINOR */
+	uint32_t size;			/* sizeof(struct hdd_module) */
 	const char *name;		/* short name, [a-z0-9]+ */
 	const char *description;
 	const char *const *subsystems;	/* udev subsystems it wants, NULL-terminated */
+	const struct hdd_method *methods;	/* ended by a NULL name, or NULL */
+	const struct hdd_worker_op *worker_ops;	/* ended by a NULL name, or NULL */
 
-	/* Called once after load. Returns 0 or -errno; *ret_state is passed to
-	 * every later hook. */
-	int (*init)(const struct hdd_core_ops *ops, struct hdd_core *core, void **ret_state);
+	/* Validates the module's configuration section (the top-level key of
+	 * hostdevd.conf named after the module; NULL when absent) without
+	 * keeping anything: called at start before init and on SIGHUP before
+	 * anything changes. Returns 0, or -EINVAL with why naming the key
+	 * ("sriov.vfs: expected ..."; an unknown key: "usb.x: unknown key").
+	 * NULL: the module takes no section, and one present is refused. */
+	int (*config_check)(const json_t *section, char *why, size_t whylen);
+
+	/* Called once after load with the (checked) section. Returns 0 or
+	 * -errno; *ret_state is passed to every later hook. */
+	int (*init)(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *section,
+		    void **ret_state);
 	void (*fini)(void *state);
+	/* After the coldplug scan with the worker up, before the control socket
+	 * and the kubelet registration: re-apply what the state section
+	 * records (mdevs, VF counts and MIG layouts are gone after a reboot). */
+	int (*start)(void *state);
+	/* SIGHUP, with the new (checked) section. */
+	void (*reload)(void *state, const json_t *section);
+	/* SIGTERM, while the worker is still there (calls in flight then
+	 * complete with -ECANCELED). Timers still pending never fire: free what
+	 * they carry here. */
+	void (*stop)(void *state);
 
 	/* Says whether the module owns a device: a score > 0 claims it (the
 	 * highest score wins; ties go to the module loaded first), 0 declines. */
 	int (*probe)(void *state, const struct hdd_device_view *dev);
+	/* A device the module owns came, changed or went (dev is its last view).
+	 * Not during the coldplug scan: start finds them with device_foreach. */
+	void (*device_event)(void *state, enum hdd_device_event ev, const struct hdd_device_view *dev);
+	/* A uevent of one of its subsystems that the core does not model
+	 * (anything but pci, usb, mdev: "net" for sriov). */
+	void (*uevent)(void *state, const char *action, const char *subsystem, const char *sysname,
+		       const char *devpath);
 
 	/* Adds the module's view of a device it owns to `out` (a JSON object
 	 * that becomes the device's "module_info" member). Returns 0 or -errno. */
@@ -176,6 +358,11 @@ struct hdd_module {
 	int (*allocate)(void *state, const char *resource, const struct hdd_device_view *const *devs,
 			size_t n, struct hdd_alloc *alloc);
 };
+
+/* The first fields of a descriptor, for a module that fills the rest. */
+#define HDD_MODULE_HEADER \
+	.abi_major = HDD_MODULE_ABI_MAJOR, .abi_minor = HDD_MODULE_ABI_MINOR, \
+	.size = sizeof(struct hdd_module)
 
 #ifdef __cplusplus
 }

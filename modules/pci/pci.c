@@ -15,7 +15,8 @@ struct pci_state {
 };
 
 static int
-pci_init(const struct hdd_core_ops *ops, struct hdd_core *core, void **ret_state)
+pci_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *section,
+	 void **ret_state)
 {
 	struct pci_state *st = calloc(1, sizeof(*st));
 
@@ -219,7 +220,7 @@ pci_allocate(void *state, const char *resource, const struct hdd_device_view *co
 static const char *const pci_subsystems[] = { "pci", NULL };
 
 __attribute__((visibility("default"))) const struct hdd_module hostdevd_module = {
-	.abi_version = HDD_MODULE_ABI_VERSION,
+	HDD_MODULE_HEADER,
 	.name = "pci",
 	.description = "PCI functions for vfio-pci passthrough",
 	.subsystems = pci_subsystems,

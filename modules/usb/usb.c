@@ -16,7 +16,8 @@ struct usb_state {
 };
 
 static int
-usb_init(const struct hdd_core_ops *ops, struct hdd_core *core, void **ret_state)
+usb_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *section,
+	 void **ret_state)
 {
 	struct usb_state *st = calloc(1, sizeof(*st));
 
@@ -89,7 +90,7 @@ usb_describe(void *state, const struct hdd_device_view *dev, json_t *out)
 static const char *const usb_subsystems[] = { "usb", NULL };
 
 __attribute__((visibility("default"))) const struct hdd_module hostdevd_module = {
-	.abi_version = HDD_MODULE_ABI_VERSION,
+	HDD_MODULE_HEADER,
 	.name = "usb",
 	.description = "USB devices for per-device passthrough",
 	.subsystems = usb_subsystems,

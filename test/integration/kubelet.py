@@ -198,7 +198,10 @@ class Kubelet:
         if self.server:
             self.server.stop(0).wait()
             self.server = None
-        for p in self.plugins.values():
+        # A Register handler may still be finishing: iterate over a copy.
+        with self.lock:
+            plugins = list(self.plugins.values())
+        for p in plugins:
             p.close()
         if os.path.exists(self.sock):
             os.unlink(self.sock)

@@ -215,7 +215,7 @@ def test_modules_list_and_bad_modules(make_daemon, tmp_path):
     d = make_daemon(extra_args=["--module-dir", str(moddir)])
     mods = {os.path.basename(m["path"]): m for m in d.call("modules.list")}
     assert mods["pci.so"]["active"] is True and mods["pci.so"]["devices"] > 10
-    assert mods["pci.so"]["abi_version"] == 1 and mods["pci.so"]["subsystems"] == ["pci"]
+    assert mods["pci.so"]["abi_version"] == 2 and mods["pci.so"]["subsystems"] == ["pci"]
     assert mods["usb.so"]["active"] is False and "writable" in mods["usb.so"]["error"]
     assert mods["junk.so"]["active"] is False and "dlopen" in mods["junk.so"]["error"]
     assert mods["zpci.so"]["active"] is False and "already loaded" in mods["zpci.so"]["error"]

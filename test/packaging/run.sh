@@ -89,7 +89,7 @@ sdk() {
 	cat >"$d/m.c" <<'EOM'
 #include <hostdevd/module.h>
 __attribute__((visibility("default"))) const struct hdd_module hostdevd_module = {
-	.abi_version = HDD_MODULE_ABI_VERSION, .name = "sdk-test",
+	HDD_MODULE_HEADER, .name = "sdk-test",
 };
 EOM
 	# shellcheck disable=SC2046

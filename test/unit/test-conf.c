@@ -60,6 +60,20 @@ main(void)
 	ok(strstr(err, "line 3") != NULL, "malformed JSON error has the line: %s", err);
 	is_int(parse("[1,2]", &c, err, sizeof(err)), -EINVAL, "not an object");
 
+	/* Module sections: kept for the module loader, which judges them. */
+	is_int(parse("{\"sriov\": {\"vfs\": 4}, \"resync_interval\": 5}", &c, err, sizeof(err)), 0,
+	       "an object under a module-like key is kept");
+	if (c) {
+		is_int(json_integer_value(json_object_get(config_section(c, "sriov"), "vfs")), 4,
+		       "as that module's section");
+		ok(config_section(c, "vgpu") == NULL, "no section: NULL");
+		config_free(c);
+	}
+	is_int(parse("{\"Sriov\": {}}", &c, err, sizeof(err)), -EINVAL,
+	       "a key that cannot name a module is unknown");
+	is_int(parse("{\"sriov\": 3}", &c, err, sizeof(err)), -EINVAL, "a section must be an object");
+	ok(strstr(err, "sriov: unknown key") != NULL, "said as an unknown key: %s", err);
+
 	is_int(config_load("/nonexistent/hostdevd.conf", &c, err, sizeof(err)), 0,
 	       "a missing file gives the defaults");
 	if (c) {

@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: MIT */
+/* The core's services to modules (ABI v2): the ops table behind each handle. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "claim.h"
+#include "ctl.h"
+#include "daemon.h"
+#include "dp-names.h"
+#include "dp-server.h"
+#include "dp.h"
+#include "log.h"
+#include "loop.h"
+#include "modhost.h"
+#include "module.h"
+#include "protect.h"
+#include "worker.h"
+
+struct mh_call {
+	struct module *m;
+	int64_t id;
+	hdd_worker_done_fn done;
+	void *arg;
+	struct mh_call *next;
+};
+
+struct mh_timer {
+	struct module *m;
+	int64_t id;
+	void (*fn)(void *arg);
+	void *arg;
+	bool cancelled;
+	struct mh_timer *next;
+};
+
+struct mh_resource {
+	char *name;
+	struct hdd_resource_member *v;	/* ids owned */
+	size_t n;
+};
+
+struct modhost {
+	struct mh_call *calls;
+	struct mh_timer *timers;
+	struct mh_resource *res;
+	size_t nres;
+	int64_t next_id;
+};
+
+static struct module *
+mod_of(struct hdd_core *core)
+{
+	return (struct module *)core;
+}
+
+static struct daemon *
+daemon_of(struct hdd_core *core)
+{
+	return mod_of(core)->d;
+}
+
+static struct modhost *
+host_of(struct module *m)
+{
+	if (m->host == NULL) {
+		m->host = calloc(1, sizeof(*m->host));
+		if (m->host)
+			m->host->next_id = 1;
+	}
+	return m->host;
+}
+
+/* --- the services v1 had --------------------------------------------------- */
+
+static void core_log(struct hdd_core *core, enum hdd_log_level level, const char *module,
+		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+core_log(struct hdd_core *core, enum hdd_log_level level, const char *module, const char *fmt,
+	 ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(level, module ? module : "module", fmt, ap);
+	va_end(ap);
+}
+
+static const char *
+core_node_name(struct hdd_core *core)
+{
+	return daemon_of(core)->node_name;
+}
+
+static int
+core_iommu_group_foreach(struct hdd_core *core, int group,
+			 void (*fn)(const struct hdd_device_view *dev, void *arg), void *arg)
+{
+	struct daemon *d = daemon_of(core);
+	struct device *members[256];
+	size_t n = inventory_group_members(d->inv, group, members, 256);
+
+	for (size_t i = 0; i < n && i < 256; i++) {
+		struct hdd_device_view view;
+
+		device_view(members[i], &view);
+		fn(&view, arg);
+	}
+	return (int)n;
+}
+
+static bool
+core_dev_exists(struct hdd_core *core, const char *rel)
+{
+	struct daemon *d = daemon_of(core);
+
+	if (d->dp)
+		return dp_dev_exists(d->dp, rel);	/* group nodes cached, kept by inotify */
+	return d->dev && fsroot_exists(d->dev, rel) == 0;
+}
+
+static int
+core_pci_resource_name(struct hdd_core *core, const struct hdd_pci_facts *f, char *buf,
+		       size_t size)
+{
+	dp_default_resource_name(f, buf, size);
+	return 0;
+}
+
+/* --- since 2.0 --------------------------------------------------------------- */
+
+static int
+core_device_foreach(struct hdd_core *core, enum hdd_dev_class cls,
+		    void (*fn)(const struct hdd_device_view *dev, void *arg), void *arg)
+{
+	struct daemon *d = daemon_of(core);
+	int n = 0;
+
+	for (size_t i = 0; i < inventory_count(d->inv); i++) {
+		struct device *dev = inventory_at(d->inv, i);
+		struct hdd_device_view view;
+
+		if (cls != HDD_DEV_NONE && dev->cls != cls)
+			continue;
+		device_view(dev, &view);
+		fn(&view, arg);
+		n++;
+	}
+	return n;
+}
+
+static int
+core_host_needs(struct hdd_core *core, const char *id, char *why, size_t whylen)
+{
+	struct daemon *d = daemon_of(core);
+	struct device *dev = inventory_find(d->inv, HDD_DEV_PCI, id);
+	const char *never;
+
+	if (dev == NULL)
+		return -ENOENT;
+	never = hdd_pci_never_claimable(&dev->pci.f);
+	if (never) {
+		snprintf(why, whylen, "%s", never + 3);	/* past "is " */
+		return 1;
+	}
+	return protect_check(d, dev, why, whylen);
+}
+
+static void
+call_unlink(struct modhost *h, struct mh_call *c)
+{
+	for (struct mh_call **p = &h->calls; *p; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			return;
+		}
+	}
+}
+
+static void
+call_done_cb(void *arg, int result, const json_t *reply)
+{
+	struct mh_call *c = arg;
+	hdd_worker_done_fn done = c->done;
+	void *darg = c->arg;
+
+	call_unlink(c->m->host, c);
+	free(c);
+	/* The module may start another call from here: unlinked first. */
+	if (done)
+		done(darg, result, reply ? json_object_get(reply, "out") : NULL);
+}
+
+static int64_t
+call_submit(struct hdd_core *core, json_t *req, int timeout_ms, hdd_worker_done_fn done,
+	    void *arg)
+{
+	struct module *m = mod_of(core);
+	struct modhost *h = host_of(m);
+	struct mh_call *c;
+	int err;
+
+	if (req == NULL || h == NULL) {
+		json_decref(req);
+		return -ENOMEM;
+	}
+	if (m->d->worker == NULL) {
+		json_decref(req);
+		return -EAGAIN;		/* before start: no worker yet */
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		json_decref(req);
+		return -ENOMEM;
+	}
+	c->m = m;
+	c->id = h->next_id++;
+	c->done = done;
+	c->arg = arg;
+	c->next = h->calls;
+	h->calls = c;
+	err = worker_submit(m->d->worker, req, timeout_ms, call_done_cb, c);
+	if (err < 0) {
+		call_unlink(h, c);
+		free(c);
+		return err;
+	}
+	return c->id;
+}
+
+static int64_t
+core_sysfs_write(struct hdd_core *core, const char *path, const char *value, int timeout_ms,
+		 hdd_worker_done_fn done, void *arg)
+{
+	if (path == NULL || value == NULL || path[0] == '/')
+		return -EINVAL;
+	return call_submit(core, json_pack("{s:s, s:s, s:s}", "op", "write", "path", path, "value",
+					   value), timeout_ms, done, arg);
+}
+
+static int64_t
+core_worker_call(struct hdd_core *core, const char *op, const json_t *args, int timeout_ms,
+		 hdd_worker_done_fn done, void *arg)
+{
+	struct module *m = mod_of(core);
+	bool known = false;
+
+	for (const struct hdd_worker_op *w = m->desc->worker_ops; w && w->name && !known; w++)
+		known = strcmp(w->name, op) == 0;
+	if (!known)
+		return -ENOENT;
+	if (m->path == NULL)
+		return -EOPNOTSUPP;	/* built-in (tests): no file for the worker to load */
+	/* The worker loads only this file, the one the daemon checked and loaded. */
+	return call_submit(core, json_pack("{s:s, s:s, s:s, s:s, s:O}", "op", "module", "path",
+					   m->path, "module", m->desc->name, "name", op, "args",
+					   args ? (json_t *)args : json_object()),
+			   timeout_ms, done, arg);
+}
+
+static void
+core_call_cancel(struct hdd_core *core, int64_t id)
+{
+	struct module *m = mod_of(core);
+	struct modhost *h = m->host;
+
+	for (struct mh_call *c = h ? h->calls : NULL; c; c = c->next) {
+		if (c->id != id)
+			continue;
+		if (m->d->worker)
+			worker_forget(m->d->worker, c);
+		call_unlink(h, c);
+		free(c);
+		return;
+	}
+}
+
+static void
+timer_cb(void *arg)
+{
+	struct mh_timer *t = arg;
+	struct modhost *h = t->m->host;
+
+	for (struct mh_timer **p = &h->timers; *p; p = &(*p)->next) {
+		if (*p == t) {
+			*p = t->next;
+			break;
+		}
+	}
+	if (!t->cancelled)
+		t->fn(t->arg);
+	free(t);
+}
+
+static int64_t
+core_timer_add(struct hdd_core *core, int ms, void (*fn)(void *arg), void *arg)
+{
+	struct module *m = mod_of(core);
+	struct modhost *h = host_of(m);
+	struct mh_timer *t;
+	int err;
+
+	if (h == NULL)
+		return -ENOMEM;
+	if (m->d->loop == NULL)
+		return -EAGAIN;
+	if (fn == NULL || ms < 0)
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return -ENOMEM;
+	t->m = m;
+	t->id = h->next_id++;
+	t->fn = fn;
+	t->arg = arg;
+	err = loop_call_later(m->d->loop, ms, timer_cb, t);
+	if (err < 0) {
+		free(t);
+		return err;
+	}
+	t->next = h->timers;
+	h->timers = t;
+	return t->id;
+}
+
+static void
+core_timer_cancel(struct hdd_core *core, int64_t id)
+{
+	struct modhost *h = mod_of(core)->host;
+
+	/* The loop's event stays; it finds the timer cancelled and frees it. */
+	for (struct mh_timer *t = h ? h->timers : NULL; t; t = t->next)
+		if (t->id == id)
+			t->cancelled = true;
+}
+
+static const json_t *
+core_state_get(struct hdd_core *core, int *err)
+{
+	struct module *m = mod_of(core);
+	struct claims *c = m->d->claims;
+
+	if (err)
+		*err = c && c->fail_closed ? -EBADMSG : 0;
+	return c ? claims_module_section(c, m->desc->name) : NULL;
+}
+
+static int
+core_state_put(struct hdd_core *core, const json_t *section)
+{
+	struct module *m = mod_of(core);
+
+	if (m->d->claims == NULL)
+		return -EAGAIN;
+	return claims_module_section_put(m->d->claims, m->desc->name, section);
+}
+
+static bool
+core_rebooted(struct hdd_core *core)
+{
+	struct claims *c = daemon_of(core)->claims;
+
+	return c && c->first_since_boot;
+}
+
+static void
+core_emit(struct hdd_core *core, const char *event, json_t *params)
+{
+	struct module *m = mod_of(core);
+	char type[96];
+
+	if (params == NULL)
+		params = json_object();
+	if (params == NULL || !json_is_object(params) || event == NULL) {
+		json_decref(params);
+		return;
+	}
+	snprintf(type, sizeof(type), "%s.%.48s", m->desc->name, event);
+	daemon_emit(m->d, type, params);
+}
+
+static void core_reply_error(struct hdd_request *req, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+core_reply_error(struct hdd_request *req, int code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ctl_request_error(req, code, msg);
+}
+
+static void
+core_resources_changed(struct hdd_core *core)
+{
+	struct daemon *d = daemon_of(core);
+
+	if (d->dp) {
+		d->dp->dirty = true;	/* recomputed once, at the end of this turn */
+		dp_server_kick(d->dps);
+	}
+}
+
+static void
+resource_clear(struct mh_resource *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free((char *)r->v[i].id);
+	free(r->v);
+	r->v = NULL;
+	r->n = 0;
+}
+
+static int
+core_resource_set(struct hdd_core *core, const char *resource,
+		  const struct hdd_resource_member *members, size_t n)
+{
+	struct module *m = mod_of(core);
+	struct modhost *h = host_of(m);
+	struct mh_resource *r = NULL;
+	struct hdd_resource_member *v;
+
+	if (h == NULL)
+		return -ENOMEM;
+	if (resource == NULL || strchr(resource, '/') == NULL || strlen(resource) >= 256)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (members[i].id == NULL || members[i].id[0] == '\0' ||
+		    strlen(members[i].id) > HDD_ID_MAX)
+			return -EINVAL;
+	for (size_t i = 0; i < h->nres && r == NULL; i++)
+		if (strcmp(h->res[i].name, resource) == 0)
+			r = &h->res[i];
+	if (r == NULL) {
+		struct mh_resource *nv;
+
+		if (n == 0)
+			return 0;
+		nv = realloc(h->res, (h->nres + 1) * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		h->res = nv;
+		r = &h->res[h->nres];
+		memset(r, 0, sizeof(*r));
+		r->name = strdup(resource);
+		if (r->name == NULL)
+			return -ENOMEM;
+		h->nres++;
+	}
+	v = calloc(n ? n : 1, sizeof(*v));
+	if (v == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		v[i] = members[i];
+		v[i].id = strdup(members[i].id);
+		if (v[i].id == NULL) {
+			for (size_t k = 0; k < i; k++)
+				free((char *)v[k].id);
+			free(v);
+			return -ENOMEM;
+		}
+	}
+	resource_clear(r);
+	r->v = v;
+	r->n = n;
+	core_resources_changed(core);
+	return 0;
+}
+
+const struct hdd_core_ops modhost_ops = {
+	.size = sizeof(struct hdd_core_ops),
+	.log = core_log,
+	.node_name = core_node_name,
+	.iommu_group_foreach = core_iommu_group_foreach,
+	.dev_exists = core_dev_exists,
+	.pci_resource_name = core_pci_resource_name,
+	.env_name = dp_env_name,
+	.alloc_env = dp_alloc_env,
+	.alloc_device = dp_alloc_device,
+	.alloc_mount = dp_alloc_mount,
+	.alloc_prefer_iommufd = dp_alloc_prefer_iommufd,
+	.device_foreach = core_device_foreach,
+	.host_needs = core_host_needs,
+	.sysfs_write = core_sysfs_write,
+	.worker_call = core_worker_call,
+	.call_cancel = core_call_cancel,
+	.timer_add = core_timer_add,
+	.timer_cancel = core_timer_cancel,
+	.state_get = core_state_get,
+	.state_put = core_state_put,
+	.rebooted = core_rebooted,
+	.emit = core_emit,
+	.reply = ctl_request_reply,
+	.reply_error = core_reply_error,
+	.request_privileged = ctl_request_privileged,
+	.resources_changed = core_resources_changed,
+	.resource_set = core_resource_set,
+};
+
+void
+modhost_stop(struct module *m)
+{
+	struct modhost *h = m->host;
+
+	/* Each call still in flight completes now, so its owner frees what it
+	 * passed along (and its waiting client gets an answer). */
+	while (h && h->calls) {
+		struct mh_call *c = h->calls;
+		hdd_worker_done_fn done = c->done;
+		void *arg = c->arg;
+
+		h->calls = c->next;
+		if (m->d && m->d->worker)
+			worker_forget(m->d->worker, c);
+		free(c);
+		if (done)
+			done(arg, -ECANCELED, NULL);
+	}
+}
+
+void
+modhost_free(struct module *m)
+{
+	struct modhost *h = m->host;
+
+	if (h == NULL)
+		return;
+	while (h->calls) {
+		struct mh_call *c = h->calls;
+
+		h->calls = c->next;
+		if (m->d && m->d->worker)
+			worker_forget(m->d->worker, c);
+		free(c);
+	}
+	/* The loop is gone by now (it is freed first): nothing fires. */
+	while (h->timers) {
+		struct mh_timer *t = h->timers;
+
+		h->timers = t->next;
+		free(t);
+	}
+	for (size_t i = 0; i < h->nres; i++) {
+		resource_clear(&h->res[i]);
+		free(h->res[i].name);
+	}
+	free(h->res);
+	free(h);
+	m->host = NULL;
+}
+
+size_t
+modhost_member_count(const struct module_set *set)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; set && i < set->n; i++)
+		for (size_t k = 0; set->v[i]->host && k < set->v[i]->host->nres; k++)
+			n += set->v[i]->host->res[k].n;
+	return n;
+}
+
+void
+modhost_member_foreach(const struct module_set *set,
+		       void (*fn)(const struct module *m, const char *resource,
+				  const struct hdd_resource_member *member, void *arg),
+		       void *arg)
+{
+	for (size_t i = 0; set && i < set->n; i++) {
+		const struct module *m = set->v[i];
+
+		if (!m->active || m->host == NULL)
+			continue;
+		for (size_t k = 0; k < m->host->nres; k++)
+			for (size_t j = 0; j < m->host->res[k].n; j++)
+				fn(m, m->host->res[k].name, &m->host->res[k].v[j], arg);
+	}
+}
