@@ -119,12 +119,6 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 	if (ev != INV_EVENT_REMOVE)
 		probe_owner(d, dev);
 	module_device_event(d, ev, dev);
-	/* Claimed devices that moved or vanished; config claim rules. Not
-	 * before the worker exists: start-up reconciles them all at once. */
-	if (d->claims && d->worker)
-		claims_device_event(d->claims, dev, ev == INV_EVENT_REMOVE);
-	if (d->dp)
-		dp_device_changed(d->dp, dev);	/* only its membership is recomputed */
 	if (counting) {
 		if (ev == INV_EVENT_ADD)
 			counting->added++;
@@ -142,16 +136,29 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 		log_info("inventory", "%s %s added (%s)", dev_class_to_string(dev->cls), dev->id,
 			 source);
 	}
+	/* The event goes out before the claims react to it: what they do
+	 * (a refresh of the same device) comes as events of its own, after. */
 	if (d->ctl == NULL || !ctl_server_has_subscribers(d->ctl)) {
 		d->event_seq++;
-		return;
+	} else {
+		snprintf(type, sizeof(type), "device.%s", inv_event_to_string(ev));
+		params = json_pack("{s:s, s:s, s:s, s:o}", "class", dev_class_to_string(dev->cls),
+				   "id", dev->id, "source", source, "device",
+				   daemon_device_json(d, dev));
+		if (params && changed)
+			json_object_set(params, "changed", (json_t *)changed);
+		daemon_emit(d, type, params);
 	}
-	snprintf(type, sizeof(type), "device.%s", inv_event_to_string(ev));
-	params = json_pack("{s:s, s:s, s:s, s:o}", "class", dev_class_to_string(dev->cls), "id",
-			   dev->id, "source", source, "device", daemon_device_json(d, dev));
-	if (params && changed)
-		json_object_set(params, "changed", (json_t *)changed);
-	daemon_emit(d, type, params);
+	/* Claimed devices that moved or vanished; config claim rules. Not
+	 * before the worker exists: start-up reconciles them all at once. */
+	if (d->claims && d->worker)
+		claims_device_event(d->claims, dev, ev == INV_EVENT_REMOVE);
+	/* Only its membership is recomputed. A claim may have refreshed the
+	 * same device meanwhile: then `dev` is no longer the inventory's (the
+	 * inventory holds it alive for this call) and the newer one's own
+	 * event has updated the device plugins already. */
+	if (d->dp && (ev == INV_EVENT_REMOVE || dev->state != DEV_STATE_REMOVED))
+		dp_device_changed(d->dp, dev);
 }
 
 /* --- inventory policy ------------------------------------------------------ */

@@ -195,8 +195,13 @@ commit_device(struct inventory *inv, struct device *dev, const char *source)
 				  dev_class_to_string(dev->cls), dev->id, w ? w : "?");
 			free(w);
 		}
-		if (inv->fn)
+		if (inv->fn) {
+			/* The listener may refresh this very device, which
+			 * replaces (and drops) it: hold it for the call. */
+			device_ref(dev);
 			inv->fn(inv->arg, INV_EVENT_ADD, dev, NULL, NULL, source);
+			device_unref(dev);
+		}
 		return 0;
 	}
 
@@ -224,8 +229,11 @@ commit_device(struct inventory *inv, struct device *dev, const char *source)
 	inv->groups_dirty = 1;
 	device_set_state(dev, DEV_STATE_PRESENT);
 	device_set_state(old, DEV_STATE_REMOVED);
-	if (inv->fn)
+	if (inv->fn) {
+		device_ref(dev);	/* as above */
 		inv->fn(inv->arg, INV_EVENT_CHANGE, dev, old, changed, source);
+		device_unref(dev);
+	}
 	json_decref(changed);
 	device_unref(old);
 	return 0;

@@ -19,7 +19,10 @@ enum inv_event {
 
 /* Told of every change. `changed` (CHANGE only) lists the fields that
  * differ; `dev` is the device now in the registry (for REMOVE: the one that
- * left, in state REMOVED). Must not modify the inventory. */
+ * left, in state REMOVED). The listener may refresh devices, this one too
+ * (each change is an event of its own, nested in this one); `dev` and `old`
+ * stay valid for the whole call, but `dev` is then in state REMOVED when a
+ * newer object has taken its place. */
 typedef void (*inv_event_fn)(void *arg, enum inv_event ev, struct device *dev,
 			     struct device *old, const json_t *changed, const char *source);
 

@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "inventory.h"
 #include "log.h"
@@ -232,6 +234,50 @@ test_inventory(void)
 	inventory_free(inv);
 }
 
+/* A listener that reacts to a device's event by refreshing that device again
+ * (a claim verifying a driver change does): the first event's device must
+ * stay valid for the rest of its call. */
+struct nested {
+	struct inventory *inv;
+	int events;
+	char seen[32];
+};
+
+static void
+nested_cb(void *arg, enum inv_event ev, struct device *dev, struct device *old,
+	  const json_t *changed, const char *source)
+{
+	struct nested *n = arg;
+
+	if (strcmp(dev->id, "0000:00:06.0") != 0 || n->events++ > 0)
+		return;
+	tree_link("devices/pci0000:00/0000:00:06.0/driver", "../../../bus/pci/drivers/vfio-pci");
+	inventory_refresh(n->inv, HDD_DEV_PCI, dev->id, "nested");
+	/* Read after the nested refresh replaced it (ASan: use after free
+	 * when the inventory did not hold it for the call). */
+	snprintf(n->seen, sizeof(n->seen), "%s", dev->id);
+}
+
+static void
+test_inventory_nested_refresh(void)
+{
+	struct nested n = { 0 };
+	struct device *now;
+
+	is_int(inventory_new(sys, names, nested_cb, &n, &n.inv), 0, "new inventory (nested)");
+	tree_pci("0000:00:06.0", 0x8086, 0x1521, 0x020000, "igb", 60, 0);
+	is_int(inventory_refresh(n.inv, HDD_DEV_PCI, "0000:00:06.0", "test"), 0,
+	       "a listener may refresh the device of its event");
+	is_int(n.events, 2, "the nested refresh is an event of its own");
+	is_str(n.seen, "0000:00:06.0", "the first event's device stayed valid through it");
+	now = inventory_find(n.inv, HDD_DEV_PCI, "0000:00:06.0");
+	ok(now && now->pci.driver && strcmp(now->pci.driver, "vfio-pci") == 0,
+	   "the inventory holds the newest facts");
+	inventory_free(n.inv);
+	tree_rm("devices/pci0000:00/0000:00:06.0");
+	tree_rm("bus/pci/devices/0000:00:06.0");
+}
+
 int
 main(void)
 {
@@ -244,6 +290,7 @@ main(void)
 	test_pci_sriov();
 	test_pci_bridge();
 	test_usb();
+	test_inventory_nested_refresh();
 	test_inventory();
 	fsroot_free(sys);
 	names_free(names);
