@@ -195,7 +195,7 @@ claims_save(struct claims *c)
 	if (err < 0)
 		log_errx("claim", "cannot write %s/%s: %s", c->d->opts.state_dir, STATE_FILE,
 			 strerror(-err));
-	else if (early_bind_sync(c->state_dirfd, c) < 0)
+	else if (early_bind_sync(c->state_dirfd, c, &c->early_bind) < 0)
 		log_warnx("claim", "cannot update %s/%s", c->d->opts.state_dir, EARLY_BIND_DIR);
 	return err;
 }
@@ -343,6 +343,7 @@ claims_free(struct claims *c)
 	for (size_t i = 0; i < c->n; i++)
 		claim_free(c->v[i]);
 	free(c->v);
+	early_bind_free(c->early_bind);
 	free(c->index);
 	json_decref(c->modules);
 	free(c);

@@ -56,6 +56,8 @@ struct claim {
 /* The reply to a control request that waits for a claim or release. */
 typedef void (*claim_done_fn)(void *arg, int err, const char *message, json_t *result);
 
+struct early_bind;
+
 struct claims {
 	struct daemon *d;
 	struct claim **v;
@@ -69,6 +71,7 @@ struct claims {
 	struct claim_slot *index;	/* member address -> claim (open addressing) */
 	size_t index_size;	/* a power of two */
 	json_t *modules;	/* state.json's "modules": one section per module */
+	struct early_bind *early_bind;	/* what <state-dir>/early-bind holds */
 };
 
 /* A module's section of state.json (borrowed), or NULL. */

@@ -11,9 +11,18 @@ struct claims;
 
 #define EARLY_BIND_DIR "early-bind"
 
+/* The entries the last successful sync left (sorted addresses). */
+struct early_bind {
+	char (*v)[16];
+	size_t n;
+};
+
 /* Makes the directory match the claims being applied or held (claiming or
- * claimed; not releasing). Returns 0 or the first -errno (it goes on past
+ * claimed; not releasing). *known (NULL at first: the directory is read
+ * then) is what the last sync left, replaced by what this one leaves, or
+ * NULL after an error. Returns 0 or the first -errno (it goes on past
  * errors). */
-int early_bind_sync(int state_dirfd, const struct claims *c);
+int early_bind_sync(int state_dirfd, const struct claims *c, struct early_bind **known);
+void early_bind_free(struct early_bind *eb);
 
 #endif
