@@ -20,7 +20,6 @@ int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_daemon_init();
-	atexit(fuzz_daemon_atexit);
 	/* Never dereferenced: every worker call goes to fuzz-daemon.h. */
 	fuzz_d.worker = (struct worker *)&fuzz_d;
 	return 0;

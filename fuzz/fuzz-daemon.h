@@ -173,7 +173,22 @@ fuzz_host(void)
 	fuzz_link("bus/usb/devices/1-1", "../../../devices/pci0000:00/0000:00:14.0/usb1/1-1");
 }
 
-/* The daemon's registries over the scratch tree (no sockets, no modules). */
+static int
+fuzz_rm_all_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	remove(path);
+	return 0;
+}
+
+static void
+fuzz_daemon_atexit(void)
+{
+	nftw(fuzz_state_dir, fuzz_rm_all_cb, 16, FTW_DEPTH | FTW_PHYS);
+	nftw(fuzz_dev_dir, fuzz_rm_all_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The daemon's registries over the scratch tree (no sockets, no modules);
+ * the scratch directories go at exit. */
 static void
 fuzz_daemon_init(void)
 {
@@ -202,20 +217,7 @@ fuzz_daemon_init(void)
 	    names_new(NULL, NULL, &d->names) < 0)
 		abort();
 	d->mods = calloc(1, sizeof(*d->mods));
-}
-
-static int
-fuzz_rm_all_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	remove(path);
-	return 0;
-}
-
-static void
-fuzz_daemon_atexit(void)
-{
-	nftw(fuzz_state_dir, fuzz_rm_all_cb, 16, FTW_DEPTH | FTW_PHYS);
-	nftw(fuzz_dev_dir, fuzz_rm_all_cb, 16, FTW_DEPTH | FTW_PHYS);
+	atexit(fuzz_daemon_atexit);
 }
 
 /* A fresh inventory of the tree as it is now. */

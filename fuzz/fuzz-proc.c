@@ -68,7 +68,6 @@ int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_daemon_init();
-	atexit(fuzz_daemon_atexit);
 	return 0;
 }
 

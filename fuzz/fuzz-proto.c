@@ -13,18 +13,11 @@
 #include <string.h>
 
 #include "deviceplugin.pb-c.h"
-#include "device.h"
-#include "dp.h"
-#include "grpc.h"
-#include "log.h"
-#include "module.h"
+#include "fuzz-dp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static struct dp dp;
-static struct dp_resource res = { .name = "fuzz.io/dev", .sock = "hostdevd-fuzz.io-dev.sock" };
-static struct dp_member members[4];
 static struct grpc_conn *server, *client;
 
 static const char *const methods[] = {
@@ -45,22 +38,6 @@ static const ProtobufCMessageDescriptor *const descriptors[] = {
 	&v1beta1__preferred_allocation_response__descriptor,
 };
 
-static int
-fuzz_allocate(void *state, const char *resource, const struct hdd_device_view *const *devs,
-	      size_t n, struct hdd_alloc *alloc)
-{
-	for (size_t i = 0; i < n; i++)
-		dp_alloc_device(alloc, "/dev/vfio/1", NULL, "mrw");
-	dp_alloc_mount(alloc, "/dev/shm", "/dev/shm", false);
-	return dp_alloc_env(alloc, "PCI_RESOURCE_FUZZ_IO_DEV", "x");
-}
-
-static const struct hdd_module fuzz_desc = {
-	HDD_MODULE_HEADER,
-	.name = "fuzz",
-	.allocate = fuzz_allocate,
-};
-static struct module fuzz_module = { .desc = &fuzz_desc, .active = 1 };
 
 /* Bytes one side writes are what the other side reads. */
 static void
@@ -78,31 +55,14 @@ to_client(void *arg, const uint8_t *d, size_t n)
 }
 
 static void
-req(void *arg, struct grpc_call *call, const char *path, const uint8_t *msg, size_t len)
-{
-	dp_handle(&dp, &res, call, path, msg, len);
-}
-
-static void
-closed(void *arg, struct grpc_call *call)
-{
-	dp_call_closed(&dp, &res, call);
-}
-
-static bool
-known(void *arg, const char *path)
-{
-	return dp_known_path(path);
-}
-
-static void
 response(void *arg, struct grpc_call *call, int status, const char *message, const uint8_t *msg,
 	 size_t len)
 {
 }
 
 static const struct grpc_conn_ops server_ops = {
-	.write = to_client, .request = req, .call_closed = closed, .known_path = known,
+	.write = to_client, .request = fuzz_dp_request, .call_closed = fuzz_dp_closed,
+	.known_path = fuzz_dp_known,
 };
 static const struct grpc_conn_ops client_ops = {
 	.write = to_server, .response = response,
@@ -111,22 +71,7 @@ static const struct grpc_conn_ops client_ops = {
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static const char *const ids[4] = { "0000:01:00.0", "0000:01:00.1", "0000:02:00.0",
-					    "0000:03:00.0" };
-
-	log_init(HDD_LOG_ERR, 0);
-	log_set_level(HDD_LOG_ERR);
-	for (int i = 0; i < 4; i++) {
-		snprintf(members[i].id, sizeof(members[i].id), "%s", ids[i]);
-		members[i].healthy = i != 2;
-		members[i].numa = i / 2;
-		members[i].iommu_group = i < 2 ? 1 : i;
-		members[i].dev = device_new(HDD_DEV_PCI, ids[i]);
-		members[i].dev->syspath = strdup("devices/pci0000:00/0000:00:01.0/x");
-	}
-	res.members = members;
-	res.n = 4;
-	res.module = &fuzz_module;
+	fuzz_dp_init();
 	return 0;
 }
 

@@ -21,7 +21,6 @@ int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_daemon_init();
-	atexit(fuzz_daemon_atexit);
 	fuzz_d.worker = (struct worker *)&fuzz_d;
 	return 0;
 }

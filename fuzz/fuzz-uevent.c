@@ -24,7 +24,6 @@ int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_daemon_init();
-	atexit(fuzz_daemon_atexit);
 	if (loop_new(&fuzz_d, &loop) < 0)
 		abort();
 	return 0;

@@ -2,7 +2,6 @@
 """Who may do what on the control socket, and what hostdevctl and hostdevd
 say about it: supplementary groups, exit codes, a missing --config."""
 
-import contextlib
 import grp
 import json
 import os
@@ -12,6 +11,7 @@ import sys
 import pytest
 
 import hdtest
+from test_claims import hold_open
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 
@@ -67,19 +67,6 @@ def test_permission_exit_code(make_daemon):
     r = ctl_as_nobody(d, "rescan")
     assert r.returncode == 4 and "permission denied" in r.stderr, (r.returncode, r.stderr)
     assert ctl_as_nobody(d, "status").returncode == 0
-
-
-@contextlib.contextmanager
-def hold_open(path):
-    holder = subprocess.Popen([sys.executable, "-c",
-                               f"import time; f = open({path!r}); print('open', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "open"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_release_in_use_exits_refused(make_daemon):
