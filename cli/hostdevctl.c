@@ -55,6 +55,10 @@ usage(FILE *out)
 		"  claim ADDRESS [--resource NAME]  bind ADDRESS's IOMMU group to vfio-pci and offer it\n"
 		"  release ADDRESS [--force]   give the group back to its drivers\n"
 		"  claims                      claims, their members, drivers and state\n"
+		"  MODULE VERB [KEY=VALUE...]  a module's method MODULE.VERB (see `modules`),\n"
+		"                              e.g. sriov list, vgpu create parent=mtty type=mtty-2;\n"
+		"                              a VALUE that is JSON (2, true, [..]) goes as JSON\n"
+		"  call METHOD [KEY=VALUE...|JSON]  any control method\n"
 		"\n"
 		"Exit status: 0 ok, 1 daemon error, 2 bad arguments, 3 no daemon,\n"
 		"4 permission denied, 5 no such device, 6 refused, 7 busy,\n"
@@ -638,6 +642,70 @@ static const struct option opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+/* A module's method: `hostdevctl MODULE VERB [KEY=VALUE...]` calls
+ * "MODULE.VERB", `hostdevctl call METHOD [KEY=VALUE...|JSON-OBJECT]` any
+ * method. A VALUE that parses as JSON (a number, true, an array) is sent as
+ * that, anything else as a string: num_vfs=2 vfs='[{"index":0}]' pf=eth0. */
+static int
+cmd_method(const char *cmd, int argc, char **argv, json_t **ret_result)
+{
+	char method[128];
+	json_t *params = NULL;
+	int i = 0, rc;
+
+	if (strcmp(cmd, "call") == 0) {
+		if (argc < 1) {
+			fprintf(stderr, "hostdevctl: call needs a METHOD\n");
+			return EXIT_USAGE;
+		}
+		snprintf(method, sizeof(method), "%s", argv[0]);
+		i = 1;
+		if (argc == 2 && argv[1][0] == '{') {
+			json_error_t jerr;
+
+			params = json_loads(argv[1], 0, &jerr);
+			if (!json_is_object(params)) {
+				fprintf(stderr, "hostdevctl: parameters are not a JSON object: %s\n",
+					jerr.text);
+				json_decref(params);
+				return EXIT_USAGE;
+			}
+			i = argc;
+		}
+	} else if (snprintf(method, sizeof(method), "%s.%s", cmd, argv[0]) >= (int)sizeof(method)) {
+		fprintf(stderr, "hostdevctl: method name too long\n");
+		return EXIT_USAGE;
+	} else {
+		i = 1;
+	}
+	for (; i < argc; i++) {
+		const char *eq = strchr(argv[i], '=');
+		json_t *v;
+		char *key;
+
+		if (eq == NULL || eq == argv[i]) {
+			fprintf(stderr, "hostdevctl: expected KEY=VALUE, got \"%s\"\n", argv[i]);
+			json_decref(params);
+			return EXIT_USAGE;
+		}
+		v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+		if (v == NULL)
+			v = json_string(eq + 1);
+		if (params == NULL)
+			params = json_object();
+		key = strndup(argv[i], (size_t)(eq - argv[i]));
+		if (key == NULL || params == NULL || json_object_set_new(params, key, v) < 0) {
+			free(key);
+			json_decref(params);
+			return EXIT_ERROR;
+		}
+		free(key);
+	}
+	rc = call(method, params, ret_result);
+	json_decref(params);
+	return rc;
+}
+
 static const char *opt_resource;
 static int opt_force;
 
@@ -776,6 +844,10 @@ main(int argc, char **argv)
 		if (optind != argc)
 			goto bad_args;
 		rc = cmd_events();
+	} else if (strcmp(cmd, "call") == 0 || optind < argc) {
+		rc = cmd_method(cmd, argc - optind, argv + optind, &result);
+		if (rc == EXIT_OK)
+			json_output ? print_json(result) : print_object(result, 0);
 	} else {
 		fprintf(stderr, "hostdevctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);

@@ -37,7 +37,7 @@ extern "C" {
  * resources changed" and resource members that are not inventory devices.
  */
 #define HDD_MODULE_ABI_MAJOR 2u
-#define HDD_MODULE_ABI_MINOR 0u
+#define HDD_MODULE_ABI_MINOR 1u
 /* The major alone (modules.list's "abi_version"; "abi" is "major.minor"). */
 #define HDD_MODULE_ABI_VERSION HDD_MODULE_ABI_MAJOR
 
@@ -262,6 +262,38 @@ struct hdd_core_ops {
 	 * HDD_ID_MAX, a resource name without '/'), or -ENOMEM. */
 	int (*resource_set)(struct hdd_core *core, const char *resource,
 			    const struct hdd_resource_member *members, size_t n);
+
+	/* --- since 2.1: the core's IOMMU-group engine --- */
+
+	/* Moves the whole IOMMU group of PCI function `address` onto vfio-pci
+	 * (vfio-pci loaded first, every member: driver_override, unbind,
+	 * drivers_probe, verified), through the worker within timeout_ms, with
+	 * rollback: on failure every member is back on the driver it had. The
+	 * core journals the move in state.json under this module's name (intent
+	 * before the first write, done after the last), so restart, kill -9 and
+	 * reboot finish or undo it, and keeps the group on vfio-pci across
+	 * reboot and drift until vfio_group_unbind. The host-safety checks of a
+	 * PCI claim apply (host_needs, bridges, the boot VGA device, exclude).
+	 * done: 0 with out {"group": N, "members": [{"address", "driver",
+	 * "original_driver"}]}, or -errno with out {"error": "why"}.
+	 * Returns a call id (> 0), or -errno and done is not called: -EPERM
+	 * the host needs a member, -EBUSY another owner holds the group or a
+	 * move of it is in flight, -ENOENT no such function, -EROFS failing
+	 * closed. Binding a group this module already holds succeeds at once. */
+	int64_t (*vfio_group_bind)(struct hdd_core *core, const char *address, int timeout_ms,
+				   hdd_worker_done_fn done, void *arg);
+	/* Gives the group back to the drivers recorded when it was bound, and
+	 * forgets it. Refused with -EBUSY while a process holds the group's
+	 * /dev/vfio node or vfio cdev (out's "error" names it) unless force.
+	 * Same returns and completion as vfio_group_bind; -ENOENT when this
+	 * module holds no group with `address`. */
+	int64_t (*vfio_group_unbind)(struct hdd_core *core, const char *address, bool force,
+				     int timeout_ms, hdd_worker_done_fn done, void *arg);
+	/* Who holds the group of `address` in the engine: 1 with the owning
+	 * module's name written to owner (and, when the device plugins handed
+	 * a member out, allocated set), 0 when nobody does, -ENOENT unknown. */
+	int (*vfio_group_holder)(struct hdd_core *core, const char *address, char *owner,
+				 size_t size, bool *allocated);
 };
 
 /* Whether the core's ops table has `field` (it may be an older minor). */

@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Boots the test VM and runs one guest scenario in it.
-#   run-vm.sh [-H "qmp steps"] [-a "qemu args"] [-t seconds] scenario.sh
+#   run-vm.sh [-H "qmp steps"] [-a "qemu args"] [-q qemu-binary] [-t seconds] scenario.sh
 # (-H: steps for qmp.py, which runs beside the VM and does what the guest asks)
 # The guest sees the host's root read-only (so the build tree and its
 # binaries at the same paths) and the run directory at /run/vmtest. Exit
@@ -11,11 +11,12 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 VM_CACHE=${VM_CACHE:-$here/../../.vm-cache}
-host_script= qemu_args= limit=300
-while getopts "H:a:t:" o; do
+host_script= qemu_args= limit=300 qemu=qemu-system-x86_64
+while getopts "H:a:q:t:" o; do
 	case $o in
 	H) host_script=$OPTARG ;;
 	a) qemu_args=$OPTARG ;;
+	q) qemu=$OPTARG ;;
 	t) limit=$OPTARG ;;
 	*) exit 2 ;;
 	esac
@@ -37,7 +38,7 @@ qemu_args=${qemu_args//@CACHE@/$VM_CACHE}
 	echo "export HOSTDEVD_BUILDDIR='${HOSTDEVD_BUILDDIR:-}'"
 } >"$run/env.sh"
 start=$(date +%s.%N)
-timeout "$limit" qemu-system-x86_64 -bios /usr/share/qemu/qboot.rom -machine q35 -accel tcg \
+timeout "$limit" $qemu -bios /usr/share/qemu/qboot.rom -machine q35 -accel tcg \
 	-cpu max -smp 2 -m 1G -display none -serial stdio -no-reboot -nic none -vga none \
 	-kernel "$VM_CACHE/vmlinux" -initrd "$VM_CACHE/initramfs.cpio.gz" \
 	-append "console=ttyS0 rdinit=/init panic=1 quiet loglevel=3 intel_iommu=on iommu=pt" \
@@ -47,13 +48,13 @@ timeout "$limit" qemu-system-x86_64 -bios /usr/share/qemu/qboot.rom -machine q35
 	-virtfs "local,path=$VM_CACHE/kroot/lib/modules,mount_tag=modules,security_model=none,readonly=on" \
 	-virtfs "local,path=$run,mount_tag=vmtest,security_model=none" \
 	$qemu_args >"$run/console" 2>&1 &
-qemu=$!
+qpid=$!
 hrc=0
 if [ -n "$host_script" ]; then
 	QMP="$run/qmp.sock" RUNDIR="$run" /usr/bin/python3 "$here/qmp.py" $host_script >"$run/host.log" 2>&1
 	hrc=$?
 fi
-wait $qemu
+wait $qpid
 qrc=$?
 end=$(date +%s.%N)
 cat "$run/output" 2>/dev/null
