@@ -476,6 +476,58 @@ core_resource_set(struct hdd_core *core, const char *resource,
 	return 0;
 }
 
+static int
+core_sysfs_fd(struct hdd_core *core)
+{
+	struct daemon *d = mod_of(core)->d;
+
+	return d->sys ? fsroot_fd(d->sys) : -1;
+}
+
+static int
+core_dev_fd(struct hdd_core *core)
+{
+	struct daemon *d = mod_of(core)->d;
+
+	return d->dev ? fsroot_fd(d->dev) : -1;
+}
+
+static int
+core_dev_path(struct hdd_core *core, const char *rel, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%s/%s", mod_of(core)->d->opts.dev_root, rel ? rel : "");
+
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static json_t *
+string_list(const char *const *v)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; v && v[i] && a; i++)
+		if (json_array_append_new(a, json_string(v[i])) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+static int64_t
+core_holders(struct hdd_core *core, const char *const *paths, const char *const *prefixes,
+	     int timeout_ms, hdd_worker_done_fn done, void *arg)
+{
+	json_t *p = string_list(paths), *x = string_list(prefixes);
+
+	if (p == NULL || x == NULL) {
+		json_decref(p);
+		json_decref(x);
+		return -ENOMEM;
+	}
+	return call_submit(core, json_pack("{s:s, s:o, s:o}", "op", "holders", "paths", p,
+					   "prefixes", x), timeout_ms, done, arg);
+}
+
 const struct hdd_core_ops modhost_ops = {
 	.size = sizeof(struct hdd_core_ops),
 	.log = core_log,
@@ -504,6 +556,10 @@ const struct hdd_core_ops modhost_ops = {
 	.request_privileged = ctl_request_privileged,
 	.resources_changed = core_resources_changed,
 	.resource_set = core_resource_set,
+	.sysfs_fd = core_sysfs_fd,
+	.dev_fd = core_dev_fd,
+	.dev_path = core_dev_path,
+	.holders = core_holders,
 };
 
 void

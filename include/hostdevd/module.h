@@ -263,6 +263,26 @@ struct hdd_core_ops {
 	int (*resource_set)(struct hdd_core *core, const char *resource,
 			    const struct hdd_resource_member *members, size_t n);
 
+	/* --- since 2.1: reading the host --- */
+
+	/* The directory fd of the sysfs root (--sysfs-root), borrowed: read
+	 * attributes and links relative to it with openat/readlinkat on the
+	 * reactor (sysfs reads do not sleep); write through sysfs_write. */
+	int (*sysfs_fd)(struct hdd_core *core);
+	/* The directory fd of the device root (--dev-root), borrowed. */
+	int (*dev_fd)(struct hdd_core *core);
+	/* The absolute path of `rel` under the device root ("vfio/12" ->
+	 * "/dev/vfio/12"), as processes see it. Returns 0 or -ENAMETOOLONG. */
+	int (*dev_path)(struct hdd_core *core, const char *rel, char *buf, size_t size);
+	/* The processes (under --proc-root) that hold one of `paths` (absolute,
+	 * as dev_path writes them; NULL-terminated, or NULL) open, or a node
+	 * whose path starts with one of `prefixes` ("/dev/nvidia" matches
+	 * nvidia0 and nvidiactl), looked up in the worker: out {"holders":
+	 * [{"pid", "comm", "path"}]}. Same returns as sysfs_write. */
+	int64_t (*holders)(struct hdd_core *core, const char *const *paths,
+			   const char *const *prefixes, int timeout_ms, hdd_worker_done_fn done,
+			   void *arg);
+
 	/* --- since 2.1: the core's IOMMU-group engine --- */
 
 	/* Moves the whole IOMMU group of PCI function `address` onto vfio-pci
