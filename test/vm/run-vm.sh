@@ -28,9 +28,11 @@ run=$(mktemp -d "$VM_CACHE/run.XXXXXX")
 cp "$here/guest/stage2.sh" "$run/stage2.sh"
 cp "$scenario" "$run/scenario.sh"
 cp "$here"/guest/*.sh "$here"/guest/*.py "$run/" 2>/dev/null
-# Scratch disks for the scenarios that want them.
-[ -f "$VM_CACHE/usb.img" ] || truncate -s 8M "$VM_CACHE/usb.img"
-truncate -s 0 "$VM_CACHE/disk.img" && truncate -s 64M "$VM_CACHE/disk.img"
+# Scratch disks for the scenarios that want them, one set per run (runs may
+# overlap): @RUN@/usb.img and @RUN@/disk.img in the QEMU arguments.
+truncate -s 8M "$run/usb.img"
+truncate -s 64M "$run/disk.img"
+qemu_args=${qemu_args//@RUN@/$run}
 qemu_args=${qemu_args//@CACHE@/$VM_CACHE}
 {
 	echo "export HOSTDEVD='${HOSTDEVD:-}' HOSTDEVCTL='${HOSTDEVCTL:-}'"
