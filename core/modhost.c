@@ -192,8 +192,11 @@ call_done_cb(void *arg, int result, const json_t *reply)
 	call_unlink(c->m->host, c);
 	free(c);
 	/* The module may start another call from here: unlinked first. */
+	/* A module op answers under "out"; the core's own ops (holders) at
+	 * the top of the reply. */
 	if (done)
-		done(darg, result, reply ? json_object_get(reply, "out") : NULL);
+		done(darg, result, reply && json_object_get(reply, "out") ? json_object_get(reply, "out")
+									   : reply);
 }
 
 static int64_t

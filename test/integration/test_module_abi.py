@@ -58,14 +58,15 @@ def test_methods_and_modules_list(demo_daemon):
     c.close()
     mods = {m["path"].rsplit("/", 1)[1]: m for m in d.call("modules.list")}
     demo = mods["demo.so"]
-    assert demo["active"] and demo["abi"] == "2.0" and demo["abi_version"] == 2
+    assert demo["active"] and demo["abi"] == "2.1" and demo["abi_version"] == 2
     assert demo["methods"] == ["demo.echo", "demo.sleep", "demo.put", "demo.get",
-                               "demo.members", "demo.later", "demo.inspect", "demo.write"]
-    assert mods["pci.so"]["abi"] == "2.0" and mods["pci.so"]["methods"] == []
+                               "demo.members", "demo.later", "demo.inspect", "demo.write",
+                               "demo.read", "demo.holders"]
+    assert mods["pci.so"]["abi"] == "2.1" and mods["pci.so"]["methods"] == []
     # Another ABI major: refused, and modules.list says why.
     bad = mods["demoabi.so"]
     assert bad["active"] is False and bad["abi_version"] == 3
-    assert "ABI 3" in bad["error"] and "2.0" in bad["error"], bad["error"]
+    assert "ABI 3" in bad["error"] and "2.1" in bad["error"], bad["error"]
     # The core's own methods are all still there.
     assert d.call("daemon.status")["modules"] == 3
 
@@ -89,6 +90,48 @@ def test_host_verdict_devices_and_sysfs_write(demo_daemon):
     with pytest.raises(hdtest.RpcError) as e:
         d.call("demo.write", {"path": "../../../../etc/hostname", "value": "x"})
     assert e.value.code == -32010
+
+
+def test_reads_and_holders_relative_to_the_roots(demo_daemon):
+    """ABI 2.1: a module reads sysfs on the reactor relative to --sysfs-root
+    and asks the worker who holds a node under --dev-root."""
+    d = demo_daemon()
+    assert d.call("demo.read", {"path": "bus/pci/devices/0000:01:10.0/vendor"})["value"] == \
+        open(os.path.join(d.sysfs, "bus/pci/devices/0000:01:10.0/vendor")).read().strip()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("demo.read", {"path": "bus/pci/devices/0000:77:00.0/vendor"})
+    assert e.value.code == -32004
+    node = os.path.join(d.devroot, "demo-node")
+    with open(node, "w") as held:
+        r = d.call("demo.holders", {"node": "demo-node"})
+        mine = [h for h in r["holders"] if h["pid"] == os.getpid()]
+        assert mine and mine[0]["path"] == node, r
+    assert not [h for h in d.call("demo.holders", {"node": "demo-node"})["holders"]
+                if h["pid"] == os.getpid()]
+
+
+def test_hostdevctl_calls_module_methods(demo_daemon):
+    """hostdevctl MODULE VERB KEY=VALUE and hostdevctl call METHOD JSON."""
+    import subprocess
+    d = demo_daemon()
+
+    def ctl(*args):
+        return subprocess.run([hdtest.HOSTDEVCTL, "--socket", d.sock, "--json", *args],
+                              capture_output=True, text=True, timeout=30,
+                              env=hdtest.sanitizer_env())
+    r = ctl("demo", "echo", "text=hello")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"module": "demo", "text": "hello"}, r
+    r = ctl("demo", "put", 'value={"n": 7}')
+    assert r.returncode == 0, r
+    assert json.loads(ctl("demo", "get").stdout)["value"] == {"n": 7}
+    r = ctl("call", "demo.echo", '{"text": "json"}')
+    assert r.returncode == 0 and json.loads(r.stdout)["text"] == "json", r
+    r = ctl("demo", "echo", "txt=hi")
+    assert r.returncode == 2 and "unknown parameter" in r.stderr, r
+    r = ctl("demo", "echo", "novalue")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr, r
+    r = ctl("demo", "nothing")
+    assert r.returncode == 1 and r.stderr, r
 
 
 def test_module_events(demo_daemon):
