@@ -16,6 +16,8 @@ under class/mdev_bus; USB devices under their controller with bus/usb links.
 
 import argparse
 import os
+import shutil
+import stat
 import struct
 import sys
 
@@ -30,6 +32,7 @@ class Tree:
         self.sys = os.path.join(self.root, "sys")
         self.dev = os.path.join(self.root, "dev")
         self.devices = {}   # bdf -> device dir relative to sys
+        self.usb_char_nodes = False
         for d in ("devices", "bus/pci/devices", "bus/pci/drivers", "bus/usb/devices",
                   "bus/usb/drivers", "kernel/iommu_groups", "class/mdev_bus", "class/net",
                   "bus/mdev/devices", "module"):
@@ -171,8 +174,10 @@ class Tree:
 
     # -- USB -------------------------------------------------------------
     def usb(self, controller, busnum, port, vid, pid, *, devnum, cls=0, product=None,
-            manufacturer=None, interfaces=(), speed="480"):
-        """port "" is the root hub usbN; interfaces: [(class, driver)]"""
+            manufacturer=None, interfaces=(), speed="480", serial=None):
+        """port "" is the root hub usbN; interfaces: [(class, driver)]; serial: the
+        serial number string, or None for none. With usb_char_nodes set (root
+        only) /dev/bus/usb/BBB/DDD is a real character device (189, minor)."""
         crel = self.devices[controller]
         root = f"{crel}/usb{busnum}"
         name = f"usb{busnum}" if port == "" else f"{busnum}-{port}"
@@ -189,6 +194,8 @@ class Tree:
             self.write(f"{rel}/product", product + "\n")
         if manufacturer:
             self.write(f"{rel}/manufacturer", manufacturer + "\n")
+        if serial is not None:
+            self.write(f"{rel}/serial", serial + "\n")
         self.link(f"{rel}/subsystem", "bus/usb")
         self.link(f"bus/usb/devices/{name}", rel)
         self.link(f"{rel}/driver", self.driver_dir("usb", "usb"))
@@ -202,8 +209,30 @@ class Tree:
                 self.link(f"{irel}/driver", self.driver_dir("usb", drv))
         node = os.path.join(self.dev, "bus/usb", f"{busnum:03d}")
         os.makedirs(node, exist_ok=True)
-        open(os.path.join(node, f"{devnum:03d}"), "w").close()
+        if self.usb_char_nodes:
+            os.mknod(os.path.join(node, f"{devnum:03d}"), 0o664 | stat.S_IFCHR,
+                     os.makedev(189, (busnum - 1) * 128 + devnum - 1))
+        else:
+            open(os.path.join(node, f"{devnum:03d}"), "w").close()
         return name
+
+    def usb_unplug(self, name):
+        """Takes USB device `name` ("1-2") out of the tree as the kernel does:
+        bus links, its directory, its /dev node. Returns its former sysfs path
+        (relative), for the "remove" uevent a caller sends before calling this."""
+        rel = os.path.relpath(os.path.realpath(self.path(f"bus/usb/devices/{name}")), self.sys)
+        with open(self.path(f"{rel}/busnum")) as f:
+            busnum = int(f.read())
+        with open(self.path(f"{rel}/devnum")) as f:
+            devnum = int(f.read())
+        for e in os.listdir(self.path("bus/usb/devices")):
+            if e == name or e.startswith(name + ":"):
+                os.unlink(self.path(f"bus/usb/devices/{e}"))
+        shutil.rmtree(self.path(rel))
+        node = os.path.join(self.dev, "bus/usb", f"{busnum:03d}", f"{devnum:03d}")
+        if os.path.lexists(node):
+            os.unlink(node)
+        return rel
 
 
 def build_dell_190(t):
