@@ -1210,6 +1210,33 @@ usb_device_event(void *state, enum hdd_device_event ev, const struct hdd_device_
 	usb_refresh(state);
 }
 
+/* Sets "why" in out when the device is not offered (or its set is Unhealthy). */
+static void
+why_not(struct usb_state *st, const struct usb_dev *d, const struct usb_set *s, json_t *out)
+{
+	char why[256];
+
+	if (d->why[0]) {
+		snprintf(why, sizeof(why), "%s", d->why);
+	} else if (s == NULL) {
+		const struct usb_rule *r = rule_of_dev(st, d);
+
+		if (r)
+			snprintf(why, sizeof(why),
+				 "rule %s: not every one of its selectors matches a free device",
+				 r->name);
+		else
+			snprintf(why, sizeof(why), "no usb rule names it and usb.unlisted is %s",
+				 st->conf.harvester ? "\"harvester\"" : "\"ignore\" (the default)");
+	} else if (!s->healthy) {
+		snprintf(why, sizeof(why), d->present ? "another device of its plugin device is missing" :
+			 "unplugged");
+	} else {
+		return;
+	}
+	json_object_set_new(out, "why", json_string(why));
+}
+
 static int
 usb_describe(void *state, const struct hdd_device_view *dev, json_t *out)
 {
@@ -1243,24 +1270,7 @@ usb_describe(void *state, const struct hdd_device_view *dev, json_t *out)
 		json_object_set_new(out, "plugin_device", json_string(s->id));
 		json_object_set_new(out, "healthy", json_boolean(s->healthy));
 	}
-	if (d->why[0]) {
-		json_object_set_new(out, "why", json_string(d->why));
-	} else if (s == NULL) {
-		const struct usb_rule *r = rule_of_dev(st, d);
-		char why[256];
-
-		if (r)
-			snprintf(why, sizeof(why),
-				 "rule %s: not every one of its selectors matches a free device",
-				 r->name);
-		else
-			snprintf(why, sizeof(why), "no usb rule names it and usb.unlisted is %s",
-				 st->conf.harvester ? "\"harvester\"" : "\"ignore\" (the default)");
-		json_object_set_new(out, "why", json_string(why));
-	} else if (!s->healthy) {
-		json_object_set_new(out, "why",
-				    json_string("another device of its plugin device is missing"));
-	}
+	why_not(st, d, s, out);
 	return 0;
 }
 
@@ -1451,8 +1461,7 @@ dev_json(struct usb_state *st, const struct usb_dev *d)
 	}
 	if (d->hub)
 		json_object_set_new(o, "hub", json_true());
-	if (d->why[0])
-		json_object_set_new(o, "why", json_string(d->why));
+	why_not(st, d, s, o);
 	if (s) {
 		json_object_set_new(o, "resource", json_string(s->resource));
 		json_object_set_new(o, "plugin_device", json_string(s->id));
