@@ -172,6 +172,28 @@ class Tree:
         self.link(f"{grel}/devices/{uuid}", rel)
         self.link(f"bus/mdev/devices/{uuid}", rel)
 
+    def mdev_parent_virtual(self, name, types):
+        """A virtual mdev parent such as the kernel's mtty sample:
+        devices/virtual/<name>/<name> with mdev_supported_types, under
+        class/mdev_bus/<name>. types: [(type id, name, available_instances)]"""
+        rel = f"devices/virtual/{name}/{name}"
+        self.devices[name] = rel
+        self.write(f"{rel}/uevent", f"MAJOR=0\nMINOR=0\nDEVNAME={name}\n")
+        self.mdev_types(name, types)
+        return rel
+
+    def nvidia_vgpu_vf(self, bdf, types, current=0):
+        """A VF of NVIDIA's SR-IOV vGPU (kernel >= 6.8): nvidia/ with
+        creatable_vgpu_types (the "ID : name" table), current_vgpu_type and
+        the other files the driver shows. types: [(id, name)]."""
+        rel = f"{self.devices[bdf]}/nvidia"
+        lines = ["ID    : vGPU Name"] + [f"{tid:<5} : {name}" for tid, name in types]
+        self.write(f"{rel}/creatable_vgpu_types",
+                   ("\n".join(lines) if current == 0 else lines[0]) + "\n")
+        self.write(f"{rel}/current_vgpu_type", f"{current}\n")
+        for f in ("gpu_instance_id", "placement_id", "vgpu_params", "warm_update"):
+            self.write(f"{rel}/{f}", "0\n")
+
     # -- USB -------------------------------------------------------------
     def usb(self, controller, busnum, port, vid, pid, *, devnum, cls=0, product=None,
             manufacturer=None, interfaces=(), speed="480", serial=None):
