@@ -1408,8 +1408,13 @@ usb_allocate(void *state, const char *resource, const struct hdd_device_view *co
 			snprintf(why, sizeof(why), "chown of /dev/bus/usb/%03d/%03d to %u:%u",
 				 nodes[i].busnum, nodes[i].devnum, st->conf.uid, st->conf.gid);
 			for (size_t k = 0; k < i; k++)
-				(void)fchownat(nodes[k].fd, "", nodes[k].uid, nodes[k].gid,
-					       AT_EMPTY_PATH);
+				if (fchownat(nodes[k].fd, "", nodes[k].uid, nodes[k].gid,
+					     AT_EMPTY_PATH) < 0)
+					st->ops->log(st->core, HDD_LOG_ERR, "usb",
+						     "/dev/bus/usb/%03d/%03d stays %u:%u: giving it back to %u:%u failed: %s",
+						     nodes[k].busnum, nodes[k].devnum, st->conf.uid,
+						     st->conf.gid, (unsigned)nodes[k].uid,
+						     (unsigned)nodes[k].gid, strerror(errno));
 		}
 	}
 	if (err == 0)

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 
 import grpc
 import pytest
@@ -194,21 +195,65 @@ def test_rule_with_several_selectors(usb_daemon):
 
 
 @needs_root
+@pytest.mark.skipif(shutil.which("mount") is None, reason="needs mount")
+def test_failed_chown_gives_back_the_others(usb_daemon):
+    """A set of two whose second node cannot be chowned (a read-only bind
+    mount: EROFS): the first node, already given to 107:107, gets its owner
+    back and the Allocate fails."""
+    cfg = {"usb": {"rules": [rule(DESK, sel("046d", "c077"), sel("046d", "c31c"))]}}
+    d, t = usb_daemon(cfg, SET_DEVICES[:2])
+    kbd = node(d, 1, 2)
+    os.chown(node(d, 1, 5), 5, 6)
+    r = subprocess.run(f"mount --bind {kbd} {kbd} && mount -o remount,bind,ro {kbd}",
+                       shell=True, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"no read-only bind mount here: {r.stderr.strip()}")
+    k = Kubelet(d.kubelet)
+    try:
+        p = k.wait_registered(DESK)
+        sid = p.wait_devices(lambda x: len(x) == 1)[0][0]
+        with pytest.raises(grpc.RpcError) as e:
+            allocate_env(p, sid)
+        assert "Read-only file system" in e.value.details()
+        assert owner(node(d, 1, 5)) == (5, 6), "the mouse's node got its owner back"
+        assert owner(kbd) == (0, 0)
+        assert "chown of /dev/bus/usb/001/002 to 107:107" in d.log_text()
+    finally:
+        k.stop()
+        subprocess.run(["umount", kbd])
+    env, _ = allocate_env_after(d, sid)
+    assert env == {ENV_DESK: "1:5,1:2"}
+
+
+def allocate_env_after(d, sid):
+    """A fresh kubelet stand-in's Allocate (the first one is stopped)."""
+    k = Kubelet(d.kubelet)
+    try:
+        p = k.wait_registered(DESK)
+        p.wait_devices(lambda x: len(x) == 1)
+        return allocate_env(p, sid)
+    finally:
+        k.stop()
+
+
+@needs_root
 def test_planted_link_and_missing_node_refused_all_or_none(usb_daemon, tmp_path):
     """A link planted at a node (or at its bus directory) is never followed:
     the Allocate fails and nothing is chowned, not even the set's other
     node; so does a missing node or one that is not a USB device node."""
     cfg = {"usb": {"rules": [rule(DESK, sel("046d", "c077"), sel("046d", "c31c"))]}}
     d, t = usb_daemon(cfg, SET_DEVICES[:2])
+    # What a planted link points at: a real USB device node (the kind the
+    # module would chown) outside the device root.
     victim = tmp_path / "victim"
-    victim.write_text("root's file\n")
+    os.mknod(str(victim), 0o600 | stat.S_IFCHR, os.makedev(189, 200))
     k = Kubelet(d.kubelet)
     try:
         p = k.wait_registered(DESK)
         devs = p.wait_devices(lambda x: len(x) == 1)
         sid = devs[0][0]
         assert sid == "046d:c077@1-5+046d:c31c@1-2"
-        # The mouse's node is a link to root's file.
+        # The mouse's node is a link to that node.
         os.unlink(node(d, 1, 5))
         os.symlink(str(victim), node(d, 1, 5))
         with pytest.raises(grpc.RpcError) as e:
