@@ -543,6 +543,7 @@ seen_keys(struct usb_state *st, struct usb_dev *v, size_t n)
 				*p = '?';
 	}
 	for (size_t i = 0; i < n; i++) {
+		const struct usb_dev *known;
 		bool shared = false;
 
 		if (!v[i].serial[0]) {
@@ -560,7 +561,11 @@ seen_keys(struct usb_state *st, struct usb_dev *v, size_t n)
 		 * later (so a key never flips when one of them leaves). */
 		if (shared && (err = ambiguous_add(st, sk)) < 0)
 			return err;
-		if (shared || ambiguous(st, sk))
+		/* Except the device known by it already, where it was: its
+		 * plugin device keeps its id. */
+		known = dev_find(st, sk);
+		if ((shared || ambiguous(st, sk)) &&
+		    !(known && strcmp(known->port, v[i].port) == 0))
 			port_key(v[i].vendor, v[i].product, v[i].port, v[i].key, sizeof(v[i].key));
 		else
 			snprintf(v[i].key, sizeof(v[i].key), "%s", sk);

@@ -374,12 +374,33 @@ def test_unlisted_harvester_names(usb_daemon):
         "kubevirt.io/dell-190-0951-1666-001003"]
 
 
+@needs_root
 def test_shared_serial_falls_back_to_port(usb_daemon):
     """Two devices reporting one serial number: neither is keyed on it."""
     same = [("5", 0x0627, 0x0001, 5, "42", {}), ("6", 0x0627, 0x0001, 6, "42", {})]
     d, t = usb_daemon({"usb": {"rules": [rule(TABLET, sel("0627", "0001"))]}}, same)
     keys = sorted(x["key"] for x in usb_list(d)["devices"] if x["vendor_id"] == "0627")
     assert keys == ["0627:0001@1-5", "0627:0001@1-6"]
+
+
+@needs_root
+def test_serial_shared_later_keeps_the_known_device_id(usb_daemon):
+    """A device keyed on its serial number keeps that id (where it is) when
+    another device with the same serial number turns up; the newcomer is
+    keyed on its port, now and after it is alone."""
+    d, t = usb_daemon({"usb": {"rules": [rule(TABLET, sel("0627", "0001"))]}},
+                      [("5", 0x0627, 0x0001, 5, "42", {})])
+    assert [s["id"] for s in usb_list(d)["plugin_devices"]] == ["0627:0001-42"]
+    assert d.stop() == 0
+    t.usb(XHCI, 1, "6", 0x0627, 0x0001, devnum=6, serial="42")
+    d.start()
+    ids = sorted(s["id"] for s in usb_list(d)["plugin_devices"])
+    assert ids == ["0627:0001-42", "0627:0001@1-6"]
+    assert d.stop() == 0
+    t.usb_unplug("1-5")
+    d.start()
+    sets = {s["id"]: s["healthy"] for s in usb_list(d)["plugin_devices"]}
+    assert sets == {"0627:0001-42": False, "0627:0001@1-6": True}
 
 
 @needs_root
