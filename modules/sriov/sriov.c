@@ -686,6 +686,50 @@ vfs_wanted(struct job *j, int num)
 	return out;
 }
 
+/* VFs that leave their netdev driver for vfio-pci keep the MAC that driver
+ * used: it becomes their admin MAC (and part of the record), unless the
+ * call gave one. Without it a guest's VF MAC would change at each boot. */
+static void
+pin_macs(struct job *j)
+{
+	const char *drv = json_string_value(json_object_get(j->desired, "vf_driver"));
+	json_t *vfs = json_object_get(j->desired, "vfs"), *live, *v;
+	size_t i, k;
+
+	if (drv == NULL || strcmp(drv, "vfio-pci") != 0 || !json_is_array(vfs))
+		return;
+	pf_read(j->st, j->pf, &j->live);
+	json_array_foreach(j->live.vfs, i, live) {
+		const char *mac = json_string_value(json_object_get(live, "mac"));
+		json_t *found = NULL;
+		uint8_t b[6];
+
+		if (mac == NULL || sriov_parse_mac(mac, b) < 0 || (b[0] | b[1] | b[2] | b[3] | b[4] | b[5]) == 0 ||
+		    (b[0] & 1))
+			continue;
+		json_array_foreach(vfs, k, v)
+			if (json_integer_value(json_object_get(v, "index")) == (json_int_t)i)
+				found = v;
+		if (found && json_is_string(json_object_get(found, "mac")))
+			continue;
+		if (found == NULL) {
+			json_t *idx = json_pack("{s:I}", "index", (json_int_t)i);
+			struct rtnl_vf def;
+			char why[64];
+			int err = sriov_vf_from_json(idx, &def, why, sizeof(why));
+
+			json_decref(idx);
+			if (err < 0)
+				continue;
+			found = sriov_vf_to_json(&def);
+			json_array_append_new(vfs, found);
+		}
+		json_object_set_new(found, "mac", json_string(mac));
+		logm(j->st, HDD_LOG_INFO, "%s: VF %zu keeps the MAC %s its driver used (pinned as its admin MAC)",
+		     j->pf, i, mac);
+	}
+}
+
 /* The first attribute of VF `want` (normalized or partial) that the read
  * back `have` contradicts, or NULL. Unreported values contradict nothing. */
 static const char *
@@ -921,6 +965,12 @@ job_step(struct job *j)
 	switch (j->step) {
 	case STEP_INSPECT:
 		if (pf_read(st, j->pf, &j->live) < 0) {
+			if (j->reapply) {
+				/* Gone for now: its interface coming back brings us here again. */
+				logm(st, HDD_LOG_INFO, "%s: absent; its record waits for it", j->pf);
+				job_finish(j);
+				return;
+			}
 			job_fail(j, HDD_ERR_NOT_FOUND, "no such PCI function");
 			return;
 		}
@@ -1001,6 +1051,7 @@ job_step(struct job *j)
 			job_step(j);
 			return;
 		}
+		pin_macs(j);
 		wanted = vfs_wanted(j, num);
 		json_array_foreach(wanted, i, v) {
 			const json_t *h = json_array_get(have, i);
