@@ -5,6 +5,7 @@
  * driver reload or a parent's return, and offered to the kubelet. */
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hostdevd/module.h"
@@ -1785,6 +1787,236 @@ vgpu_allocate(void *state, const char *resource, const struct hdd_device_view *c
 	return err;
 }
 
+/* --- the worker's side: sriov-manage's steps ------------------------------ */
+
+static int
+w_write(int fd, const char *path, const char *value)
+{
+	/* O_TRUNC: a no-op on sysfs, and simulated trees stay honest. */
+	int f = openat(fd, path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+	size_t len = strlen(value);
+	ssize_t n;
+
+	if (f < 0)
+		return -errno;
+	do {
+		n = write(f, value, len);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		int err = -errno;
+
+		close(f);
+		return err;
+	}
+	if (close(f) < 0)
+		return -errno;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+static int
+w_read_long(int fd, const char *path, long *v)
+{
+	char buf[32], *end;
+	int f = openat(fd, path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (f < 0)
+		return -errno;
+	n = read(f, buf, sizeof(buf) - 1);
+	close(f);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = '\0';
+	*v = strtol(buf, &end, 0);
+	return end == buf ? -EINVAL : 0;
+}
+
+/* The driver `addr` is bound to ("" when none). */
+static void
+w_driver(int fd, const char *addr, char *buf, size_t size)
+{
+	char rel[96], target[256];
+	ssize_t n;
+
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/driver", addr);
+	n = readlinkat(fd, rel, target, sizeof(target) - 1);
+	buf[0] = '\0';
+	if (n > 0) {
+		target[n] = '\0';
+		snprintf(buf, size, "%s", strrchr(target, '/') ? strrchr(target, '/') + 1 : target);
+	}
+}
+
+/* Waits (the worker may) until `addr` is on `want` ("" for none). */
+static int
+w_wait_driver(int fd, const char *addr, const char *want, int ms)
+{
+	char drv[64];
+	struct timespec ts = { 0, 10 * 1000000L };
+
+	for (int t = 0;; t += 10) {
+		w_driver(fd, addr, drv, sizeof(drv));
+		if (strcmp(drv, want) == 0)
+			return 0;
+		if (t >= ms)
+			return -ETIMEDOUT;
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int w_step(json_t *out, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Records one step in out["steps"]; a failed one also in out["error"]. */
+static int
+w_step(json_t *out, int err, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	json_array_append_new(json_object_get(out, "steps"), json_string(line));
+	if (err < 0) {
+		char why[320];
+
+		snprintf(why, sizeof(why), "%s: %s", line, strerror(-err));
+		json_object_set_new(out, "error", json_string(why));
+	}
+	return err;
+}
+
+/* sriov-manage -e: the PF leaves its driver for pci-pf-stub, gets all its
+ * VFs, goes back; every VF is bound to the PF's driver. */
+static int
+w_enable_vfs(int fd, const json_t *args, json_t *out)
+{
+	const char *gpu = json_string_value(json_object_get(args, "gpu"));
+	const char *ids = json_string_value(json_object_get(args, "ids"));
+	char rel[128], drv[64], path[128], num[16], lock[128];
+	long total = 0, cur = 0;
+	int err;
+
+	if (gpu == NULL || ids == NULL)
+		return -EINVAL;
+	json_object_set_new(out, "steps", json_array());
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_numvfs", gpu);
+	if (w_read_long(fd, rel, &cur) < 0)
+		return w_step(out, -EOPNOTSUPP, "%s has no sriov_numvfs", gpu);
+	if (cur > 0) {
+		json_object_set_new(out, "num_vfs", json_integer(cur));
+		return w_step(out, 0, "%s already has VFs", gpu);
+	}
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_totalvfs", gpu);
+	if (w_read_long(fd, rel, &total) < 0 || total <= 0)
+		return w_step(out, -EOPNOTSUPP, "%s: sriov_totalvfs", gpu);
+	if (faccessat(fd, "bus/pci/drivers/pci-pf-stub", F_OK, 0) < 0)
+		return w_step(out, -ENOENT, "pci-pf-stub is not loaded (modprobe pci-pf-stub)");
+	w_driver(fd, gpu, drv, sizeof(drv));
+	/* The NVIDIA driver's own lock: no client may hold the GPU (absent
+	 * without the driver, or on a simulated host). */
+	snprintf(lock, sizeof(lock), "/proc/driver/nvidia/gpus/%s/unbindLock", gpu);
+	if (strcmp(drv, "nvidia") == 0 && access(lock, F_OK) == 0) {
+		long v = 0;
+
+		err = w_write(AT_FDCWD, lock, "1");
+		if (err == 0 && (w_read_long(AT_FDCWD, lock, &v) < 0 || v != 1))
+			err = -EBUSY;
+		if (w_step(out, err, "%s: unbindLock", gpu) < 0)
+			return err;
+	}
+	if (drv[0]) {
+		snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", drv);
+		err = w_write(fd, path, gpu);
+		if (err == 0)
+			err = w_wait_driver(fd, gpu, "", 5000);
+		if (w_step(out, err, "unbind %s from %s", gpu, drv) < 0)
+			return err;
+	}
+	w_write(fd, "bus/pci/drivers/pci-pf-stub/new_id", ids);
+	err = w_wait_driver(fd, gpu, "pci-pf-stub", 200);
+	if (err < 0) {
+		err = w_write(fd, "bus/pci/drivers/pci-pf-stub/bind", gpu);
+		if (err == 0)
+			err = w_wait_driver(fd, gpu, "pci-pf-stub", 5000);
+	}
+	if (w_step(out, err, "bind %s to pci-pf-stub", gpu) < 0)
+		goto out_back;
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_numvfs", gpu);
+	snprintf(num, sizeof(num), "%ld", total);
+	err = w_step(out, w_write(fd, rel, num), "%s: sriov_numvfs %s", gpu, num);
+	if (err == 0) {
+		/* The kernel returns with the VFs there; wait a little anyway. */
+		struct timespec ts = { 0, 10 * 1000000L };
+
+		snprintf(rel, sizeof(rel), "bus/pci/devices/%s/virtfn%ld", gpu, total - 1);
+		for (int t = 0; t < 5000 && faccessat(fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0; t += 10)
+			nanosleep(&ts, NULL);
+	}
+	w_write(fd, "bus/pci/drivers/pci-pf-stub/unbind", gpu);
+	w_wait_driver(fd, gpu, "", 5000);
+	w_write(fd, "bus/pci/drivers/pci-pf-stub/remove_id", ids);
+	w_step(out, 0, "unbind %s from pci-pf-stub", gpu);
+out_back:
+	if (drv[0]) {
+		int e2;
+
+		snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", drv);
+		e2 = w_write(fd, path, gpu);
+		if (e2 == 0)
+			e2 = w_wait_driver(fd, gpu, drv, 5000);
+		w_step(out, e2, "bind %s to %s", gpu, drv);
+		if (err == 0)
+			err = e2;
+	}
+	if (err < 0)
+		return err;
+	/* Every VF on the PF's driver (nvidia.ko is the VF's VFIO provider). */
+	for (long i = 0; i < total; i++) {
+		char link[160], target[256], vf[32];
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "bus/pci/devices/%s/virtfn%ld", gpu, i);
+		n = readlinkat(fd, link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		snprintf(vf, sizeof(vf), "%s", strrchr(target, '/') ? strrchr(target, '/') + 1 : target);
+		w_driver(fd, vf, path, sizeof(path));
+		if (path[0] || !drv[0])
+			continue;
+		snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", drv);
+		err = w_write(fd, path, vf);
+		if (err == 0)
+			err = w_wait_driver(fd, vf, drv, 5000);
+		if (w_step(out, err, "bind VF %s to %s", vf, drv) < 0)
+			return err;
+	}
+	json_object_set_new(out, "num_vfs", json_integer(total));
+	return 0;
+}
+
+/* sriov-manage -d: the VFs go. */
+static int
+w_disable_vfs(int fd, const json_t *args, json_t *out)
+{
+	const char *gpu = json_string_value(json_object_get(args, "gpu"));
+	char rel[128];
+
+	if (gpu == NULL)
+		return -EINVAL;
+	json_object_set_new(out, "steps", json_array());
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_numvfs", gpu);
+	return w_step(out, w_write(fd, rel, "0"), "%s: sriov_numvfs %s", gpu, "0");
+}
+
+static const struct hdd_worker_op vgpu_worker_ops[] = {
+	{ .name = "enable_vfs", .run = w_enable_vfs },
+	{ .name = "disable_vfs", .run = w_disable_vfs },
+	{ .name = NULL },
+};
+
 /* --- methods ---------------------------------------------------------------- */
 
 static bool
@@ -2212,12 +2444,135 @@ m_reconcile(void *state, struct hdd_request *req, const json_t *params)
 	return 0;
 }
 
+struct vfs_call {
+	struct vgpu_state *st;
+	struct hdd_request *req;
+	char gpu[16];
+	bool enable;
+};
+
+static void
+vfs_done(void *arg, int result, const json_t *out)
+{
+	struct vfs_call *c = arg;
+	struct vgpu_state *st = c->st;
+	const char *why = out ? json_string_value(json_object_get(out, "error")) : NULL;
+
+	if (result < 0) {
+		st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s: %s VFs failed: %s", c->gpu,
+			     c->enable ? "enabling" : "disabling", why ? why : strerror(-result));
+		st->ops->reply_error(c->req, HDD_ERR_FAILED, "%s", why ? why : strerror(-result));
+	} else {
+		json_t *r = json_pack("{s:s, s:O?, s:O?}", "gpu", c->gpu, "num_vfs",
+				      json_object_get(out, "num_vfs"), "steps",
+				      json_object_get(out, "steps"));
+
+		st->ops->reply(c->req, r);
+		st->ops->emit(st->core, c->enable ? "vfs_enabled" : "vfs_disabled",
+			      json_pack("{s:s}", "gpu", c->gpu));
+		reconcile_soon(st);
+	}
+	free(c);
+}
+
+/* Refused while a VF of the GPU has a vGPU type or hostdevd records one. */
+static int
+vfs_busy(struct vgpu_state *st, const char *gpu, char *why, size_t size)
+{
+	char rel[128], target[256], vf[32];
+
+	for (size_t i = 0; i < st->n; i++)
+		if (st->v[i].flavour == VGPU_VF && strcmp(st->v[i].parent, gpu) == 0) {
+			snprintf(why, size, "VF %s has vGPU type %s (%s)%s: clear it first",
+				 st->v[i].id, st->v[i].type, st->v[i].type_name,
+				 st->v[i].allocated ? ", allocated" : "");
+			return 1;
+		}
+	for (int i = 0; i < 4096; i++) {
+		long cur = 0;
+		ssize_t n;
+
+		snprintf(rel, sizeof(rel), "bus/pci/devices/%s/virtfn%d", gpu, i);
+		n = readlinkat(st->ops->sysfs_fd(st->core), rel, target, sizeof(target) - 1);
+		if (n <= 0)
+			break;
+		target[n] = '\0';
+		snprintf(vf, sizeof(vf), "%s", strrchr(target, '/') ? strrchr(target, '/') + 1 : target);
+		if (vf_current(st, vf, &cur) == 0 && cur != 0) {
+			snprintf(why, size, "VF %s has vGPU type %ld: clear it first", vf, cur);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int
+vfs_common(struct vgpu_state *st, struct hdd_request *req, const json_t *params, bool enable)
+{
+	const char *gpu = str_param(params, "gpu");
+	char rel[128], buf[32], ids[32], why[256];
+	struct vfs_call *c;
+	json_t *args;
+	long vendor, device;
+	int64_t id;
+
+	if (gpu == NULL || !pci_address_ok(gpu)) {
+		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "gpu: expected a PCI address");
+		return 0;
+	}
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/vendor", gpu);
+	if (read_rel(st, rel, buf, sizeof(buf)) <= 0) {
+		st->ops->reply_error(req, HDD_ERR_NOT_FOUND, "%s: no such PCI function", gpu);
+		return 0;
+	}
+	vendor = strtol(buf, NULL, 16);
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/device", gpu);
+	device = read_rel(st, rel, buf, sizeof(buf)) > 0 ? strtol(buf, NULL, 16) : -1;
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_totalvfs", gpu);
+	if (vendor != 0x10de || device < 0 || !exists_rel(st, rel)) {
+		st->ops->reply_error(req, HDD_ERR_REFUSED, "%s: not an NVIDIA GPU with SR-IOV", gpu);
+		return 0;
+	}
+	if (vfs_busy(st, gpu, why, sizeof(why))) {
+		st->ops->reply_error(req, HDD_ERR_REFUSED, "%s: %s", gpu, why);
+		return 0;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	*c = (struct vfs_call){ .st = st, .req = req, .enable = enable };
+	snprintf(c->gpu, sizeof(c->gpu), "%s", gpu);
+	snprintf(ids, sizeof(ids), "%04lx %04lx", vendor, device);
+	args = json_pack("{s:s, s:s}", "gpu", gpu, "ids", ids);
+	id = st->ops->worker_call(st->core, enable ? "enable_vfs" : "disable_vfs", args, 30000,
+				  vfs_done, c);
+	json_decref(args);
+	if (id < 0) {
+		free(c);
+		return (int)id;
+	}
+	return 0;
+}
+
+static int
+m_enable_vfs(void *state, struct hdd_request *req, const json_t *params)
+{
+	return vfs_common(state, req, params, true);
+}
+
+static int
+m_disable_vfs(void *state, struct hdd_request *req, const json_t *params)
+{
+	return vfs_common(state, req, params, false);
+}
+
 static const char *const no_params[] = { NULL };
 static const char *const types_params[] = { "parent", NULL };
 static const char *const create_params[] = { "parent", "type", "uuid", "resource_name", NULL };
 static const char *const remove_params[] = { "uuid", "force", "generation", NULL };
 static const char *const set_params[] = { "address", "type", "resource_name", NULL };
 static const char *const clear_params[] = { "address", "force", "generation", NULL };
+static const char *const gpu_params[] = { "gpu", NULL };
 
 static const struct hdd_method vgpu_methods[] = {
 	{ .name = "vgpu.types", .params = types_params, .call = m_types },
@@ -2227,6 +2582,8 @@ static const struct hdd_method vgpu_methods[] = {
 	{ .name = "vgpu.set_type", .params = set_params, .call = m_set_type, .mutating = true },
 	{ .name = "vgpu.clear", .params = clear_params, .call = m_clear, .mutating = true },
 	{ .name = "vgpu.reconcile", .params = no_params, .call = m_reconcile, .mutating = true },
+	{ .name = "vgpu.enable_vfs", .params = gpu_params, .call = m_enable_vfs, .mutating = true },
+	{ .name = "vgpu.disable_vfs", .params = gpu_params, .call = m_disable_vfs, .mutating = true },
 	{ .name = NULL },
 };
 
@@ -2238,6 +2595,7 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.description = "vGPUs: mdev types and NVIDIA VF-based vGPU types",
 	.subsystems = vgpu_subsystems,
 	.methods = vgpu_methods,
+	.worker_ops = vgpu_worker_ops,
 	.config_check = vgpu_config_check,
 	.init = vgpu_init,
 	.fini = vgpu_fini,

@@ -352,10 +352,13 @@ class SimVgpuKernel:
     from inotify in order and the file read then, so writes are applied a
     little after they return. hold_vf() makes current_vgpu_type refuse writes
     with EPERM (chattr +i), as the driver does while a VM holds the VF.
+    With make_vfs, a write to an NVIDIA PF's sriov_numvfs calls it to lay out
+    (or take away) the VFs, as the kernel does.
     self.log: [(action, id, value)]."""
 
-    def __init__(self, root, on_event=None):
+    def __init__(self, root, on_event=None, make_vfs=None):
         self.root = root
+        self.make_vfs = make_vfs    # (pf, n): lays out n VFs of NVIDIA PF pf (0: none)
         self.sys = os.path.join(root, "sys")
         self.dev = os.path.join(root, "dev")
         self.on_event = on_event
@@ -397,6 +400,10 @@ class SimVgpuKernel:
                 self._watch(create)
             for remove in glob.glob(os.path.join(self.sys, "bus/mdev/devices/*/remove")):
                 self._watch(remove)
+            if self.make_vfs:
+                for num in glob.glob(os.path.join(self.sys, "bus/pci/devices/*/sriov_numvfs")):
+                    if self._read(os.path.join(os.path.dirname(num), "vendor")) == "0x10de":
+                        self._watch(num)
             for cur in glob.glob(os.path.join(self.sys, "bus/pci/devices/*/nvidia/current_vgpu_type")):
                 addr = os.path.basename(os.path.dirname(os.path.dirname(cur)))
                 if addr not in self.vf_types:
@@ -429,8 +436,14 @@ class SimVgpuKernel:
         real = os.path.realpath(path)
         if real in self.watched:
             self.own[real] = self.own.get(real, 0) + 1
-        with open(path, "w") as f:
+            with open(path, "w") as f:
+                f.write(text)
+            return
+        # Whole or not at all, as a sysfs read sees it (no watch to keep).
+        tmp = real + ".new"
+        with open(tmp, "w") as f:
             f.write(text)
+        os.rename(tmp, real)
 
     def _catalogue(self, addr):
         text = self._read(os.path.join(self.sys, "bus/pci/devices", addr,
@@ -662,6 +675,11 @@ class SimVgpuKernel:
                 self.remove(os.path.basename(os.path.dirname(path)))
             elif name == "current_vgpu_type":
                 self._vgpu_type(path, value, self.types_now)
+            elif name == "sriov_numvfs" and value.isdigit():
+                pf = os.path.basename(os.path.dirname(path))
+                self.log.append(("numvfs", pf, int(value)))
+                self.make_vfs(pf, int(value))
+                self.rescan()
 
     def _run(self):
         while not self.stop_flag.is_set():

@@ -17,7 +17,7 @@ import pytest
 import hdtest
 from hdtest import RpcError, wait_until
 from kubelet import Kubelet
-from simkernel import SimVgpuKernel
+from simkernel import SimKernel, SimVgpuKernel
 from test_claims import hold_open
 
 A2Q = "nvidia.com/NVIDIA_A2-2Q"
@@ -472,6 +472,7 @@ def test_vf_drift_kill9_and_reboot(vhost):
     rewrite_state(d, lambda s: s["modules"]["vgpu"]["vgpus"][0].update(phase="removing"))
     d.start()
     wait_until(lambda: k.current(vf) == 0 and vf not in vgpus(d), what="clear finished")
+    wait_until(lambda: k.log[-1] == ("clear", vf, 1148), what="the catalogue back")
     # Reboot: the types are gone; they come back with the same resource.
     call(d, "vgpu.set_type", {"address": vf, "type": "1148", "resource_name": "example.com/a100"})
     d.stop()
@@ -493,8 +494,99 @@ def test_vf_drift_kill9_and_reboot(vhost):
 def test_vf_config_rule(vhost):
     config = {"vgpu": {"devices": [{"gpu": "10de:20f1", "type": "GRID A100-2-10C", "count": 2}]}}
     d, k = vhost("dell-190", extra=[add_a100_vgpu], config=config)
-    wait_until(lambda: [k.current(v) for v in A100_VFS] == [1148, 1148, 0, 0], what="two VFs typed")
+    wait_until(lambda: [k.current(v) for v in A100_VFS] == [1148, 1148, 0, 0],
+               what=f"two VFs typed: {k.log}")
     wait_until(lambda: len(vgpus(d)) == 2 and all(v["present"] for v in vgpus(d).values()),
                what="both present")
     res = resources(d)
     assert sorted(m["id"] for m in res["nvidia.com/GRID_A100-2-10C"]["devices"]) == A100_VFS[:2]
+
+
+# --- VFs of an NVIDIA GPU (sriov-manage's steps) ------------------------------------
+
+A100_PF = "0000:04:00.0"
+
+
+def a100_vf_bdf(i):
+    return f"0000:04:{(4 + i) // 8:02x}.{(4 + i) % 8}"
+
+
+def drop_a100_vfs(t, numvfs=True):
+    """The A100 as after a boot: SR-IOV off, no VFs; pci-pf-stub loaded."""
+    prel = t.devices[A100_PF]
+    for link in sorted(os.listdir(t.path(prel))):
+        if link.startswith("virtfn"):
+            vrel = os.path.relpath(os.path.realpath(t.path(f"{prel}/{link}")), t.sys)
+            vf = os.path.basename(vrel)
+            group = os.path.basename(os.readlink(t.path(f"{vrel}/iommu_group")))
+            os.unlink(t.path(f"bus/pci/devices/{vf}"))
+            drv = t.path(f"bus/pci/drivers/nvidia/{vf}")
+            if os.path.lexists(drv):
+                os.unlink(drv)
+            shutil.rmtree(t.path(f"kernel/iommu_groups/{group}"))
+            shutil.rmtree(t.path(vrel))
+            os.unlink(t.path(f"{prel}/{link}"))
+    if numvfs:
+        t.write(f"{prel}/sriov_numvfs", "0\n")
+    t.driver_dir("pci", "pci-pf-stub")
+
+
+def make_a100_vfs(root):
+    """The kernel's part of sriov_numvfs for the A100: VFs with their vGPU
+    catalogues, unbound (sriov-manage binds them), or none."""
+    def make(pf, n):
+        t = hdtest.simhost.Tree(root)
+        prel = os.path.relpath(os.path.realpath(os.path.join(t.sys, "bus/pci/devices", pf)), t.sys)
+        t.devices[pf] = prel
+        bridge = os.path.dirname(prel)
+        t.devices[os.path.basename(bridge)] = bridge
+        if n == 0:
+            drop_a100_vfs(t, numvfs=False)     # the write was the kernel's input
+            return
+        for i in range(n):
+            bdf = a100_vf_bdf(i)
+            t.pci(bdf, 0x10de, 0x20f1, 0x030200, parent=os.path.basename(bridge), group=117 + i,
+                  numa=1, svendor=0x10de, sdevice=0x145f)
+            t.nvidia_vgpu_vf(bdf, A100_TYPES)
+            t.link(f"{prel}/virtfn{i}", t.devices[bdf])
+            t.link(f"{t.devices[bdf]}/physfn", prel)
+    return make
+
+
+def test_enable_and_disable_vfs(make_daemon):
+    d = make_daemon(host=None, start=False)
+    build("dell-190", d.root, [drop_a100_vfs])
+    pk = SimKernel(d.root)
+    vk = SimVgpuKernel(d.root, make_vfs=make_a100_vfs(d.root))
+    try:
+        d.start()
+        r = call(d, "vgpu.enable_vfs", {"gpu": A100_PF}, timeout=60)
+        vfs = [a100_vf_bdf(i) for i in range(16)]
+        assert r["num_vfs"] == 16
+        assert r["steps"][:5] == [f"unbind {A100_PF} from nvidia", f"bind {A100_PF} to pci-pf-stub",
+                                  f"{A100_PF}: sriov_numvfs 16", f"unbind {A100_PF} from pci-pf-stub",
+                                  f"bind {A100_PF} to nvidia"]
+        assert r["steps"][5:] == [f"bind VF {vf} to nvidia" for vf in vfs], (r["steps"], pk.log, vk.log)
+        assert pk.driver_of(A100_PF) == "nvidia" and all(pk.driver_of(vf) == "nvidia" for vf in vfs)
+        assert [x for x in pk.log if x[1] == A100_PF] == [
+            ("unbind", A100_PF, "nvidia"), ("bind", A100_PF, "pci-pf-stub"),
+            ("unbind", A100_PF, "pci-pf-stub"), ("bind", A100_PF, "nvidia")]
+        # Already on: nothing is done.
+        assert call(d, "vgpu.enable_vfs", {"gpu": A100_PF})["steps"] == [f"{A100_PF} already has VFs"]
+        call(d, "daemon.rescan")
+        r = call(d, "vgpu.set_type", {"address": vfs[3], "type": "GRID A100-7-40C"})
+        assert r["present"] and vk.current(vfs[3]) == 1151
+        # A VF with a type: the VFs stay.
+        with pytest.raises(RpcError) as e:
+            call(d, "vgpu.disable_vfs", {"gpu": A100_PF})
+        assert e.value.code == -32003 and vfs[3] in e.value.message
+        call(d, "vgpu.clear", {"address": vfs[3]})
+        with pytest.raises(RpcError) as e:
+            call(d, "vgpu.enable_vfs", {"gpu": "0000:01:00.0"})
+        assert e.value.code == -32003 and "not an NVIDIA GPU" in e.value.message
+        assert call(d, "vgpu.disable_vfs", {"gpu": A100_PF})["steps"] == [f"{A100_PF}: sriov_numvfs 0"]
+        wait_until(lambda: not os.path.lexists(os.path.join(d.sysfs, "bus/pci/devices", vfs[0])),
+                   what=f"the VFs gone {vk.log} {vk.thread.is_alive()}")
+    finally:
+        vk.stop()
+        pk.stop()
