@@ -460,8 +460,10 @@ nvml_status(struct mig *st, int result, const json_t *out)
 			snprintf(why, sizeof(why), "the worker died in NVML");
 		else
 			snprintf(why, sizeof(why), "%s", e ? e : strerror(-result));
+		/* No library is the normal case on a host without NVIDIA's driver. */
 		if (was || strcmp(why, st->nvml_error) != 0)
-			st->ops->log(st->core, HDD_LOG_WARN, "mig", "inactive: %s", why);
+			st->ops->log(st->core, result == -ENOENT ? HDD_LOG_INFO : HDD_LOG_WARN, "mig",
+				     "inactive: %s", why);
 		st->nvml_loaded = false;
 		snprintf(st->nvml_error, sizeof(st->nvml_error), "%s", why);
 		return;
@@ -732,7 +734,7 @@ list_result(struct mig *st, const char *only)
 	const char *bus;
 
 	json_object_foreach(st->cache, bus, c)
-		if (only == NULL || strcmp(only, bus) == 0)
+		if ((only == NULL || strcmp(only, bus) == 0) && json_object_get(c, "nv"))
 			json_array_append_new(gpus, gpu_report(st, bus, c));
 	return json_pack("{s:{s:b, s:s, s:s?, s:s?}, s:b, s:o}", "nvml", "loaded",
 			 st->nvml_loaded, "library", st->library, "error",
@@ -783,17 +785,19 @@ static void
 apply_fail(struct job *j, const char *outcome, int code, const char *error, json_t *processes)
 {
 	struct mig *st = j->st;
-	json_t *c = cache_rec(st, j->bus);
+	json_t *c = json_object_get(st->cache, j->bus);	/* NULL: NVML does not see it */
 	const char *last = json_string_value(json_object_get(c, "error"));
 	bool same = last && strcmp(last, error) == 0 &&
 		    strcmp(json_string_value(json_object_get(c, "outcome")) ?: "", outcome) == 0;
 
-	json_object_set_new(c, "outcome", json_string(outcome));
-	json_object_set_new(c, "error", json_string(error));
-	if (processes)
-		json_object_set(c, "processes", processes);
-	else
-		json_object_del(c, "processes");
+	if (c) {
+		json_object_set_new(c, "outcome", json_string(outcome));
+		json_object_set_new(c, "error", json_string(error));
+		if (processes)
+			json_object_set(c, "processes", processes);
+		else
+			json_object_del(c, "processes");
+	}
 	/* An unchanged failure of a retry is not news. */
 	if (!same || j->req) {
 		st->ops->log(st->core, HDD_LOG_WARN, "mig", "%s: %s", j->bus, error);
@@ -1011,6 +1015,7 @@ apply_holders_done(void *arg, int result, const json_t *out)
 	(void)result;	/* a holder scan that failed does not block: NVML's IN_USE still does */
 	desired = j->desired ? j->desired : desired_of(st, j->bus, j->gpu, &source);
 	if (desired == NULL) {
+		reply_error(j, HDD_ERR_FAILED, "the layout was withdrawn meanwhile");
 		job_finish(j);
 		return;
 	}
@@ -1043,6 +1048,12 @@ apply_done(void *arg, int result, const json_t *out)
 	json_t *c = cache_rec(st, j->bus);
 	char buf[768];
 
+	if (result == -ECANCELED) {
+		/* Stopping: the record stays "applying", the next start re-applies. */
+		reply_error(j, HDD_ERR_FAILED, "hostdevd is stopping");
+		job_finish(j);
+		return;
+	}
 	if (gpu)
 		json_object_set(c, "nv", (json_t *)gpu);
 	if (result == -ETIMEDOUT || result == -EPIPE)
@@ -1147,7 +1158,8 @@ reconcile_listed(void *arg, int result, const json_t *out)
 		char why[256];
 		struct job *a;
 
-		if (desired == NULL || json_object_get(nv, "error") || !gpu_facts(st, bus, &f))
+		if (nv == NULL || desired == NULL || json_object_get(nv, "error") ||
+		    !gpu_facts(st, bus, &f))
 			continue;
 		if (mig_layout_matches(nv, desired, why, sizeof(why))) {
 			json_array_append_new(summary, json_pack("{s:s, s:s}", "gpu", bus, "status",

@@ -41,6 +41,14 @@
 #pragma GCC diagnostic ignored "-Wmissing-prototypes"
 
 #define EXPORT __attribute__((visibility("default")))
+/* Built with -DFAKE_NVML_OLD it is an older driver's library: the newest
+ * names (nvmlInit_v2, ..._v3, the "V" profile calls) are not exported, the
+ * module has to fall back to the plain and older ones. */
+#ifdef FAKE_NVML_OLD
+#define NEWEST
+#else
+#define NEWEST EXPORT
+#endif
 
 typedef int nvmlReturn_t;
 enum {
@@ -179,6 +187,7 @@ static struct nvmlComputeInstance_st ci_handles[MAX_GPUS][MAX_GI][MAX_CI];
 /* --- the state file ----------------------------------------------------------- */
 
 static int initialised;
+static const char *via;		/* the older name a wrapper was called by */
 static json_t *st;		/* loaded for one call */
 static int lock_fd = -1;
 static bool dirty;
@@ -202,9 +211,12 @@ static nvmlReturn_t
 begin(const char *fn)
 {
 	const char *path = state_path();
+	const char *name = via ? via : fn;
 	char lock[4096];
 	json_t *calls, *fail;
 	const char *hang;
+
+	via = NULL;
 
 	if (path == NULL)
 		return E_UNKNOWN;
@@ -226,8 +238,8 @@ begin(const char *fn)
 		calls = json_object();
 		json_object_set_new(st, "calls", calls);
 	}
-	json_object_set_new(calls, fn,
-			    json_integer(json_integer_value(json_object_get(calls, fn)) + 1));
+	json_object_set_new(calls, name,
+			    json_integer(json_integer_value(json_object_get(calls, name)) + 1));
 	hang = json_string_value(json_object_get(st, "hang"));
 	if (hang && strcmp(hang, fn) == 0) {
 		/* Saved first: the test sees the call arrive. */
@@ -383,7 +395,7 @@ nvmlErrorString(nvmlReturn_t r)
 	}
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlInit_v2(void)
 {
 	nvmlReturn_t r = begin("nvmlInit_v2");
@@ -398,6 +410,7 @@ nvmlInit_v2(void)
 EXPORT nvmlReturn_t
 nvmlInit(void)
 {
+	via = "nvmlInit";
 	return nvmlInit_v2();
 }
 
@@ -424,7 +437,7 @@ nvmlSystemGetDriverVersion(char *version, unsigned int length)
 	return end(OK);
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlDeviceGetCount_v2(unsigned int *count)
 {
 	BEGIN("nvmlDeviceGetCount_v2");
@@ -435,10 +448,11 @@ nvmlDeviceGetCount_v2(unsigned int *count)
 EXPORT nvmlReturn_t
 nvmlDeviceGetCount(unsigned int *count)
 {
+	via = "nvmlDeviceGetCount";
 	return nvmlDeviceGetCount_v2(count);
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device)
 {
 	BEGIN("nvmlDeviceGetHandleByIndex_v2");
@@ -452,6 +466,7 @@ nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device)
 EXPORT nvmlReturn_t
 nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device)
 {
+	via = "nvmlDeviceGetHandleByIndex";
 	return nvmlDeviceGetHandleByIndex_v2(index, device);
 }
 
@@ -466,7 +481,7 @@ same_bus_id(const char *a, const char *b)
 	       s1 == s2 && f1 == f2;
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlDeviceGetHandleByPciBusId_v2(const char *bus_id, nvmlDevice_t *device)
 {
 	size_t i;
@@ -487,6 +502,7 @@ nvmlDeviceGetHandleByPciBusId_v2(const char *bus_id, nvmlDevice_t *device)
 EXPORT nvmlReturn_t
 nvmlDeviceGetHandleByPciBusId(const char *bus_id, nvmlDevice_t *device)
 {
+	via = "nvmlDeviceGetHandleByPciBusId";
 	return nvmlDeviceGetHandleByPciBusId_v2(bus_id, device);
 }
 
@@ -526,7 +542,7 @@ nvmlDeviceGetUUID(nvmlDevice_t d, char *uuid, unsigned int length)
 	return end(OK);
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t *pci)
 {
 	unsigned dom, bus, slot, fn;
@@ -645,7 +661,7 @@ nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t d, unsigned int index,
 	return end(OK);
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t d, unsigned int index,
 				     nvmlGpuInstanceProfileInfo_v2_t *info)
 {
@@ -687,7 +703,7 @@ nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t d, unsigned int index,
 	return end(OK);
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlDeviceGetGpuInstancePossiblePlacements_v2(nvmlDevice_t d, unsigned int profile_id,
 					      nvmlPlacement_t *placements, unsigned int *count)
 {
@@ -993,7 +1009,7 @@ nvmlGpuInstanceGetComputeInstanceProfileInfo(nvmlGpuInstance_t h, unsigned int i
 	return end(ci_profile(g, gi, index, eng, info));
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlGpuInstanceGetComputeInstanceProfileInfoV(nvmlGpuInstance_t h, unsigned int index,
 					      unsigned int eng,
 					      nvmlComputeInstanceProfileInfo_v2_t *info)
@@ -1118,7 +1134,7 @@ nvmlComputeInstanceDestroy(nvmlComputeInstance_t h)
 	return end(OK);
 }
 
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlComputeInstanceGetInfo_v2(nvmlComputeInstance_t h, nvmlComputeInstanceInfo_t *info)
 {
 	json_t *g, *gi, *ci;
@@ -1220,7 +1236,7 @@ nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t d, nvmlDevice_t *out)
 }
 
 /* Processes on the GPU (all) or on one MIG device. */
-EXPORT nvmlReturn_t
+NEWEST nvmlReturn_t
 nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int *count,
 					nvmlProcessInfo_t *infos)
 {
@@ -1244,4 +1260,36 @@ nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int *count,
 	}
 	*count = n;
 	return end(n > cap ? E_SIZE : OK);
+}
+
+/* --- the older names (a real libnvidia-ml exports them all) -------------------- */
+
+EXPORT nvmlReturn_t
+nvmlDeviceGetPciInfo_v2(nvmlDevice_t d, nvmlPciInfo_t *pci)
+{
+	via = "nvmlDeviceGetPciInfo_v2";
+	return nvmlDeviceGetPciInfo_v3(d, pci);
+}
+
+EXPORT nvmlReturn_t
+nvmlDeviceGetGpuInstancePossiblePlacements(nvmlDevice_t d, unsigned int profile_id,
+					   nvmlPlacement_t *placements, unsigned int *count)
+{
+	via = "nvmlDeviceGetGpuInstancePossiblePlacements";
+	return nvmlDeviceGetGpuInstancePossiblePlacements_v2(d, profile_id, placements, count);
+}
+
+EXPORT nvmlReturn_t
+nvmlComputeInstanceGetInfo(nvmlComputeInstance_t h, nvmlComputeInstanceInfo_t *info)
+{
+	via = "nvmlComputeInstanceGetInfo";
+	return nvmlComputeInstanceGetInfo_v2(h, info);
+}
+
+EXPORT nvmlReturn_t
+nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t d, unsigned int *count,
+					nvmlProcessInfo_t *infos)
+{
+	via = "nvmlDeviceGetComputeRunningProcesses_v2";
+	return nvmlDeviceGetComputeRunningProcesses_v3(d, count, infos);
 }

@@ -24,6 +24,7 @@ LIB = fakenvml.library(hdtest.BUILDDIR)
 A100 = "0000:04:00.0"       # dell-190's A100-PCIE-40GB, with vGPU VFs
 H100 = "0000:65:00.0"
 A100_80 = "0000:17:00.0"    # on vfio-pci: passed through
+H200 = "0000:ca:00.0"
 BUSY = -32005
 REFUSED = -32003
 FAILED = -32010
@@ -52,6 +53,7 @@ class Host:
         t.pci(H100, 0x10de, 0x2330, 0x030200, parent="0000:60:00.0", driver="nvidia",
               group=61, numa=1, svendor=0x10de, sdevice=0x16c1)
         t.pci(A100_80, 0x10de, 0x20b5, 0x030200, driver="vfio-pci", group=62, numa=0)
+        t.pci(H200, 0x10de, 0x2335, 0x030200, driver="nvidia", group=63, numa=1)
         self.tree = t
         self.nvml = fakenvml.FakeNvml(os.path.join(tmp, "nvml.json"))
         self.nvml.add_gpu(A100, "A100-40GB", 0)
@@ -60,6 +62,7 @@ class Host:
             {"id": 1, "profile_id": 0, "start": 0, "size": 8,
              "cis": [{"id": 0, "profile_id": 4, "start": 0, "size": 7,
                       "uuid": "MIG-00000000-0000-0000-0000-000000000001"}]}])
+        self.nvml.add_gpu(H200, "H200-141GB", 3)
 
 
 @pytest.fixture
@@ -123,8 +126,9 @@ def test_list_matches_profile_tables(mig_daemon, host):
     assert r["nvml"] == {"loaded": True, "library": LIB, "driver_version": "550.90.07",
                          "error": None}
     g = {x["bus_id"]: x for x in r["gpus"]}
-    assert set(g) == {A100, H100, A100_80}
-    for bus, model in ((A100, "A100-40GB"), (H100, "H100-80GB"), (A100_80, "A100-80GB")):
+    assert set(g) == {A100, H100, A100_80, H200}
+    for bus, model in ((A100, "A100-40GB"), (H100, "H100-80GB"), (A100_80, "A100-80GB"),
+                       (H200, "H200-141GB")):
         assert g[bus]["mig_capable"] and g[bus]["inventory"]
         prof = {p["id"]: (p["name"], p["instances"]) for p in g[bus]["profiles"]}
         assert prof == fakenvml.PROFILES[model], bus
@@ -140,6 +144,33 @@ def test_list_matches_profile_tables(mig_daemon, host):
     assert [(x["profile"], x["compute_instances"][0]["uuid"]) for x in gi] == \
         [("7g.80gb", "MIG-00000000-0000-0000-0000-000000000001")]
     assert d.call("mig.list", {"gpu": H100})["gpus"][0]["bus_id"] == H100
+    # The versioned names, where the library has them.
+    calls = host.nvml.read()["calls"]
+    assert calls["nvmlInit_v2"] >= 1 and "nvmlInit" not in calls
+    assert calls["nvmlDeviceGetGpuInstanceProfileInfoV"] >= 1
+    assert "nvmlDeviceGetGpuInstanceProfileInfo" not in calls
+
+
+def test_older_library_plain_names(mig_daemon, host):
+    """An older driver's library without nvmlInit_v2, ..._v3 and the "V"
+    profile calls: the plain names give the same GPUs and names."""
+    d = mig_daemon({"nvml_library": LIB.replace("/fakenvml/", "/fakenvml/old/")})
+    g = gpus(d)
+    for bus, model in ((A100, "A100-40GB"), (H200, "H200-141GB")):
+        assert {p["id"]: (p["name"], p["instances"]) for p in g[bus]["profiles"]} == \
+            fakenvml.PROFILES[model], bus
+    # Without the "V" call there is no name: it is made from the memory, and
+    # the full H100 (80896 MiB in the fake) reads 7g.79gb where the driver
+    # says 7g.80gb. Ids and counts are NVML's own.
+    assert {p["id"]: p["instances"] for p in g[H100]["profiles"]} == \
+        {k: v[1] for k, v in fakenvml.PROFILES["H100-80GB"].items()}
+    assert d.call("mig.apply", {"gpu": H100, "layout": {"3g.40gb": 2}})["changed"] is True
+    assert host.nvml.layout(H100) == [(9, 0, 1), (9, 4, 1)]
+    calls = host.nvml.read()["calls"]
+    assert calls["nvmlInit"] >= 1 and "nvmlInit_v2" not in calls
+    assert calls["nvmlDeviceGetPciInfo_v2"] >= 1 and "nvmlDeviceGetPciInfo_v3" not in calls
+    assert calls["nvmlDeviceGetGpuInstanceProfileInfo"] >= 1
+    assert "nvmlDeviceGetGpuInstanceProfileInfoV" not in calls
 
 
 # --- applying -----------------------------------------------------------------------
@@ -225,6 +256,11 @@ def test_unknown_profile_changes_nothing(mig_daemon, host):
         with pytest.raises(hdtest.RpcError) as e:
             d.call("mig.apply", {"gpu": H100, "layout": bad})
         assert e.value.code == -32602, bad
+    # No GPU there: nothing recorded, the list unchanged.
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": "0000:99:00.0", "layout": {"1g.10gb": 1}})
+    assert e.value.code == -32004 and "NVML does not see a GPU" in e.value.message
+    assert set(gpus(d)) == {A100, H100, A100_80, H200}
 
 
 def test_clear_removes_every_instance(mig_daemon, host):
@@ -235,6 +271,12 @@ def test_clear_removes_every_instance(mig_daemon, host):
     assert r["changed"] is True
     assert host.nvml.layout(H100) == [] and host.nvml.gpu(H100)["mig_current"] == 1
     assert gpus(d)[H100]["status"] == "synced"
+    # MIG off (Hopper: no reset needed).
+    d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})
+    assert d.call("mig.apply", {"gpu": H100, "enabled": False})["changed"] is True
+    assert host.nvml.gpu(H100)["mig_current"] == 0 and host.nvml.layout(H100) == []
+    g = gpus(d)[H100]
+    assert g["status"] == "synced" and g["desired"] == {"enabled": False, "layout": []}
 
 
 # --- reset rules ----------------------------------------------------------------------
@@ -463,3 +505,83 @@ def test_mig_devices_for_containers(mig_daemon, host):
         plugin.wait_devices(lambda x: x == [])
     finally:
         k.stop()
+
+
+# --- tools/mig-check -------------------------------------------------------------------
+
+# What nvidia-smi prints for an H100 80GB HBM3 with MIG on and no instances
+# (the format of drivers 535-550; ids, names and counts as a real H100
+# reported them, REFERENCE-MODULES A.7).
+H100_LGIP = """\
++-----------------------------------------------------------------------------+
+| GPU instance profiles:                                                      |
+| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |
+|                              Free/Total   GiB              CE    JPEG  OFA  |
+|=============================================================================|
+|   0  MIG 1g.10gb       19     7/7        9.75       No     16     1     0   |
+|                                                             1     1     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 1g.10gb+me    20     1/1        9.75       No     16     1     0   |
+|                                                             1     1     1   |
++-----------------------------------------------------------------------------+
+|   0  MIG 1g.20gb       15     4/4        19.62      No     26     1     0   |
+|                                                             1     1     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 2g.20gb       14     3/3        19.62      No     32     2     0   |
+|                                                             2     2     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 3g.40gb        9     2/2        39.38      No     60     3     0   |
+|                                                             3     3     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 4g.40gb        5     1/1        39.38      No     64     4     0   |
+|                                                             4     4     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 7g.80gb        0     1/1        79.00      No     132    7     0   |
+|                                                             8     7     1   |
++-----------------------------------------------------------------------------+
+"""
+
+NVIDIA_SMI = '''#!/usr/bin/python3
+import sys
+a = sys.argv[1:]
+if a == ["-q", "-x"]:
+    print("""<?xml version="1.0" ?><nvidia_smi_log><gpu id="00000000:65:00.0">
+<product_name>NVIDIA H100 80GB HBM3</product_name><uuid>%(uuid)s</uuid>
+<minor_number>1</minor_number><mig_mode><current_mig>Enabled</current_mig>
+<pending_mig>Enabled</pending_mig></mig_mode></gpu></nvidia_smi_log>""")
+elif a == ["mig", "-i", "0", "-lgip"]:
+    sys.stdout.write(%(lgip)r)
+elif a == ["-L"]:
+    print("GPU 0: NVIDIA H100 80GB HBM3 (UUID: %(uuid)s)")
+else:
+    sys.exit("nvidia-smi stand-in: queries only, not %%s" %% a)
+'''
+
+
+def test_mig_check_agrees_with_recorded_nvidia_smi(mig_daemon, host, tmp_path):
+    """tools/mig-check against an nvidia-smi that prints a real H100's
+    answers: the fake's H100 table must say what the hardware said."""
+    d = mig_daemon()
+    uuid = gpus(d)[H100]["uuid"]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text(NVIDIA_SMI % {"uuid": uuid, "lgip": H100_LGIP})
+    smi.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    tool = os.path.join(hdtest.SRCDIR, "tools", "mig-check")
+    rec = tmp_path / "h100.json"
+    r = hdtest.subprocess.run([tool, "--socket", d.sock, "--record", str(rec)],
+                              capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "hostdevd and nvidia-smi agree" in r.stdout and "DIFF" not in r.stdout
+    assert json.loads(rec.read_text())[H100]["profiles"]["15"] == ["1g.20gb", 4, 4]
+    # A difference is found: an instance nvidia-smi does not show.
+    d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    r = hdtest.subprocess.run([tool, "--socket", d.sock], capture_output=True, text=True,
+                              timeout=60, env=env)
+    assert r.returncode == 1 and "DIFF MIG devices" in r.stdout, r.stdout
+    # No nvidia-smi: nothing to check.
+    r = hdtest.subprocess.run([tool, "--socket", d.sock], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, PATH="/nonexistent"))
+    assert r.returncode == 77
