@@ -585,3 +585,34 @@ def test_mig_check_agrees_with_recorded_nvidia_smi(mig_daemon, host, tmp_path):
     r = hdtest.subprocess.run([tool, "--socket", d.sock], capture_output=True, text=True,
                               timeout=60, env=dict(os.environ, PATH="/nonexistent"))
     assert r.returncode == 77
+
+
+def test_gpu_that_arrives_gets_its_configured_layout(make_daemon, tmp_path):
+    """Hotplug: a GPU the configuration selects, appearing in sysfs and in
+    NVML after the start, gets its layout at the next check."""
+    h = Host(str(tmp_path))
+    def drop_h200(s):
+        s["gpus"] = [g for g in s["gpus"] if g["bus_id"] != H200]
+    h.nvml.update(drop_h200)
+    gone = os.path.join(h.tree.sys, "bus/pci/devices", H200)
+    target = os.path.realpath(gone)
+    os.unlink(gone)
+    hidden = target + ".away"
+    os.rename(target, hidden)
+    d = make_daemon(tree=h.root, env={"FAKE_NVML_STATE": h.nvml.path},
+                    config={"mig": {"nvml_library": LIB, "check_interval_ms": 200,
+                                    "gpus": [{"gpu": "10de:2335", "layout": {"3g.71gb": 2}}]}},
+                    extra_args=["--module-dir", module_dir(str(tmp_path))])
+    assert H200 not in gpus(d)
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig.applied"]})
+    os.rename(hidden, target)
+    os.symlink(os.path.relpath(target, os.path.dirname(gone)), gone)
+    h.nvml.add_gpu(H200, "H200-141GB", 3)
+    d.call("daemon.rescan")
+    ev = c.next_event(timeout=20)
+    assert ev["type"] == "mig.applied" and ev["gpu"] == H200
+    assert h.nvml.layout(H200) == [(9, 0, 1), (9, 4, 1)]
+    g = gpus(d)[H200]
+    assert g["status"] == "synced" and g["source"] == "config"
+    c.close()
