@@ -616,3 +616,38 @@ def test_gpu_that_arrives_gets_its_configured_layout(make_daemon, tmp_path):
     g = gpus(d)[H200]
     assert g["status"] == "synced" and g["source"] == "config"
     c.close()
+
+
+def test_reload_applies_the_new_layout(mig_daemon, host):
+    d = mig_daemon({"gpus": [{"gpu": H100, "layout": {"7g.80gb": 1}}]})
+    hdtest.wait_until(lambda: gpus(d)[H100]["status"] == "synced", what="first layout")
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig.applied", "config"]})
+    conf = {"mig": {"nvml_library": LIB, "check_interval_ms": 0,
+                    "gpus": [{"gpu": H100, "layout": {"4g.40gb": 1, "3g.40gb": 1}}]}}
+    d.write_config(conf)
+    d.signal(signal.SIGHUP)
+    assert c.next_event(match=lambda e: e["type"].startswith("config"))["type"] == \
+        "config.reloaded"
+    assert c.next_event(match=lambda e: e["type"] == "mig.applied")["gpu"] == H100
+    assert host.nvml.layout(H100) == [(5, 0, 1), (9, 4, 1)]
+    c.close()
+
+
+def test_untrusted_state_changes_nothing(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    d.stop()
+    path = os.path.join(d.state, "state.json")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace('"phase":"applied"', '"phase":"applyinG"'))
+    host.nvml.reboot()
+    d.start()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})
+    assert e.value.code == FAILED and "could not be trusted" in e.value.message
+    assert d.call("mig.list")["fail_closed"] is True
+    d.call("mig.reconcile")
+    assert host.nvml.layout(H100) == [] and host.nvml.gpu(H100)["mig_current"] == 0
