@@ -540,7 +540,7 @@ publish(struct mig *st)
 					json_object_set_new(want, res, members);
 				}
 				json_array_append_new(members, json_pack("{s:s, s:b, s:i}", "id", uuid,
-					"healthy", json_object_get(nv, "error") == NULL, "numa",
+					"healthy", st->nvml_loaded && !json_object_get(nv, "error"), "numa",
 					f.numa));
 			}
 		}
@@ -734,7 +734,8 @@ list_result(struct mig *st, const char *only)
 	const char *bus;
 
 	json_object_foreach(st->cache, bus, c)
-		if ((only == NULL || strcmp(only, bus) == 0) && json_object_get(c, "nv"))
+		if (st->nvml_loaded && (only == NULL || strcmp(only, bus) == 0) &&
+		    json_object_get(c, "nv"))
 			json_array_append_new(gpus, gpu_report(st, bus, c));
 	return json_pack("{s:{s:b, s:s, s:s?, s:s?}, s:b, s:o}", "nvml", "loaded",
 			 st->nvml_loaded, "library", st->library, "error",
@@ -752,10 +753,8 @@ list_done(void *arg, int result, const json_t *out)
 	nvml_status(st, result, out);
 	if (result == 0)
 		cache_update(st, json_object_get(out, "gpus"), j->bus[0] == '\0');
-	else if (st->nvml_loaded == false)
-		json_object_clear(st->cache);
-	if (result == 0)
-		publish(st);
+	/* Without NVML the MIG devices stay offered, as unhealthy. */
+	publish(st);
 	if (j->req) {
 		if (result < 0 && st->nvml_loaded) {
 			char buf[512];
@@ -1130,8 +1129,6 @@ reconcile_listed(void *arg, int result, const json_t *out)
 	nvml_status(st, result, out);
 	st->after_reboot = false;
 	if (result < 0) {
-		if (!st->nvml_loaded)
-			json_object_clear(st->cache);
 		publish(st);
 		if (j->req) {
 			char buf[512];

@@ -501,6 +501,14 @@ def test_mig_devices_for_containers(mig_daemon, host):
         k.wait_registered("nvidia.com/mig-3g.40gb")
         resp = plugin.allocate([small[0]])
         assert dict(resp.container_responses[0].envs) == {"NVIDIA_VISIBLE_DEVICES": small[0]}
+        # Health from NVML: failing, the devices stay, unhealthy; back, healthy.
+        host.nvml.set(fail={"nvmlDeviceGetCount_v2": 999})
+        d.call("mig.reconcile")
+        plugin.wait_devices(lambda x: len(x) == 2 and all(y[1] == "Unhealthy" for y in x))
+        assert d.call("mig.list")["nvml"]["error"] == "nvmlDeviceGetCount: Unknown Error"
+        host.nvml.set(fail={})
+        d.call("mig.reconcile")
+        plugin.wait_devices(lambda x: len(x) == 2 and all(y[1] == "Healthy" for y in x))
         d.call("mig.clear", {"gpu": H100})
         plugin.wait_devices(lambda x: x == [])
     finally:
