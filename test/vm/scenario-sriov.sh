@@ -6,7 +6,8 @@
 # refuses (802.1ad, link state) names itself and is rolled back; a count
 # change goes through 0 (igb answers EBUSY otherwise); the default route
 # through the PF (or a VLAN over it) makes it the management uplink, refused;
-# the count reset by hand is applied again at the next start.
+# the count reset by hand is applied again at the next start, and after igb
+# is reloaded while hostdevd runs.
 . /run/vmtest/lib.sh
 G=/run/vmtest
 modprobe igb 2>/dev/null
@@ -107,6 +108,22 @@ check "hostdevd starts again" hd_start state-sriov
 check "the recorded count is applied again" wait_for 30 sh -c "test \$(cat /sys/bus/pci/devices/$PF/sriov_numvfs) = 3"
 check "and the VF settings" wait_for 30 sh -c "vfline 0 | grep -q '52:54:00:12:34:56' && vfline 0 | grep -q 'vlan 100, qos 3'"
 check "drift was logged" grep -q "num_vfs drifted" /run/vmtest/hostdevd.log
+scenario_end
+
+scenario driver-reload
+# igb's removal takes its VFs along; its interface coming back (a net
+# uevent) brings the record back while hostdevd runs.
+modprobe -r igb
+check "igb unloaded: no VFs" sh -c "! test -e /sys/bus/pci/devices/$PF/virtfn0"
+modprobe igb
+check "the recorded count is applied when the PF's interface returns" wait_for 60 sh -c \
+	"test \$(cat /sys/bus/pci/devices/$PF/sriov_numvfs) = 3"
+IF=$(ls /sys/bus/pci/devices/$PF/net | head -n1)
+cat >$HD/bin/vfline <<EOS
+#!/bin/sh
+/sbin/ip link show "$IF" | grep "vf \$1 "
+EOS
+check "and the VF settings ($IF)" wait_for 30 sh -c "vfline 0 | grep -q '52:54:00:12:34:56' && vfline 0 | grep -q 'vlan 100, qos 3'"
 check "hostdevd stops cleanly" hd_stop
 scenario_end
 finish
