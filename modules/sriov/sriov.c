@@ -73,6 +73,8 @@ struct sriov {
 	struct hdd_core *core;
 	json_t *config;			/* the section (copy), or NULL */
 	json_t *records;		/* address -> {"desired", "phase", "source"} */
+	bool records_loaded;		/* from state.json (at the first probe or at start) */
+	json_t *vfcache;		/* address -> the VFs as last read back */
 	struct job *running;
 	struct job *queue;
 	int check_interval_ms;
@@ -484,6 +486,27 @@ sriov_config_check(const json_t *section, char *why, size_t whylen)
 }
 
 /* --- the journal ------------------------------------------------------------- */
+
+/* The records of state.json: the coldplug scan probes before the start
+ * hook runs, and ownership of VFs depends on them. Returns 0 or -EBADMSG. */
+static int
+records_load(struct sriov *st)
+{
+	int err = 0;
+	const json_t *section;
+
+	if (st->records_loaded)
+		return 0;
+	section = st->ops->state_get(st->core, &err);
+	if (err < 0)
+		return err;
+	st->records_loaded = true;
+	if (json_is_object(json_object_get(section, "pfs"))) {
+		json_decref(st->records);
+		st->records = json_deep_copy(json_object_get(section, "pfs"));
+	}
+	return 0;
+}
 
 static int
 records_save(struct sriov *st)
@@ -934,6 +957,8 @@ job_done_ok(struct job *j)
 			logm(st, HDD_LOG_ERR, "%s: applied but state.json could not record it", j->pf);
 	}
 	pf_read(st, j->pf, &j->live);
+	if (j->readback)
+		json_object_set(st->vfcache, j->pf, j->readback);
 	result = json_pack("{s:s, s:s?, s:i, s:O, s:O?, s:b, s:s?}", "pf", j->pf, "netdev",
 			   j->live.ifname[0] ? j->live.ifname : NULL, "num_vfs", j->live.numvfs,
 			   "vf_devices", j->live.vfs, "vfs", j->readback, "reapplied", j->reapply,
@@ -1221,6 +1246,8 @@ list_done(void *arg, int result, const json_t *out)
 		if (json_object_get(o, "via"))
 			json_object_set(pf, "management_via", json_object_get(o, "via"));
 		json_object_set(pf, "vfs", json_object_get(o, "vfs"));
+		json_object_set(c->st->vfcache, json_string_value(json_object_get(pf, "address")),
+				json_object_get(o, "vfs"));
 		json_object_set(pf, "vf_info", json_object_get(o, "vf_info"));
 		json_object_set(pf, "link_up", json_object_get(o, "up"));
 	}
@@ -1400,6 +1427,7 @@ sriov_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *
 	st->ops = ops;
 	st->core = core;
 	st->records = json_object();
+	st->vfcache = json_object();
 	st->checks = json_array();
 	st->drift_seen = json_array();
 	st->hotplug_pfs = json_array();
@@ -1428,6 +1456,7 @@ sriov_fini(void *state)
 		job_free(st->running);
 	json_decref(st->config);
 	json_decref(st->records);
+	json_decref(st->vfcache);
 	json_decref(st->checks);
 	json_decref(st->drift_seen);
 	json_decref(st->hotplug_pfs);
@@ -1439,18 +1468,14 @@ sriov_start(void *state)
 {
 	struct sriov *st = state;
 	int err = 0;
-	const json_t *section = st->ops->state_get(st->core, &err);
 	const char *pf;
 	json_t *v;
 
+	err = records_load(st);
 	if (err < 0) {
 		/* Fail closed: change nothing the journal would have to vouch for. */
 		logm(st, HDD_LOG_ERR, "state.json cannot be trusted: SR-IOV settings are not applied");
 		return 0;
-	}
-	if (json_is_object(json_object_get(section, "pfs"))) {
-		json_decref(st->records);
-		st->records = json_deep_copy(json_object_get(section, "pfs"));
 	}
 	config_apply(st, NULL);
 	json_object_foreach(st->records, pf, v) {
@@ -1560,6 +1585,120 @@ sriov_uevent(void *state, const char *action, const char *subsystem, const char 
 		st->hotplug_timer = st->ops->timer_add(st->core, HOTPLUG_DEBOUNCE_MS, hotplug_timer_cb, st);
 }
 
+/* --- the VFs of recorded PFs: owned, described, advertised ----------------------- */
+
+/* A VF of a PF with a record is this module's: devices.get shows its PF and
+ * settings, and on vfio-pci it is offered under the record's resource_name.
+ * Ownership is decided when the VF appears (VFs that were there before the
+ * PF's first record stay with the pci module). */
+static int
+sriov_probe(void *state, const struct hdd_device_view *dev)
+{
+	struct sriov *st = state;
+
+	if (dev->cls != HDD_DEV_PCI || dev->pci->physfn == NULL)
+		return 0;
+	if (records_load(st) < 0)
+		return 0;
+	return json_object_get(st->records, dev->pci->physfn) ? 20 : 0;
+}
+
+static int
+sriov_describe(void *state, const struct hdd_device_view *dev, json_t *out)
+{
+	struct sriov *st = state;
+	const char *pfa = dev->pci->physfn;
+	const json_t *rec = json_object_get(st->records, pfa), *v;
+	const json_t *desired = json_object_get(rec, "desired");
+	struct pf_live l = { 0 };
+	json_int_t index = -1;
+	size_t i;
+
+	if (pf_read(st, pfa, &l) == 0) {
+		json_array_foreach(l.vfs, i, v)
+			if (strcmp(json_string_value(json_object_get(v, "address")), dev->id) == 0)
+				index = (json_int_t)i;
+		if (l.ifname[0])
+			json_object_set_new(out, "pf_netdev", json_string(l.ifname));
+	}
+	pf_live_clear(&l);
+	json_object_set_new(out, "pf", json_string(pfa));
+	json_object_set_new(out, "vf_index", index >= 0 ? json_integer(index) : json_null());
+	json_array_foreach(json_object_get(st->vfcache, pfa), i, v)
+		if (index >= 0 && json_integer_value(json_object_get(v, "index")) == index)
+			json_object_set(out, "vf", (json_t *)v);
+	json_array_foreach(json_object_get(desired, "vfs"), i, v)
+		if (index >= 0 && json_integer_value(json_object_get(v, "index")) == index)
+			json_object_set(out, "recorded", (json_t *)v);
+	json_object_set_new(out, "vf_driver", json_string(json_string_value(json_object_get(desired, "vf_driver")) ?
+							  json_string_value(json_object_get(desired, "vf_driver")) : "default"));
+	if (json_object_get(desired, "resource_name"))
+		json_object_set(out, "resource_name", json_object_get(desired, "resource_name"));
+	json_object_set_new(out, "vfio_bound",
+			    json_boolean(dev->pci->driver && strcmp(dev->pci->driver, "vfio-pci") == 0));
+	return 0;
+}
+
+/* Offered while on vfio-pci, as the pci module offers a claimed function,
+ * under the record's resource_name when it has one. */
+static int
+sriov_advertise(void *state, const struct hdd_device_view *dev, char *name, size_t size,
+		bool *healthy)
+{
+	struct sriov *st = state;
+	const json_t *desired = json_object_get(json_object_get(st->records, dev->pci->physfn), "desired");
+	const char *res = json_string_value(json_object_get(desired, "resource_name"));
+	const struct hdd_pci_facts *f = dev->pci;
+	char node[32];
+
+	if (f->driver == NULL || strcmp(f->driver, "vfio-pci") != 0)
+		return 0;
+	if (res)
+		snprintf(name, size, "%s", res);
+	else
+		st->ops->pci_resource_name(st->core, f, name, size);
+	snprintf(node, sizeof(node), "vfio/%d", f->iommu_group);
+	*healthy = f->iommu_group >= 0 && st->ops->dev_exists(st->core, node);
+	return 1;
+}
+
+/* KubeVirt's contract, as for any PCI function: PCI_RESOURCE_<NAME> = the
+ * addresses, the VFIO container and each group's node. */
+static int
+sriov_allocate(void *state, const char *resource, const struct hdd_device_view *const *devs,
+	       size_t n, struct hdd_alloc *alloc)
+{
+	struct sriov *st = state;
+	char env[320], path[64], *value;
+	size_t len = 0;
+	int err;
+
+	value = calloc(n, 16);
+	if (value == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(value + len, 16, "%s%s", i ? "," : "", devs[i]->pci->address);
+	err = st->ops->env_name("PCI_RESOURCE", resource, env, sizeof(env));
+	if (err == 0)
+		err = st->ops->alloc_env(alloc, env, value);
+	free(value);
+	if (err == 0)
+		err = st->ops->alloc_device(alloc, "/dev/vfio/vfio", "/dev/vfio/vfio", "mrw");
+	for (size_t i = 0; i < n && err == 0; i++) {
+		const struct hdd_pci_facts *f = devs[i]->pci;
+
+		if (f->iommu_group < 0)
+			return -ENODEV;
+		snprintf(path, sizeof(path), "/dev/vfio/%d", f->iommu_group);
+		err = st->ops->alloc_device(alloc, path, path, "mrw");
+		if (err == 0 && f->vfio_cdev) {
+			snprintf(path, sizeof(path), "/dev/vfio/devices/%s", f->vfio_cdev);
+			err = st->ops->alloc_device(alloc, path, path, "mrw");
+		}
+	}
+	return err;
+}
+
 /* --- the worker's side: see nl.c ------------------------------------------------ */
 
 static const char *const no_params[] = { NULL };
@@ -1597,4 +1736,8 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.reload = sriov_reload,
 	.stop = sriov_stop,
 	.uevent = sriov_uevent,
+	.probe = sriov_probe,
+	.describe = sriov_describe,
+	.advertise = sriov_advertise,
+	.allocate = sriov_allocate,
 };

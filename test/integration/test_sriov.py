@@ -632,6 +632,31 @@ def test_vfio_pci_driver(sriov_daemon, host):
     assert host.vfs()[0]["mac"] == "02:00:00:00:01:00"
 
 
+def test_vfs_show_their_pf_and_settings_and_go_under_resource_name(sriov_daemon, host):
+    d = sriov_daemon()
+    configure(d, pf=PF, num_vfs=2, vfs=[VF0], resource_name="example.com/sriov_vf")
+    d.call("daemon.rescan")     # a simulated host sends no uevents
+    dev = d.call("devices.get", {"address": "0000:01:10.0"})
+    info = dev["module_info"]
+    assert dev["module"] == "sriov" and info["pf"] == PF and info["vf_index"] == 0
+    assert info["pf_netdev"] == PF_IF and info["resource_name"] == "example.com/sriov_vf"
+    assert info["vf"]["mac"] == VF0["mac"] and info["vf"]["vlan"] == 100 and info["vf"]["trust"] is True
+    assert info["recorded"]["mac"] == VF0["mac"] and info["vfio_bound"] is False
+    assert d.call("devices.get", {"address": "0000:01:10.1"})["module_info"]["vf"]["mac"] == "00:00:00:00:00:00"
+    # The PF itself stays with the pci module; so do the VFs of PFs without a record.
+    assert d.call("devices.get", {"address": PF})["module"] == "pci"
+    assert not any(r["name"] == "example.com/sriov_vf" for r in d.call("resources.list"))
+    # A VF on vfio-pci (claimed by hand here) is offered under the resource name.
+    os.unlink(host.tree.path("bus/pci/drivers/igbvf/0000:01:10.1"))
+    host.tree.bind("0000:01:10.1", "vfio-pci")
+    open(os.path.join(host.tree.dev, "vfio", "201"), "w").close()
+    d.call("daemon.rescan")
+    r = hdtest.wait_until(lambda: next((r for r in d.call("resources.list")
+                                        if r["name"] == "example.com/sriov_vf"), None),
+                          what="the resource")
+    assert [x["id"] for x in r["devices"]] == ["0000:01:10.1"]
+
+
 def test_drift_is_an_event_and_reapplied(sriov_daemon, host):
     d = sriov_daemon()
     configure(d, pf=PF, num_vfs=2, vfs=[VF0, VF1])

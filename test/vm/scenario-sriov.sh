@@ -40,6 +40,9 @@ check "ip link: VF 1 MAC, spoof checking off, trust off" sh -c \
 check "the VFs are on igbvf" sh -c "test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn0/driver)) = igbvf"
 check "sriov.list reads the VFs back" sh -c \
 	"rpc sriov.list | jq -e '.result[] | select(.address == \"$PF\") | .vfs[0].mac == \"52:54:00:12:34:56\" and .vfs[0].vlan == 100 and .vfs[0].trust == true and .phase == \"applied\"'"
+VF0=$(basename "$(readlink /sys/bus/pci/devices/$PF/virtfn0)")
+check "devices.get of VF 0 ($VF0) shows its PF and settings" wait_for 20 sh -c \
+	"rpc devices.get '{\"address\": \"$VF0\"}' | jq -e '.result.module == \"sriov\" and .result.module_info.pf == \"$PF\" and .result.module_info.vf.mac == \"52:54:00:12:34:56\" and .result.module_info.vf.vlan == 100'"
 scenario_end
 
 scenario refused-attributes
