@@ -1776,8 +1776,11 @@ vgpu_allocate(void *state, const char *resource, const struct hdd_device_view *c
 		for (size_t i = 0; i < n; i++) {
 			struct vgpu *r = rec_find(st, devs[i]->id);
 
-			if (r && !r->allocated) {
+			/* A new owner: a release naming an earlier generation
+			 * is stale from now on. */
+			if (r) {
 				r->allocated = true;
+				r->gen = st->next_gen++;
 				changed = true;
 			}
 		}
@@ -2341,7 +2344,8 @@ m_set_type(void *state, struct hdd_request *req, const json_t *params)
 		}
 	}
 	if (t == NULL && cur != 0) {
-		/* A VF with a type lists nothing: adopt the type it has, by id. */
+		/* A VF with a type lists nothing: adopt the type it has, by id
+		 * (its name is not shown anywhere then). */
 		adopted.id = cur;
 		snprintf(adopted.name, sizeof(adopted.name), "%ld", cur);
 		t = &adopted;

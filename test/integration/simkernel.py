@@ -618,7 +618,7 @@ class SimVgpuKernel:
             if prev:
                 self._vf_nodes(addr, False)
             before[addr] = 0
-            self.log.append(("clear", addr, prev))
+            entry = ("clear", addr, prev)
         elif prev and want != prev:
             self._write_own(path, f"{prev}\n")          # the driver refuses: keeps the old
             self.log.append(("set-refused", addr, want))
@@ -626,12 +626,14 @@ class SimVgpuKernel:
         elif want not in dict(self._catalogue(addr)) and want != prev:
             self._write_own(path, "0\n")               # an invalid id resets to 0
             before[addr] = 0
-            self.log.append(("set-refused", addr, want))
+            entry = ("set-refused", addr, want)
         else:
             before[addr] = want
             self._vf_nodes(addr, True)
-            self.log.append(("set", addr, want))
+            entry = ("set", addr, want)
         self._catalogues(addr)
+        # Logged once all is done: whoever sees the log sees the catalogues.
+        self.log.append(entry)
         self._uevent("change", self.vf_dir(addr))
 
     def set_type_by_hand(self, addr, value):

@@ -184,7 +184,12 @@ def test_mdev_create_allocate_refuse_while_open_remove(vhost):
         assert dict(resp.envs) == {"MDEV_PCI_RESOURCE_NVIDIA_COM_NVIDIA_A2-2Q": uuid}
         assert sorted(x.host_path for x in resp.devices) == sorted(["/dev/vfio/vfio", f"/dev/vfio/{group}"])
         assert all(x.permissions == "mrw" for x in resp.devices)
-        assert vgpus(d)[uuid]["allocated"] is True
+        v = vgpus(d)[uuid]
+        assert v["allocated"] is True and v["generation"] > r["generation"], "a new owner generation"
+        with pytest.raises(RpcError) as err:
+            call(d, "vgpu.remove", {"uuid": uuid, "generation": r["generation"]})
+        assert err.value.code == -32003 and "stale" in err.value.message
+        assert mdev_exists(d, uuid)
         # In use: a process holds the group node; nothing is written.
         node = os.path.join(d.devroot, "vfio", group)
         with hold_open(node) as holder:
@@ -264,6 +269,28 @@ def test_mdev_drift_and_restart_recreate_same_uuid(vhost):
     v = vgpus(d)[U1]
     assert v["present"] and v["type"] == "nvidia-750" and v["parent"] == "0000:08:01.0"
     ev.close()
+
+
+def test_mdev_parent_gone_and_back(vhost):
+    """A driver reload: the parent and its mdevs go, the vGPU is Unhealthy
+    and waits; the parent comes back: created again, same UUID."""
+    d, k = vhost("hp-130", extra=[add_mtty])
+    call(d, "vgpu.create", {"parent": "mtty", "type": "mtty-2", "uuid": U1})
+    link = os.path.join(d.sysfs, "class/mdev_bus/mtty")
+    target = os.readlink(link)
+    assert k.remove(U1)
+    os.unlink(link)
+    call(d, "vgpu.reconcile")
+    v = settled(d, U1, present=False)
+    assert not v["healthy"] and v["phase"] == "created"
+    res = resources(d)["hostdevd.io/Dual_port_serial"]
+    assert [(m["id"], m["health"]) for m in res["devices"]] == [(U1, "Unhealthy")]
+    assert [x[0] for x in k.log] == ["create", "remove"], "nothing made while the parent is away"
+    os.symlink(target, link)
+    call(d, "vgpu.reconcile")
+    wait_until(lambda: mdev_exists(d, U1), what="created again on the parent's return")
+    assert settled(d, U1)["healthy"]
+    assert [x[0] for x in k.log] == ["create", "remove", "create"]
 
 
 def test_mdev_reboot_recreates_before_use(vhost, tmp_path):
