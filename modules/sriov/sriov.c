@@ -15,10 +15,9 @@
 #include "sriov.h"
 
 #define MOD "sriov"
-#define NUMVFS_TIMEOUT_MS 60000		/* creating VFs probes their drivers */
-#define NUMVFS_WAIT_MS 30000
-#define NETLINK_TIMEOUT_MS 30000
-#define GROUP_TIMEOUT_MS 30000
+/* sriov.timeout_ms: each rtnetlink call and IOMMU-group move; a count
+ * change (which probes the VFs' drivers) gets twice that. */
+#define TIMEOUT_MS 30000
 #define CHECK_INTERVAL_MS 60000
 #define HOTPLUG_DEBOUNCE_MS 500
 
@@ -58,6 +57,7 @@ struct job {
 	json_t *prev;			/* the record before a configure, or NULL */
 	int prev_numvfs;
 	bool count_changed;
+	bool maybe_changed;		/* a write's outcome is unknown (deadline, worker died) */
 	bool drifted;
 	bool journaled;			/* the intent is in state.json */
 	enum job_step step;
@@ -78,6 +78,7 @@ struct sriov {
 	struct job *running;
 	struct job *queue;
 	int check_interval_ms;
+	int timeout_ms;
 	int64_t timer;
 	int64_t hotplug_timer;
 	json_t *hotplug_pfs;		/* addresses to look at when hotplug_timer fires */
@@ -416,7 +417,13 @@ sriov_config_check(const json_t *section, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	json_object_foreach((json_t *)section, key, v) {
-		if (strcmp(key, "check_interval_ms") == 0) {
+		if (strcmp(key, "timeout_ms") == 0) {
+			if (!json_is_integer(v) || json_integer_value(v) < 100 ||
+			    json_integer_value(v) > 600000) {
+				snprintf(why, whylen, "sriov.timeout_ms: expected milliseconds from 100 to 600000");
+				return -EINVAL;
+			}
+		} else if (strcmp(key, "check_interval_ms") == 0) {
 			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 			    json_integer_value(v) > 86400000) {
 				snprintf(why, whylen, "sriov.check_interval_ms: expected milliseconds (0: never)");
@@ -635,7 +642,7 @@ job_fail(struct job *j, int code, const char *fmt, ...)
 				json_object_del(st->records, j->pf);
 			records_save(st);
 		}
-		if (j->count_changed)
+		if (j->count_changed || j->maybe_changed)
 			enqueue_restore(st, j);
 	}
 	if (j->req)
@@ -646,21 +653,41 @@ job_fail(struct job *j, int code, const char *fmt, ...)
 	job_finish(j);
 }
 
+/* What a failed configure may have changed goes back: to the previous
+ * record, or else to the count and VF settings read before it started. */
 static void
 enqueue_restore(struct sriov *st, struct job *failed)
 {
 	const json_t *prev_desired = failed->prev ? json_object_get(failed->prev, "desired") : NULL;
-	json_t *d = prev_desired ? json_deep_copy(prev_desired) :
-		    json_pack("{s:i, s:s, s:[]}", "num_vfs", failed->prev_numvfs, "vf_driver",
-			      "default", "vfs");
-	struct job *j = job_new(st, failed->pf, d);
+	const json_t *before = json_object_get(failed->inspect, "vfs"), *v;
+	json_t *d, *vfs;
+	struct job *j;
+	size_t i;
 
+	if (prev_desired) {
+		d = json_deep_copy(prev_desired);
+	} else {
+		vfs = json_array();
+		json_array_foreach(before, i, v) {
+			const char *key;
+			json_t *x, *c = json_object();
+
+			/* Unreported values (null) are left alone. */
+			json_object_foreach((json_t *)v, key, x)
+				if (!json_is_null(x))
+					json_object_set(c, key, x);
+			json_array_append_new(vfs, c);
+		}
+		d = json_pack("{s:i, s:s, s:o}", "num_vfs", failed->prev_numvfs, "vf_driver", "default",
+			      "vfs", vfs);
+	}
+	j = job_new(st, failed->pf, d);
 	if (j == NULL) {
 		json_decref(d);
 		return;
 	}
 	j->restoring = true;
-	j->count_only = prev_desired == NULL;
+	j->count_only = prev_desired == NULL && before == NULL;
 	/* Before anything queued meanwhile. */
 	j->next = st->queue;
 	st->queue = j;
@@ -836,12 +863,20 @@ inspect_done(void *arg, int result, const json_t *out)
 	job_step(j);
 }
 
+/* A write whose outcome the worker could not report. */
+static bool
+outcome_unknown(int result)
+{
+	return result == -ETIMEDOUT || result == -EPIPE || result == -ECANCELED;
+}
+
 static void
 numvfs_done(void *arg, int result, const json_t *out)
 {
 	struct job *j = arg;
 
 	j->call = -1;
+	j->maybe_changed |= outcome_unknown(result);
 	if (result < 0) {
 		const char *e = json_string_value(json_object_get(out, "error"));
 
@@ -860,13 +895,21 @@ setvfs_done(void *arg, int result, const json_t *out)
 	struct job *j = arg;
 
 	j->call = -1;
+	if (outcome_unknown(result)) {
+		j->maybe_changed = true;
+		job_fail(j, HDD_ERR_FAILED, "setting the VFs: %s after %d ms; the VFs are put back as they were",
+			 result == -ETIMEDOUT ? "no answer" : strerror(-result), j->st->timeout_ms);
+		return;
+	}
 	if (result < 0) {
 		const char *e = json_string_value(json_object_get(out, "error"));
 
 		json_decref(j->readback);
 		j->readback = json_incref(json_object_get(out, "vfs"));
+		if (json_object_get(out, "rollback"))
+			j->maybe_changed = true;
 		job_fail(j, HDD_ERR_FAILED, "%s%s", e ? e : strerror(-result),
-			 json_object_get(out, "rollback") ? " (rollback incomplete)" :
+			 json_object_get(out, "rollback") ? " (rollback incomplete: trying again)" :
 			 " (rolled back: the VFs are as they were)");
 		return;
 	}
@@ -921,11 +964,11 @@ driver_step(struct job *j)
 				job_fail(j, HDD_ERR_FAILED, "this hostdevd has no IOMMU-group engine: vf_driver vfio-pci is unavailable");
 				return;
 			}
-			id = st->ops->vfio_group_bind(st->core, addr, GROUP_TIMEOUT_MS, group_done, j);
+			id = st->ops->vfio_group_bind(st->core, addr, st->timeout_ms, group_done, j);
 		} else if (!vfio && on_vfio && HDD_CORE_HAS(st->ops, vfio_group_holder) &&
 			   st->ops->vfio_group_holder(st->core, addr, owner, sizeof(owner), &allocated) == 1 &&
 			   strcmp(owner, MOD) == 0) {
-			id = st->ops->vfio_group_unbind(st->core, addr, false, GROUP_TIMEOUT_MS, group_done, j);
+			id = st->ops->vfio_group_unbind(st->core, addr, false, st->timeout_ms, group_done, j);
 		} else {
 			j->driver_next++;
 			continue;
@@ -1018,7 +1061,7 @@ job_step(struct job *j)
 		if (j->live.ifindex > 0 && !j->count_only) {
 			args = json_pack("{s:[{s:s, s:i}]}", "pfs", "address", j->pf, "ifindex",
 					 j->live.ifindex);
-			id = st->ops->worker_call(st->core, "inspect", args, NETLINK_TIMEOUT_MS,
+			id = st->ops->worker_call(st->core, "inspect", args, st->timeout_ms,
 						  inspect_done, j);
 			json_decref(args);
 			if (id < 0) {
@@ -1051,8 +1094,8 @@ job_step(struct job *j)
 		if (j->live.numvfs != num) {
 			j->count_changed = true;
 			args = json_pack("{s:s, s:i, s:i}", "pf", j->pf, "num", num, "wait_ms",
-					 NUMVFS_WAIT_MS);
-			id = st->ops->worker_call(st->core, "numvfs", args, NUMVFS_TIMEOUT_MS,
+					 st->timeout_ms);
+			id = st->ops->worker_call(st->core, "numvfs", args, 2 * st->timeout_ms,
 						  numvfs_done, j);
 			json_decref(args);
 			if (id < 0) {
@@ -1096,7 +1139,7 @@ job_step(struct job *j)
 			return;
 		}
 		args = json_pack("{s:i, s:o}", "ifindex", j->live.ifindex, "vfs", wanted);
-		id = st->ops->worker_call(st->core, "setvfs", args, NETLINK_TIMEOUT_MS, setvfs_done, j);
+		id = st->ops->worker_call(st->core, "setvfs", args, st->timeout_ms, setvfs_done, j);
 		json_decref(args);
 		if (id < 0) {
 			job_fail(j, HDD_ERR_FAILED, "worker: %s", strerror((int)-id));
@@ -1296,7 +1339,7 @@ m_list(void *state, struct hdd_request *req, const json_t *params)
 		return 0;
 	}
 	args = json_pack("{s:o}", "pfs", nics);
-	id = st->ops->worker_call(st->core, "inspect", args, NETLINK_TIMEOUT_MS, list_done, c);
+	id = st->ops->worker_call(st->core, "inspect", args, st->timeout_ms, list_done, c);
 	json_decref(args);
 	if (id < 0)
 		list_done(c, (int)id, NULL);
@@ -1411,6 +1454,8 @@ apply_section(struct sriov *st, const json_t *section)
 	json_decref(st->config);
 	st->config = section ? json_deep_copy(section) : json_object();
 	st->check_interval_ms = iv ? (int)json_integer_value(iv) : CHECK_INTERVAL_MS;
+	iv = json_object_get(section, "timeout_ms");
+	st->timeout_ms = iv ? (int)json_integer_value(iv) : TIMEOUT_MS;
 }
 
 static int

@@ -761,6 +761,31 @@ def test_kill9_while_setting_vfs(sriov_daemon, host):
     assert host.vfs()[0]["vlan"] == 100 and host.numvfs() == 2
 
 
+def test_deadline_puts_things_back_and_late_write_is_drift(sriov_daemon, host):
+    d = sriov_daemon(config={"sriov": {"check_interval_ms": 0, "timeout_ms": 1000}})
+    configure(d, pf=PF, num_vfs=2, vfs=[VF0])
+    record = sriov_state_text(d)
+    host.nl.hold_setlink.set()
+    c = d.client(timeout=60)
+    c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "sriov.configure",
+                            "params": {"pf": PF, "num_vfs": 2,
+                                       "vfs": [{**VF0, "mac": "52:54:00:00:00:77"}]}}) + "\n").encode())
+    assert host.nl.in_setlink.wait(20)
+    assert d.call("daemon.status")["pid"] > 0, "the reactor answers meanwhile"
+    resp = c.recv_line(30)
+    c.close()
+    assert resp["error"]["code"] == -32010 and "no answer after 1000 ms" in resp["error"]["message"]
+    assert sriov_state_text(d) == record, "the record is the one before the call"
+    # sriov.check answers once the put-back is done too: nothing to do yet.
+    assert d.call("sriov.check")["drifted"] == []
+    # The kernel applies the held write late: that is drift, and it goes.
+    host.nl.hold_setlink.clear()
+    host.nl.release.set()
+    hdtest.wait_until(lambda: host.vfs()[0]["mac"] == "52:54:00:00:00:77", what="the late write")
+    assert d.call("sriov.check")["drifted"] == [PF]
+    assert host.vfs()[0]["mac"] == VF0["mac"] and host.vfs()[0]["vlan"] == 100
+
+
 def test_configuration_section_applied_at_start(sriov_daemon, host):
     d = sriov_daemon(config={"sriov": {"check_interval_ms": 0, "pfs": [
         {"vendor_device": "144d:a824", "num_vfs": 1},
@@ -775,6 +800,7 @@ def test_configuration_section_applied_at_start(sriov_daemon, host):
     ({"pfs": [{"pf": PF, "num_vfs": 1, "vfs": [{"index": 0, "mac": "zz"}]}]}, "sriov.pfs[0].vfs[0].mac"),
     ({"pfs": [{"num_vfs": 1}]}, "sriov.pfs[0]: expected one selector"),
     ({"colour": 1}, "sriov.colour: unknown key"),
+    ({"timeout_ms": 5}, "sriov.timeout_ms: expected milliseconds"),
 ])
 def test_configuration_errors(sriov_daemon, host, section, words):
     d = sriov_daemon(config={"sriov": section}, start=False)
