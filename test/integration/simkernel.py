@@ -512,6 +512,7 @@ class SimVgpuKernel:
         with open(os.path.join(rel, "uevent"), "w") as f:
             f.write(f"MDEV_TYPE={os.path.basename(tdir)}\n")
         open(os.path.join(rel, "remove"), "w").close()
+        self._link(os.path.join(rel, "subsystem"), os.path.join(self.sys, "bus/mdev"))
         self._link(os.path.join(rel, "mdev_type"), tdir)
         self._link(os.path.join(tdir, "devices", uuid), rel)
         group = self._new_group()
@@ -550,8 +551,9 @@ class SimVgpuKernel:
                 os.unlink(node)
             shutil.rmtree(gdir, ignore_errors=True)
             self.watched.discard(os.path.join(rel, "remove"))
-            shutil.rmtree(rel)
+            # The kernel sends "remove" while the directory still resolves.
             self._uevent("remove", rel)
+            shutil.rmtree(rel)
             return True
 
     # -- NVIDIA VFs --------------------------------------------------------------

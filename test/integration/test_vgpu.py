@@ -293,6 +293,38 @@ def test_mdev_parent_gone_and_back(vhost):
     assert [x[0] for x in k.log] == ["create", "remove", "create"]
 
 
+@pytest.mark.skipif(shutil.which("umockdev-wrapper") is None, reason="umockdev is not installed")
+def test_mdev_drift_seen_through_uevents(make_daemon):
+    """No reconcile asked for, none on a timer: the mdev's remove uevent
+    alone brings it back."""
+    from test_hotplug import FakeKernel
+    k = FakeKernel("hp-130")
+    sim = None
+    try:
+        env = {"LD_PRELOAD": "libumockdev-preload.so.0", "UMOCKDEV_DIR": k.root}
+        d = make_daemon(host=None, tree=k.root, env=env, node_name="hp-130",
+                        config={"vgpu": {"reconcile_interval": 0}})
+        sim = SimVgpuKernel(k.root, on_event=lambda action, path: k.do(
+            "uevent", rel=path[len("/sys/"):], action=action))
+        ev = d.client(timeout=20)
+        ev.call("events.subscribe", {"types": ["vgpu", "device"]})
+        call(d, "vgpu.create", {"parent": "0000:08:00.5", "type": "nvidia-745", "uuid": U1})
+        ev.next_event(match=lambda x: x["type"] == "device.add" and x.get("id") == U1)
+        assert d.call("devices.get", {"address": U1})["module"] == "vgpu"
+        sim.remove(U1)
+        e = ev.next_event(match=lambda x: x["type"] == "vgpu.drift")
+        assert e["uuid"] == U1
+        ev.next_event(match=lambda x: x["type"] == "vgpu.created" and x["uuid"] == U1)
+        assert mdev_exists(d, U1) and settled(d, U1)["healthy"]
+        assert [x[0] for x in sim.log] == ["create", "remove", "create"]
+        ev.close()
+        d.check_clean_exit()
+    finally:
+        if sim:
+            sim.stop()
+        k.close()
+
+
 def test_mdev_reboot_recreates_before_use(vhost, tmp_path):
     d, k = vhost("hp-130", extra=[add_mtty])
     call(d, "vgpu.create", {"parent": "0000:08:00.6", "type": "nvidia-743", "uuid": U1})
