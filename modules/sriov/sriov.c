@@ -59,6 +59,7 @@ struct job {
 	bool count_changed;
 	bool maybe_changed;		/* a write's outcome is unknown (deadline, worker died) */
 	bool drifted;
+	bool fresh;			/* the record was never applied: nothing can drift */
 	bool journaled;			/* the intent is in state.json */
 	enum job_step step;
 	size_t driver_next;		/* next VF for the driver step */
@@ -825,6 +826,11 @@ emit_drift(struct job *j, const char *attribute, json_t *recorded, json_t *found
 {
 	struct sriov *st = j->st;
 
+	if (j->fresh) {
+		json_decref(recorded);
+		json_decref(found);
+		return;
+	}
 	if (!j->drifted)
 		json_array_append_new(st->drift_seen, json_string(j->pf));
 	j->drifted = true;
@@ -1007,7 +1013,7 @@ job_done_ok(struct job *j)
 			   "vf_devices", j->live.vfs, "vfs", j->readback, "reapplied", j->reapply,
 			   "resource_name",
 			   json_string_value(json_object_get(j->desired, "resource_name")));
-	if (j->reapply && !j->drifted && !j->count_changed) {
+	if (j->reapply && !j->drifted && !j->count_changed && !j->fresh) {
 		/* Nothing was off: no event. */
 	} else if (!j->restoring) {
 		logm(st, HDD_LOG_INFO, "%s: %d VFs configured%s", j->pf, j->live.numvfs,
@@ -1173,6 +1179,10 @@ reapply(struct sriov *st, const char *pf)
 	if (j == NULL)
 		return;
 	j->reapply = true;
+	/* A record still "applying" (a new configuration, a call cut short by
+	 * kill -9) is finished, not drift. */
+	j->fresh = strcmp(json_string_value(json_object_get(rec, "phase")) ?
+			  json_string_value(json_object_get(rec, "phase")) : "", "applied") != 0;
 	job_enqueue(st, j);
 }
 
@@ -1439,6 +1449,9 @@ m_check(void *state, struct hdd_request *req, const json_t *params)
 	struct sriov *st = state;
 
 	(void)params;
+	/* The answer lists what this check (or one running with it) found. */
+	if (json_array_size(st->checks) == 0)
+		json_array_clear(st->drift_seen);
 	json_array_append_new(st->checks, json_integer((json_int_t)(uintptr_t)req));
 	check_all(st);
 	return 0;

@@ -796,6 +796,19 @@ def test_configuration_section_applied_at_start(sriov_daemon, host):
     assert p["recorded"]["num_vfs"] == 2
 
 
+def test_sighup_applies_the_configuration(sriov_daemon, host):
+    d = sriov_daemon()
+    d.write_config({"sriov": {"check_interval_ms": 0, "pfs": [{"pf": PF, "num_vfs": 1, "vfs": [VF0]}]}})
+    d.signal(signal.SIGHUP)
+    hdtest.wait_until(lambda: host.numvfs() == 1 and host.vfs()[0]["mac"] == VF0["mac"], timeout=20,
+                      what="the new configuration applied")
+    # A bad section on SIGHUP changes nothing.
+    d.write_config({"sriov": {"pfs": [{"pf": PF, "num_vfs": 2, "vfs": [{"index": 0, "vlan": 5000}]}]}})
+    d.signal(signal.SIGHUP)
+    hdtest.wait_until(lambda: "sriov.pfs[0].vfs[0].vlan" in d.log_text(), what="the refusal logged")
+    assert d.call("sriov.check")["drifted"] == [] and host.numvfs() == 1
+
+
 @pytest.mark.parametrize("section, words", [
     ({"pfs": [{"pf": PF, "num_vfs": 1, "vfs": [{"index": 0, "mac": "zz"}]}]}, "sriov.pfs[0].vfs[0].mac"),
     ({"pfs": [{"num_vfs": 1}]}, "sriov.pfs[0]: expected one selector"),
