@@ -917,6 +917,12 @@ op_check_holders(struct vgpu_state *st, struct op *o, struct vgpu *r)
 static int
 op_validate(struct vgpu_state *st, struct op *o, struct vgpu *r, char *why, size_t size)
 {
+	if (o->kind == OP_REMOVE || o->kind == OP_CLEAR) {
+		/* Gone already (by hand, with its parent, another type): there is
+		 * nothing of ours in the kernel to undo, only the record. */
+		rec_refresh(st, r);
+		return r->present ? 0 : 1;
+	}
 	if (o->kind == OP_CREATE) {
 		struct mtype types[VGPU_MAX_TYPES];
 		const struct mtype *t;
@@ -979,7 +985,7 @@ op_next(struct vgpu_state *st)
 		}
 		err = op_validate(st, o, r, why, sizeof(why));
 		if (err == 1) {
-			op_succeed(st, o);	/* already so: adopted */
+			op_succeed(st, o);	/* already so */
 			return;
 		}
 		if (err < 0) {
@@ -2116,7 +2122,9 @@ vf_json(struct vgpu_state *st, const struct hdd_pci_facts *f)
 		char id[24];
 
 		snprintf(id, sizeof(id), "%ld", types[i].id);
-		json_array_append_new(arr, json_pack("{s:s, s:s}", "id", id, "name", types[i].name));
+		/* Listed means creatable now: one instance (the VF itself). */
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:i}", "id", id, "name",
+						     types[i].name, "available", 1));
 	}
 	return json_pack("{s:s, s:s, s:s?, s:I, s:o}", "parent", f->address, "flavour", "vf",
 			 "physfn", f->physfn, "current_type", (json_int_t)cur, "types", arr);

@@ -139,7 +139,7 @@ def test_types_of_both_flavours(vhost):
     types = {p["parent"]: p for p in call(d, "vgpu.types")["parents"]}
     vf = types["0000:04:00.4"]
     assert vf["flavour"] == "vf" and vf["current_type"] == 0 and vf["physfn"] == "0000:04:00.0"
-    assert vf["types"][0] == {"id": "1147", "name": "GRID A100-1-5C"}
+    assert vf["types"][0] == {"id": "1147", "name": "GRID A100-1-5C", "available": 1}
     assert len(vf["types"]) == len(A100_TYPES)
     assert "0000:04:00.0" not in types, "the PF has no catalogue"
     d2, _ = vhost("hp-130", extra=[add_mtty])
@@ -291,6 +291,11 @@ def test_mdev_parent_gone_and_back(vhost):
     wait_until(lambda: mdev_exists(d, U1), what="created again on the parent's return")
     assert settled(d, U1)["healthy"]
     assert [x[0] for x in k.log] == ["create", "remove", "create"]
+    # Gone by hand, then removed through hostdevd: only the record goes.
+    assert k.remove(U1)
+    assert call(d, "vgpu.remove", {"uuid": U1}) == {"uuid": U1, "removed": True}
+    assert U1 not in vgpus(d) and state_section(d)["vgpus"] == []
+    assert [x[0] for x in k.log] == ["create", "remove", "create", "remove"]
 
 
 @pytest.mark.skipif(shutil.which("umockdev-wrapper") is None, reason="umockdev is not installed")
