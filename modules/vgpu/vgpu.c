@@ -660,7 +660,16 @@ op_fail(struct vgpu_state *st, struct op *o, int code, const char *why)
 {
 	struct vgpu *r = rec_find(st, o->id);
 
-	st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s: %s", o->id, why);
+	/* A repair that keeps failing (every reconcile tries again) says so
+	 * once, until it works. */
+	if (!(o->repair && r && r->complained))
+		st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s: %s", o->id, why);
+	if (r && o->repair && r->complained && o->kind != OP_REMOVE && o->kind != OP_CLEAR) {
+		r->phase = PH_CREATED;
+		save(st);
+		op_finish(st);
+		return;
+	}
 	if (r) {
 		if ((o->kind == OP_CREATE || o->kind == OP_SET) && !o->repair) {
 			/* A new vGPU that did not come: forgotten, unless it is there. */
@@ -680,6 +689,7 @@ op_fail(struct vgpu_state *st, struct op *o, int code, const char *why)
 			}
 		} else {
 			r->phase = PH_CREATED;
+			r->complained = o->repair;
 		}
 		save(st);
 		rec_refresh(st, r);
@@ -1085,6 +1095,68 @@ mdev_parents(struct vgpu_state *st, char (*names)[64], size_t max)
 	return n;
 }
 
+/* Takes up to `want` mdevs of type t that are on `parent` and not recorded
+ * (made before hostdevd, or by hand) as the rule's own. Returns how many. */
+static int
+adopt_mdevs(struct vgpu_state *st, const struct rule *ru, const char *parent,
+	    const struct mtype *t, int want)
+{
+	int fd = openat(st->ops->sysfs_fd(st->core), "bus/mdev/devices",
+			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	int n = 0;
+	DIR *dir;
+
+	if (fd < 0 || want <= 0) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	dir = fdopendir(fd);
+	if (dir == NULL) {
+		close(fd);
+		return 0;
+	}
+	while (n < want && (de = readdir(dir)) != NULL) {
+		char rel[160], ty[64] = "", par[64] = "", target[512], res[VGPU_RESOURCE_MAX];
+		const char *slash;
+		struct vgpu *r;
+		ssize_t len;
+
+		if (!vgpu_uuid_valid(de->d_name) || rec_find(st, de->d_name))
+			continue;
+		snprintf(rel, sizeof(rel), "bus/mdev/devices/%s", de->d_name);
+		len = readlinkat(st->ops->sysfs_fd(st->core), rel, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = '\0';
+		*strrchr(target, '/') = '\0';
+		slash = strrchr(target, '/');
+		snprintf(par, sizeof(par), "%s", slash ? slash + 1 : target);
+		snprintf(rel, sizeof(rel), "bus/mdev/devices/%s/mdev_type", de->d_name);
+		if (strcmp(par, parent) != 0 || link_base(st, rel, ty, sizeof(ty)) < 0 ||
+		    strcmp(ty, t->id) != 0)
+			continue;
+		if (ru->resource[0])
+			snprintf(res, sizeof(res), "%s", ru->resource);
+		else
+			default_resource(st, parent_domain(st, parent), t->id, t->t.name, res,
+					 sizeof(res));
+		r = new_record(st, VGPU_MDEV, de->d_name, parent, t->id, t->t.name, res,
+			       ru->resource[0] != '\0', true);
+		if (r == NULL)
+			break;
+		r->phase = PH_CREATED;
+		rec_refresh(st, r);
+		r->seen_ok = r->present;
+		save(st);
+		emit_rec(st, "created", r, NULL);
+		n++;
+	}
+	closedir(dir);
+	return n;
+}
+
 static void
 apply_mdev_rule(struct vgpu_state *st, const struct rule *ru)
 {
@@ -1106,6 +1178,7 @@ apply_mdev_rule(struct vgpu_state *st, const struct rule *ru)
 			have += st->v[k].flavour == VGPU_MDEV &&
 				strcmp(st->v[k].parent, names[i]) == 0 &&
 				strcmp(st->v[k].type, t->id) == 0;
+		have += adopt_mdevs(st, ru, names[i], t, ru->count - have);
 		for (; have < ru->count; have++) {
 			char uuid[40], res[VGPU_RESOURCE_MAX];
 			struct vgpu *r;

@@ -90,6 +90,11 @@ def vgpus(d):
     return {v.get("uuid") or v.get("address"): v for v in call(d, "vgpu.list")["vgpus"]}
 
 
+def applied(k, entry, n):
+    """Waits until the simulated kernel has applied `entry` n times."""
+    wait_until(lambda: k.log.count(entry) >= n, what=f"{entry} applied {n} times")
+
+
 def settled(d, key, present=True):
     """Waits until hostdevd has no operation queued for the vGPU `key` and
     it is (or is not) present; returns its view."""
@@ -330,6 +335,31 @@ def test_mdev_drift_seen_through_uevents(make_daemon):
         k.close()
 
 
+def test_repair_that_cannot_succeed_says_so_once(vhost):
+    """Someone took the VF's one instance while our mdev was gone: the
+    repair fails, is reported once, and the other mdev is left alone."""
+    d, k = vhost("hp-130")
+    call(d, "vgpu.create", {"parent": "0000:08:00.5", "type": "nvidia-745", "uuid": U1})
+    assert k.remove(U1)
+    with open(os.path.join(d.sysfs, "class/mdev_bus/0000:08:00.5/mdev_supported_types/nvidia-743/create"), "w") as f:
+        f.write(U2)
+    wait_until(lambda: mdev_exists(d, U2), what="the other mdev")
+    c = d.client(timeout=15)
+    c.call("events.subscribe", {"types": ["vgpu"]})
+    # Events of a call reach the caller's own connection before its answer.
+    c.call("vgpu.reconcile")
+    seen = [e["type"] for e in c.pending]
+    assert seen == ["vgpu.drift", "vgpu.failed"], seen
+    assert "no instance of type nvidia-745" in c.pending[1]["error"]
+    c.pending.clear()
+    c.call("vgpu.reconcile")
+    assert [e["type"] for e in c.pending] == [], "said once"
+    v = vgpus(d)[U1]
+    assert not v["present"] and v["phase"] == "created" and mdev_exists(d, U2)
+    assert not any(x == ("remove", U2, None) for x in k.log)
+    c.close()
+
+
 def test_mdev_reboot_recreates_before_use(vhost, tmp_path):
     d, k = vhost("hp-130", extra=[add_mtty])
     call(d, "vgpu.create", {"parent": "0000:08:00.6", "type": "nvidia-743", "uuid": U1})
@@ -407,6 +437,7 @@ def test_mdev_kill9_at_each_step(vhost):
 
 def test_config_creates_mdevs_and_renames(vhost):
     config = {"vgpu": {"devices": [{"parent": "0000:08:00.[56]", "type": "NVIDIA A2-2B"},
+                                   {"parent": "0000:08:00.4", "type": "nvidia-745"},
                                    {"parent": "mtty", "type": "mtty-1", "count": 3,
                                     "resource_name": "example.com/serial"}],
                        "resources": {"NVIDIA A2-2B": "example.com/a2b"}}}
@@ -414,7 +445,10 @@ def test_config_creates_mdevs_and_renames(vhost):
     wait_until(lambda: len([x for x in k.log if x[0] == "create"]) == 5, what="five mdevs")
     wait_until(lambda: all(v["present"] for v in vgpus(d).values()), what="all present")
     v = list(vgpus(d).values())
-    assert sorted(x["parent"] for x in v) == ["0000:08:00.5", "0000:08:00.6", "mtty", "mtty", "mtty"]
+    assert sorted(x["parent"] for x in v) == ["0000:08:00.4", "0000:08:00.5", "0000:08:00.6", "mtty",
+                                              "mtty", "mtty"]
+    # The mdev made before hostdevd on 08:00.4 is adopted, not made twice.
+    assert vgpus(d)["aa8d831f-7752-4d32-9f62-d4a95b118e28"]["resource"] == A2Q
     assert all(x["config"] for x in v)
     res = resources(d)
     assert len(res["example.com/a2b"]["devices"]) == 2 and len(res["example.com/serial"]["devices"]) == 3
@@ -422,7 +456,7 @@ def test_config_creates_mdevs_and_renames(vhost):
     d.stop()
     d.start()
     call(d, "vgpu.reconcile")
-    assert len(vgpus(d)) == 5 and len([x for x in k.log if x[0] == "create"]) == 5
+    assert len(vgpus(d)) == 6 and len([x for x in k.log if x[0] == "create"]) == 5
 
 
 @pytest.mark.parametrize("bad,why", [
@@ -506,20 +540,23 @@ def test_vf_drift_kill9_and_reboot(vhost):
     d, k = vhost("dell-190", extra=[add_a100_vgpu])
     vf = A100_VFS[1]
     call(d, "vgpu.set_type", {"address": vf, "type": "1148", "resource_name": "example.com/a100"})
+    # Each write is applied by the simulation before the next one is made
+    # (it reads the file when it takes a write, as a register).
+    applied(k, ("set", vf, 1148), 1)
     ev = d.client(timeout=15)
     ev.call("events.subscribe", {"types": ["vgpu"]})
     # Cleared by hand (a driver reload does the same): drift, set again.
     k.set_type_by_hand(vf, 0)
-    wait_until(lambda: k.current(vf) == 0 and ("clear", vf, 1148) in k.log, what="the clear by hand")
+    applied(k, ("clear", vf, 1148), 1)
     call(d, "vgpu.reconcile")
     ev.next_event(match=lambda x: x["type"] == "vgpu.drift")
-    wait_until(lambda: k.current(vf) == 1148, what="the type back")
-    assert settled(d, vf)["healthy"]
+    applied(k, ("set", vf, 1148), 2)
+    assert k.current(vf) == 1148 and settled(d, vf)["healthy"]
     # Another type by hand: drift reported, not undone.
     k.set_type_by_hand(vf, 0)
-    wait_until(lambda: ("clear", vf, 1148) in k.log[-1:], what="cleared")
+    applied(k, ("clear", vf, 1148), 2)
     k.set_type_by_hand(vf, 1149)
-    wait_until(lambda: k.current(vf) == 1149 and k.log[-1][0] == "set", what="other type")
+    applied(k, ("set", vf, 1149), 1)
     call(d, "vgpu.reconcile")
     e = ev.next_event(match=lambda x: x["type"] == "vgpu.drift" and "1149" in json.dumps(x))
     assert k.current(vf) == 1149
@@ -531,12 +568,13 @@ def test_vf_drift_kill9_and_reboot(vhost):
     rewrite_state(d, lambda s: s["modules"]["vgpu"]["vgpus"][0].update(phase="creating"))
     d.start()
     wait_until(lambda: k.current(vf) == 1148 and vgpus(d)[vf]["phase"] == "created", what="set at start")
+    applied(k, ("set", vf, 1148), 3)
     # Kill during a clear: finished at start.
     d.stop()
     rewrite_state(d, lambda s: s["modules"]["vgpu"]["vgpus"][0].update(phase="removing"))
     d.start()
     wait_until(lambda: k.current(vf) == 0 and vf not in vgpus(d), what="clear finished")
-    wait_until(lambda: k.log[-1] == ("clear", vf, 1148), what="the catalogue back")
+    applied(k, ("clear", vf, 1148), 3)
     # Reboot: the types are gone; they come back with the same resource.
     call(d, "vgpu.set_type", {"address": vf, "type": "1148", "resource_name": "example.com/a100"})
     d.stop()
