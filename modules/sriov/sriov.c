@@ -1443,6 +1443,40 @@ out:
 	return 0;
 }
 
+/* Stops managing a PF: its record goes, the kernel keeps what it has. */
+static int
+m_forget(void *state, struct hdd_request *req, const json_t *params)
+{
+	struct sriov *st = state;
+	const char *name = json_string_value(json_object_get(params, "pf"));
+	char addr[16];
+	json_t *rec;
+
+	if (name == NULL) {
+		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "pf: expected the PF's PCI address or netdev name");
+		return 0;
+	}
+	if (pf_resolve(st, name, addr, sizeof(addr)) < 0 || json_object_get(st->records, addr) == NULL) {
+		st->ops->reply_error(req, HDD_ERR_NOT_FOUND, "%s: no SR-IOV record for this PF", name);
+		return 0;
+	}
+	if (job_pending_for(st, addr)) {
+		st->ops->reply_error(req, HDD_ERR_BUSY, "%s: a change of this PF is in flight", addr);
+		return 0;
+	}
+	rec = json_incref(json_object_get(st->records, addr));
+	json_object_del(st->records, addr);
+	if (records_save(st) < 0) {
+		json_object_set_new(st->records, addr, rec);
+		st->ops->reply_error(req, HDD_ERR_FAILED, "%s: state.json could not record it", addr);
+		return 0;
+	}
+	logm(st, HDD_LOG_INFO, "%s: forgotten (its VFs stay as they are)", addr);
+	st->ops->reply(req, json_pack("{s:s, s:O}", "pf", addr, "forgotten", json_object_get(rec, "desired")));
+	json_decref(rec);
+	return 0;
+}
+
 static int
 m_check(void *state, struct hdd_request *req, const json_t *params)
 {
@@ -1760,6 +1794,7 @@ sriov_allocate(void *state, const char *resource, const struct hdd_device_view *
 /* --- the worker's side: see nl.c ------------------------------------------------ */
 
 static const char *const no_params[] = { NULL };
+static const char *const forget_params[] = { "pf", NULL };
 static const char *const configure_params[] = { "pf", "num_vfs", "vf_driver", "resource_name",
 						"vfs", NULL };
 
@@ -1768,6 +1803,7 @@ static const struct hdd_method sriov_methods[] = {
 	{ .name = MOD ".configure", .params = configure_params, .call = m_configure,
 	  .mutating = true },
 	{ .name = MOD ".check", .params = no_params, .call = m_check, .mutating = true },
+	{ .name = MOD ".forget", .params = forget_params, .call = m_forget, .mutating = true },
 	{ .name = NULL },
 };
 

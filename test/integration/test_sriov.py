@@ -679,6 +679,21 @@ def test_drift_is_an_event_and_reapplied(sriov_daemon, host):
     assert "num_vfs drifted" in d.log_text() and "trust drifted" in d.log_text()
 
 
+def test_forget_stops_managing(sriov_daemon, host):
+    d = sriov_daemon()
+    configure(d, pf=PF, num_vfs=2, vfs=[VF0])
+    r = d.call("sriov.forget", {"pf": PF_IF})
+    assert r["pf"] == PF and r["forgotten"]["num_vfs"] == 2
+    assert host.numvfs() == 2, "the kernel keeps what it has"
+    with open(host.sim.path(PF), "w") as f:
+        f.write("0\n")
+    hdtest.wait_until(lambda: host.sim.counts[PF] == 0, what="the VFs to go")
+    assert d.call("sriov.check")["drifted"] == [] and host.numvfs() == 0
+    assert VF0["mac"] not in sriov_state_text(d)
+    e = call_error(d, "sriov.forget", {"pf": PF})
+    assert e.code == -32004
+
+
 def test_drift_events(sriov_daemon, host):
     d = sriov_daemon()
     configure(d, pf=PF, num_vfs=1, vfs=[VF0])
