@@ -801,6 +801,28 @@ def test_deadline_puts_things_back_and_late_write_is_drift(sriov_daemon, host):
     assert host.vfs()[0]["mac"] == VF0["mac"] and host.vfs()[0]["vlan"] == 100
 
 
+def test_sigterm_with_a_change_in_flight(sriov_daemon, host):
+    d = sriov_daemon()
+    host.nl.hold_setlink.set()
+    c = d.client(timeout=60)
+    c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "sriov.configure",
+                            "params": {"pf": PF, "num_vfs": 1, "vfs": [VF0]}}) + "\n").encode())
+    assert host.nl.in_setlink.wait(20)
+    d.signal(signal.SIGTERM)
+    # Answered with an error, or the connection closes as the daemon goes.
+    try:
+        assert "stopping" in c.recv_line(30)["error"]["message"]
+    except ConnectionError:
+        pass
+    c.close()
+    host.nl.hold_setlink.clear()
+    host.nl.release.set()
+    d.check_clean_exit()
+    # The record stays: the next start finishes the change.
+    d.start()
+    hdtest.wait_until(lambda: host.vfs()[0]["mac"] == VF0["mac"], timeout=30, what="the change finished")
+
+
 def test_configuration_section_applied_at_start(sriov_daemon, host):
     d = sriov_daemon(config={"sriov": {"check_interval_ms": 0, "pfs": [
         {"vendor_device": "144d:a824", "num_vfs": 1},
