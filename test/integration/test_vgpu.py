@@ -692,3 +692,21 @@ def test_enable_and_disable_vfs(make_daemon):
     finally:
         vk.stop()
         pk.stop()
+
+
+def test_vf_allocate_follows_the_iommufd_policy(vhost):
+    config = {"resources": {"rules": [{"vendor": "10de", "device": "20f1", "iommu": "prefer-iommufd"}]}}
+    d, k = vhost("dell-190", extra=[add_a100_vgpu], config=config, start=False)
+    open(os.path.join(d.devroot, "iommu"), "w").close()
+    kubelet = Kubelet(d.kubelet)
+    try:
+        d.start()
+        vf = A100_VFS[2]
+        call(d, "vgpu.set_type", {"address": vf, "type": "GRID A100-1-5C"})
+        plugin = kubelet.wait_registered(A100_5C)
+        plugin.wait_devices(lambda x: x == [(vf, "Healthy", [1])])
+        resp = plugin.allocate([vf]).container_responses[0]
+        assert dict(resp.envs) == {"PCI_RESOURCE_NVIDIA_COM_GRID_A100-1-5C": vf}
+        assert [s.host_path for s in resp.devices] == ["/dev/iommu", "/dev/vfio/devices/vfio119"]
+    finally:
+        kubelet.stop()
