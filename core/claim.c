@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* PCI claims: whole IOMMU groups onto vfio-pci and back, journalled in
- * state.json so that restart, kill -9 and reboot leave nothing half done. */
+/* The IOMMU-group engine: whole IOMMU groups onto vfio-pci and back for the
+ * module that asks (vfio_group_bind/unbind), journalled in state.json per
+ * owner so that restart, kill -9 and reboot leave nothing half done. What a
+ * group is held for (a PCI claim, VFs for guests) is the owner's business. */
 #include "config.h"
 
 #include <errno.h>
@@ -33,22 +35,25 @@
 #define VERIFY_LIMIT_MS 5000		/* for a bind to show */
 #define VERIFY_MAX_TRIES 250
 #define MAX_MEMBERS 64
+/* Records written before the engine had owners (ABI 2.0 and earlier) were
+ * the PCI claims of the module that now carries them on. */
+#define LEGACY_OWNER "pci"
 
 enum phase {
 	PH_START = 0,
 	/* claim */
-	PH_MODPROBE, PH_GPU_FREE, PH_PM_OFF, PH_INTENT, PH_OVERRIDE, PH_UNBIND, PH_PROBE, PH_VERIFY,
+	PH_MODPROBE, PH_INTENT, PH_OVERRIDE, PH_UNBIND, PH_PROBE, PH_VERIFY,
 	PH_CLAIMED,
 	/* rollback of a failed claim */
 	PH_RB_UNBIND, PH_RB_CLEAR, PH_RB_BIND, PH_RB_DONE,
 	/* release */
-	PH_RL_HOLDERS, PH_RL_INTENT, PH_RL_UNBIND, PH_RL_CLEAR, PH_RL_BIND, PH_RL_VERIFY, PH_RL_PM_ON,
+	PH_RL_HOLDERS, PH_RL_INTENT, PH_RL_UNBIND, PH_RL_CLEAR, PH_RL_BIND, PH_RL_VERIFY,
 	PH_RELEASED,
 	PH_MAX
 };
 
 static const char *const phase_names[PH_MAX] = {
-	[PH_START] = "start", [PH_GPU_FREE] = "gpu-free", [PH_PM_OFF] = "persistence-off",
+	[PH_START] = "start",
 	[PH_INTENT] = "intent", [PH_MODPROBE] = "modprobe", [PH_OVERRIDE] = "override",
 	[PH_UNBIND] = "unbind", [PH_PROBE] = "probe", [PH_VERIFY] = "verify",
 	[PH_CLAIMED] = "claimed", [PH_RB_UNBIND] = "rollback-unbind",
@@ -56,7 +61,7 @@ static const char *const phase_names[PH_MAX] = {
 	[PH_RB_DONE] = "rolled-back", [PH_RL_HOLDERS] = "release-holders",
 	[PH_RL_INTENT] = "release-intent", [PH_RL_UNBIND] = "release-unbind",
 	[PH_RL_CLEAR] = "release-clear", [PH_RL_BIND] = "release-bind",
-	[PH_RL_VERIFY] = "release-verify", [PH_RL_PM_ON] = "persistence-on",
+	[PH_RL_VERIFY] = "release-verify",
 	[PH_RELEASED] = "released",
 };
 
@@ -82,7 +87,7 @@ struct claim_job {
 	unsigned verify_gen;	/* the timer that may wake it */
 	int verify_wait_ms;
 	int64_t verify_deadline;	/* monotonic ms */
-	bool nvidia;
+	int64_t deadline;	/* monotonic ms the whole move must end by; 0: none */
 	char error[512];
 	int fail_err;			/* job_fail's error for the caller; 0: -EIO */
 	claim_done_fn done;
@@ -95,6 +100,8 @@ static const char *crash_after;	/* HOSTDEVD_TEST_CRASH_AFTER, tests only */
 static void job_run(struct claim_job *j);
 static void index_rebuild(struct claims *c);
 static void job_next_member(struct claim_job *j, enum phase first, enum phase after);
+static int64_t mono_ms(void);
+static const char *member_addr(struct claim_job *j);
 
 const char *
 claim_state_to_string(enum claim_state s)
@@ -117,7 +124,6 @@ claim_free(struct claim *cl)
 	for (size_t i = 0; i < cl->n; i++)
 		free(cl->members[i].original_driver);
 	free(cl->members);
-	free(cl->resource_name);
 	free(cl->saved);
 	free(cl);
 }
@@ -134,11 +140,10 @@ claim_persist_json(const struct claim *cl)
 							 cl->members[i].address, "original_driver",
 							 cl->members[i].original_driver, "bridge",
 							 cl->members[i].bridge));
-	return json_pack("{s:s, s:i, s:s?, s:s, s:o, s:b, s:I, s:I, s:s}", "address", cl->address,
-			 "iommu_group", cl->group, "resource_name", cl->resource_name, "state",
+	return json_pack("{s:s, s:i, s:s, s:s, s:o, s:I, s:I, s:s}", "address", cl->address,
+			 "iommu_group", cl->group, "owner", cl->owner, "state",
 			 claim_state_to_string(cl->state == CLAIM_REFUSED ? cl->recorded : cl->state),
-			 "members", members, "from_config",
-			 cl->from_config, "created", (json_int_t)cl->created, "allocations",
+			 "members", members, "created", (json_int_t)cl->created, "allocations",
 			 (json_int_t)cl->allocations, "advertised_as", cl->advertised);
 }
 
@@ -206,7 +211,7 @@ claim_from_json(const json_t *o)
 	struct claim *cl = calloc(1, sizeof(*cl));
 	const json_t *members = json_object_get(o, "members");
 	const char *addr = json_string_value(json_object_get(o, "address"));
-	const char *res = json_string_value(json_object_get(o, "resource_name"));
+	const char *owner = json_string_value(json_object_get(o, "owner"));
 	int st = state_from_string(json_string_value(json_object_get(o, "state")));
 	size_t i;
 	json_t *m;
@@ -216,13 +221,14 @@ claim_from_json(const json_t *o)
 	if (cl == NULL)
 		return NULL;
 	if (!addr || !pci_address_valid(addr) || st < 0 || !json_is_array(members) ||
+	    (owner && (!owner[0] || strlen(owner) >= sizeof(cl->owner))) ||
 	    json_array_size(members) == 0 || json_array_size(members) > MAX_MEMBERS)
 		goto bad;
 	snprintf(cl->address, sizeof(cl->address), "%s", addr);
 	cl->group = (int)json_integer_value(json_object_get(o, "iommu_group"));
-	cl->resource_name = res ? strdup(res) : NULL;
+	/* A record from before the engine had owners was a PCI claim. */
+	snprintf(cl->owner, sizeof(cl->owner), "%s", owner ? owner : LEGACY_OWNER);
 	cl->state = (enum claim_state)st;
-	cl->from_config = json_is_true(json_object_get(o, "from_config"));
 	cl->created = (int64_t)json_integer_value(json_object_get(o, "created"));
 	cl->allocations = (uint64_t)json_integer_value(json_object_get(o, "allocations"));
 	snprintf(cl->advertised, sizeof(cl->advertised), "%s",
@@ -246,6 +252,39 @@ claim_from_json(const json_t *o)
 bad:
 	claim_free(cl);
 	return NULL;
+}
+
+/* A file from before the engine had owners: its records were whole PCI
+ * claims. The engine keeps their group part; what only their owner reads
+ * (a resource name, whether the configuration asked) goes, record by
+ * record as it was, to the owner's section as {"legacy_claims": [...]},
+ * which the owner folds into its own records at start. Written back at
+ * the next save; until then the file stays as it was. */
+static void
+legacy_carry_over(struct claims *c, const json_t *list)
+{
+	json_t *legacy = NULL, *o, *section;
+	size_t i;
+
+	json_array_foreach(list, i, o) {
+		if (json_object_get(o, "owner"))
+			continue;
+		if (legacy == NULL && (legacy = json_array()) == NULL)
+			return;
+		json_array_append(legacy, o);
+	}
+	if (legacy == NULL)
+		return;
+	if (c->modules == NULL)
+		c->modules = json_object();
+	section = c->modules ? json_object_get(c->modules, LEGACY_OWNER) : NULL;
+	if (c->modules && section == NULL) {
+		json_object_set_new(c->modules, LEGACY_OWNER,
+				    json_pack("{s:O}", "legacy_claims", legacy));
+		log_info("claim", "%zu records from before owners carried over to module %s",
+			 json_array_size(legacy), LEGACY_OWNER);
+	}
+	json_decref(legacy);
 }
 
 int
@@ -295,6 +334,8 @@ claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
 			json_decref(c->modules);
 			c->modules = json_incref(mods);
 		}
+		if (!c->fail_closed)
+			legacy_carry_over(c, list);
 		json_array_foreach(list, i, o) {
 			struct claim *cl = claim_from_json(o);
 			struct claim **v;
@@ -498,29 +539,47 @@ claim_json(const struct claim *cl)
 }
 
 json_t *
-claims_json(struct claims *c)
+claim_view_json(struct claims *c, const struct claim *cl)
+{
+	json_t *o = claim_json(cl);
+	json_t *members = json_object_get(o, "members"), *m;
+	size_t k;
+
+	/* Each member's driver now, beside the one it had. */
+	json_array_foreach(members, k, m) {
+		char drv[64];
+		bool present;
+
+		current_driver(c, cl->members[k].address, drv, sizeof(drv), &present);
+		json_object_set_new(m, "driver", drv[0] ? json_string(drv) : json_null());
+		json_object_set_new(m, "present", json_boolean(present));
+	}
+	json_object_set_new(o, "group", json_integer(cl->group));
+	return o;
+}
+
+json_t *
+claims_owner_json(struct claims *c, const char *owner)
 {
 	json_t *list = json_array();
 
-	for (size_t i = 0; i < c->n; i++) {
-		json_t *o = claim_json(c->v[i]);
-		json_t *members = json_object_get(o, "members"), *m;
-		size_t k;
+	for (size_t i = 0; list && c && i < c->n; i++)
+		if (owner == NULL || strcmp(c->v[i]->owner, owner) == 0)
+			json_array_append_new(list, claim_view_json(c, c->v[i]));
+	return list;
+}
 
-		/* Each member's driver now, beside the one it had. */
-		json_array_foreach(members, k, m) {
-			char drv[64];
-			bool present;
-
-			current_driver(c, c->v[i]->members[k].address, drv, sizeof(drv), &present);
-			json_object_set_new(m, "driver", drv[0] ? json_string(drv) : json_null());
-			json_object_set_new(m, "present", json_boolean(present));
-		}
-		json_array_append_new(list, o);
-	}
-	return json_pack("{s:o, s:b, s:s?, s:s, s:b}", "claims", list, "fail_closed",
-			 c->fail_closed, "fail_reason", c->fail_closed ? c->fail_reason : NULL,
-			 "boot_id", c->boot_id, "rebooted", c->rebooted);
+json_t *
+claims_json(struct claims *c, json_t *list)
+{
+	if (list == NULL)
+		list = claims_owner_json(c, NULL);
+	if (c == NULL)
+		return json_pack("{s:o}", "claims", list ? list : json_array());
+	return json_pack("{s:o, s:b, s:s?, s:s, s:b}", "claims", list ? list : json_array(),
+			 "fail_closed", c->fail_closed, "fail_reason",
+			 c->fail_closed ? c->fail_reason : NULL, "boot_id", c->boot_id, "rebooted",
+			 c->rebooted);
 }
 
 /* --- jobs ------------------------------------------------------------------- */
@@ -529,8 +588,8 @@ static void
 emit(struct claims *c, const char *type, const struct claim *cl, const char *extra_key,
      const char *extra)
 {
-	json_t *p = json_pack("{s:s, s:s, s:s}", "class", "pci", "id", cl->address, "step",
-			      cl->step);
+	json_t *p = json_pack("{s:s, s:s, s:s, s:s}", "class", "pci", "id", cl->address, "owner",
+			      cl->owner, "step", cl->step);
 
 	if (p && extra_key)
 		json_object_set_new(p, extra_key, json_string(extra ? extra : ""));
@@ -562,7 +621,7 @@ job_finish(struct claim_job *j, int err)
 	if (cl)
 		cl->job = NULL;
 	if (err == 0 && cl)
-		result = claim_json(cl);
+		result = claim_view_json(c, cl);
 	if (j->done)
 		j->done(j->arg, err, err ? j->error : NULL, result);
 	else
@@ -673,6 +732,22 @@ release_timeout_holders(void *arg, int result, const json_t *reply)
 static void
 submit(struct claim_job *j, json_t *req, int timeout_ms)
 {
+	bool rollback = j->phase >= PH_RB_UNBIND && j->phase <= PH_RB_DONE;
+
+	/* The owner's deadline bounds the move; a rollback always runs. */
+	if (j->deadline && !rollback) {
+		int64_t left = j->deadline - mono_ms();
+
+		if (left <= 0) {
+			json_decref(req);
+			j->fail_err = -ETIMEDOUT;
+			job_fail(j, "%s of %s: the deadline of the move passed", phase_names[j->phase],
+				 member_addr(j));
+			return;
+		}
+		if (left < timeout_ms)
+			timeout_ms = (int)left;
+	}
 	if (worker_submit(j->c->d->worker, req, timeout_ms, job_after_write, j) < 0)
 		job_fail(j, "%s: out of memory", phase_names[j->phase]);
 }
@@ -723,8 +798,7 @@ job_after_write(void *arg, int result, const json_t *reply)
 	struct claim_job *j = arg;
 	const json_t *holders = reply ? json_object_get(reply, "holders") : NULL;
 
-	bool best_effort = j->phase == PH_PM_OFF || j->phase == PH_RL_PM_ON ||
-			   (j->phase >= PH_RB_UNBIND && j->phase <= PH_RB_DONE);
+	bool best_effort = j->phase >= PH_RB_UNBIND && j->phase <= PH_RB_DONE;
 
 	if (result < 0 && (result == -ETIMEDOUT || !best_effort) && j->phase != PH_MODPROBE) {
 		if (j->phase == PH_RL_UNBIND && result == -ETIMEDOUT) {
@@ -743,26 +817,16 @@ job_after_write(void *arg, int result, const json_t *reply)
 	if (result < 0)
 		log_warnx("claim", "%s: %s of %s: %s (carrying on)", j->cl->address,
 			  phase_names[j->phase], member_addr(j), strerror(-result));
-	if (j->phase == PH_GPU_FREE || j->phase == PH_RL_HOLDERS) {
-		if (json_array_size(holders) > 0 && !(j->phase == PH_RL_HOLDERS && j->force)) {
-			char who[384];
+	if (j->phase == PH_RL_HOLDERS && json_array_size(holders) > 0 && !j->force) {
+		char who[384];
 
-			format_holders(holders, who, sizeof(who));
-			if (j->phase == PH_GPU_FREE)
-				job_fail(j, "gpu-free: still in use after %d s by PID %s",
-					 j->c->d->cfg->gpu_free_timeout_ms / 1000, who);
-			else {
-				j->fail_err = -EPERM;	/* refused, as the README says */
-				job_fail(j, "release refused: in use by PID %s (force to release anyway)",
-					 who);
-			}
-			return;
-		}
+		format_holders(holders, who, sizeof(who));
+		j->fail_err = -EBUSY;	/* the owner refuses with it */
+		job_fail(j, "release refused: in use by PID %s (force to release anyway)", who);
+		return;
 	}
 	maybe_crash(j);
 	switch (j->phase) {
-	case PH_GPU_FREE: set_step(j, PH_PM_OFF); break;
-	case PH_PM_OFF: set_step(j, PH_INTENT); break;
 	case PH_MODPROBE:
 		/* Looked at again: the driver must be there now. */
 		j->modprobe_err = result;
@@ -785,7 +849,6 @@ job_after_write(void *arg, int result, const json_t *reply)
 		verify_begin(j);
 		set_step(j, PH_RL_VERIFY);
 		break;
-	case PH_RL_PM_ON: set_step(j, PH_RELEASED); break;
 	default:
 		break;
 	}
@@ -877,7 +940,7 @@ job_run(struct claim_job *j)
 {
 	struct claims *c = j->c;
 	struct claim *cl = j->cl;
-	char drv[64], path[256], prefix[1200];
+	char drv[64], path[256];
 	bool present = true;
 	int err;
 
@@ -893,27 +956,6 @@ job_run(struct claim_job *j)
 		set_step(j, PH_MODPROBE);
 		job_run(j);
 		return;
-	case PH_GPU_FREE:
-		for (size_t i = 0; i < cl->n; i++) {
-			const char *orig = cl->members[i].original_driver;
-			j->nvidia |= orig && strcmp(orig, "nvidia") == 0;
-		}
-		if (!j->nvidia || j->resumed) {
-			set_step(j, PH_INTENT);
-			job_run(j);
-			return;
-		}
-		/* Seed 002: nothing may hold the GPU's /dev/nvidia* when it
-		 * leaves the nvidia driver. Wait for them, within a deadline. */
-		snprintf(prefix, sizeof(prefix), "%s/nvidia", c->d->opts.dev_root);
-		submit(j, json_pack("{s:s, s:[], s:[s], s:i}", "op", "wait_free", "paths",
-				    "prefixes", prefix, "timeout_ms", c->d->cfg->gpu_free_timeout_ms),
-		       c->d->cfg->gpu_free_timeout_ms + 10000);
-		return;
-	case PH_PM_OFF:
-		submit(j, json_pack("{s:s, s:s, s:b}", "op", "nvidia_pm", "bus_id", cl->address,
-				    "enable", 0), WRITE_TIMEOUT_MS);
-		return;
 	case PH_INTENT:
 		cl->state = CLAIM_CLAIMING;
 		if (claims_save(c) < 0) {
@@ -927,7 +969,7 @@ job_run(struct claim_job *j)
 		return;
 	case PH_MODPROBE:
 		if (fsroot_exists(c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
-			set_step(j, PH_GPU_FREE);
+			set_step(j, PH_INTENT);
 			job_run(j);
 			return;
 		}
@@ -1066,14 +1108,15 @@ job_run(struct claim_job *j)
 		void *arg = j->arg;
 
 		snprintf(error, sizeof(error), "%s", j->error);
+		err = j->fail_err ? j->fail_err : -EIO;
 		refresh_members(c, cl);
 		claims_remove(c, cl);
 		claims_save(c);
 		j->cl = NULL;
 		j->done = NULL;
-		job_finish(j, -EIO);
+		job_finish(j, err);
 		if (done)
-			done(arg, -EIO, error, NULL);
+			done(arg, err, error, NULL);
 		return;
 	}
 
@@ -1099,12 +1142,8 @@ job_run(struct claim_job *j)
 		}
 		maybe_crash(j);
 		emit(c, "claim.progress", cl, NULL, NULL);
-		for (size_t i = 0; i < cl->n; i++) {
-			const char *orig = cl->members[i].original_driver;
-			j->nvidia |= orig && strcmp(orig, "nvidia") == 0;
-		}
 		j->member = 0;
-		job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
+		job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
 		return;
 	case PH_RL_UNBIND:
 		if (!present || strcmp(drv, VFIO_DRIVER) != 0) {
@@ -1123,32 +1162,23 @@ job_run(struct claim_job *j)
 		if (!present || orig == NULL || strcmp(drv, orig) == 0) {
 			maybe_crash(j);
 			j->member++;
-			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
+			job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
 			return;
 		}
 		if (verify_expired(j)) {
 			log_warnx("claim", "%s: %s did not go back to %s (now %s); released from vfio-pci all the same",
 				  cl->address, member_addr(j), orig, drv[0] ? drv : "no driver");
 			j->member++;
-			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
+			job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
 			return;
 		}
 		job_wait_verify(j);
 		return;
 	}
-	case PH_RL_PM_ON:
-		if (!j->nvidia) {
-			set_step(j, PH_RELEASED);
-			job_run(j);
-			return;
-		}
-		submit(j, json_pack("{s:s, s:s, s:b}", "op", "nvidia_pm", "bus_id", cl->address,
-				    "enable", 1), WRITE_TIMEOUT_MS);
-		return;
 	case PH_RELEASED: {
 		claim_done_fn done = j->done;
 		void *arg = j->arg;
-		json_t *result = claim_json(cl);
+		json_t *result = claim_view_json(c, cl);
 
 		refresh_members(c, cl);
 		log_info("claim", "%s: released", cl->address);
@@ -1217,23 +1247,6 @@ job_new(struct claims *c, struct claim *cl, bool release, claim_done_fn done, vo
 
 /* --- requests --------------------------------------------------------------- */
 
-static void
-reply_now(claim_done_fn done, void *arg, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void
-reply_now(claim_done_fn done, void *arg, int err, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (done)
-		done(arg, err, msg, NULL);
-}
-
 /* Drivers that leave a group member harmless to a VFIO user (the kernel's
  * viability rule). */
 static bool
@@ -1285,8 +1298,7 @@ member_refused(struct claims *c, const struct device *dev, const struct device *
 }
 
 static struct claim *
-build_claim(struct claims *c, struct device *dev, const char *resource_name, char *why,
-	    size_t whylen)
+build_claim(struct claims *c, struct device *dev, char *why, size_t whylen)
 {
 	struct device *members[MAX_MEMBERS];
 	bool stays[MAX_MEMBERS];
@@ -1330,7 +1342,6 @@ build_claim(struct claims *c, struct device *dev, const char *resource_name, cha
 	}
 	snprintf(cl->address, sizeof(cl->address), "%s", dev->id);
 	cl->group = dev->pci.f.iommu_group;
-	cl->resource_name = resource_name ? strdup(resource_name) : NULL;
 	cl->created = (int64_t)time(NULL);
 	cl->state = CLAIM_CLAIMING;
 	for (size_t i = 0; i < n; i++) {
@@ -1362,97 +1373,105 @@ claims_add(struct claims *c, struct claim *cl)
 }
 
 static void
-start_claim(struct claims *c, struct device *dev, const char *resource_name, bool from_config,
-	    claim_done_fn done, void *arg)
+whyf(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+whyf(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
+
+int
+claims_bind(struct claims *c, const char *owner, const char *address, int timeout_ms,
+	    claim_done_fn done, void *arg, json_t **now, char *why, size_t whylen)
 {
 	struct claim_job *j;
+	struct device *dev;
 	struct claim *cl;
-	char why[512];
 
-	cl = build_claim(c, dev, resource_name, why, sizeof(why));
-	if (cl == NULL) {
-		if (from_config)
-			log_warnx("claim", "%s: not claimed by the configuration: %s", dev->id, why);
-		reply_now(done, arg, -EPERM, "%s", why);
-		return;
+	*now = NULL;
+	if (c->fail_closed) {
+		whyf(why, whylen, "claims are refused: %s", c->fail_reason);
+		return -EROFS;
 	}
-	cl->from_config = from_config;
+	dev = pci_address_valid(address) ? inventory_find(c->d->inv, HDD_DEV_PCI, address) : NULL;
+	if (dev == NULL) {
+		whyf(why, whylen, "no such PCI device: %s", address);
+		return -ENOENT;
+	}
+	cl = claims_find_member(c, address);
+	if (cl && strcmp(cl->owner, owner) != 0) {
+		whyf(why, whylen, "%s: its IOMMU group %d is held by module %s", address, cl->group,
+		     cl->owner);
+		return -EBUSY;
+	}
+	if (cl) {
+		if (cl->job) {
+			whyf(why, whylen, "%s: a %s is in progress (%s)", address,
+			     cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
+			return -EBUSY;
+		}
+		if (cl->state == CLAIM_CLAIMED && claim_check_recorded(c, cl)) {
+			*now = claim_view_json(c, cl);
+			return *now ? 1 : -ENOMEM;
+		}
+		if (cl->state == CLAIM_REFUSED) {
+			whyf(why, whylen, "%s", cl->reason);
+			return -EPERM;
+		}
+		whyf(why, whylen, "%s is %s", address, claim_state_to_string(cl->state));
+		return -EBUSY;
+	}
+	cl = build_claim(c, dev, why, whylen);
+	if (cl == NULL)
+		return -EPERM;
+	snprintf(cl->owner, sizeof(cl->owner), "%s", owner);
 	j = job_new(c, cl, false, done, arg);
 	if (j == NULL || claims_add(c, cl) < 0) {
 		free(j);
 		claim_free(cl);
-		reply_now(done, arg, -ENOMEM, "out of memory");
-		return;
+		whyf(why, whylen, "out of memory");
+		return -ENOMEM;
 	}
-	log_info("claim", "%s: claiming IOMMU group %d (%zu functions)%s", cl->address, cl->group,
-		 cl->n, from_config ? " by configuration" : "");
+	if (timeout_ms > 0)
+		j->deadline = mono_ms() + timeout_ms;
+	log_info("claim", "%s: binding IOMMU group %d (%zu functions) for module %s", cl->address,
+		 cl->group, cl->n, owner);
 	job_queue(c, j);
+	return 0;
 }
 
-void
-claims_claim(struct claims *c, const char *address, const char *resource_name,
-	     claim_done_fn done, void *arg)
-{
-	struct device *dev;
-	struct claim *cl;
-	char why[128];
-
-	if (c->fail_closed) {
-		reply_now(done, arg, -EPERM, "claims are refused: %s", c->fail_reason);
-		return;
-	}
-	if (resource_name && dp_resource_name_check(resource_name, why, sizeof(why)) < 0) {
-		reply_now(done, arg, -EINVAL, "resource_name: %s", why);
-		return;
-	}
-	dev = pci_address_valid(address) ? inventory_find(c->d->inv, HDD_DEV_PCI, address) : NULL;
-	if (dev == NULL) {
-		reply_now(done, arg, -ENOENT, "no such PCI device: %s", address);
-		return;
-	}
-	cl = claims_find_member(c, address);
-	if (cl) {
-		if (cl->job) {
-			reply_now(done, arg, -EBUSY, "%s: a %s is in progress (%s)", address,
-				  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
-		} else if (cl->state == CLAIM_CLAIMED && claim_check_recorded(c, cl)) {
-			if (done)
-				done(arg, 0, NULL, claim_json(cl));
-		} else if (cl->state == CLAIM_REFUSED) {
-			reply_now(done, arg, -EPERM, "%s (the claim of %s recorded in %s is refused; pci.release forgets it)",
-				  cl->reason, cl->address, STATE_FILE);
-		} else {
-			reply_now(done, arg, -EBUSY, "%s is %s", address, claim_state_to_string(cl->state));
-		}
-		return;
-	}
-	start_claim(c, dev, resource_name, false, done, arg);
-}
-
-void
-claims_release(struct claims *c, const char *address, bool force, claim_done_fn done, void *arg)
+int
+claims_unbind(struct claims *c, const char *owner, const char *address, bool force,
+	      int timeout_ms, claim_done_fn done, void *arg, json_t **now, char *why,
+	      size_t whylen)
 {
 	struct claim *cl;
 	struct claim_job *j;
 
+	*now = NULL;
 	if (c->fail_closed) {
-		reply_now(done, arg, -EPERM, "releases are refused: %s", c->fail_reason);
-		return;
+		whyf(why, whylen, "releases are refused: %s", c->fail_reason);
+		return -EROFS;
 	}
 	cl = claims_find_member(c, address);
-	if (cl == NULL) {
-		reply_now(done, arg, -ENOENT, "%s is not claimed", address);
-		return;
+	if (cl == NULL || strcmp(cl->owner, owner) != 0) {
+		whyf(why, whylen, "%s is not claimed", address);
+		return -ENOENT;
 	}
 	if (cl->job) {
-		reply_now(done, arg, -EBUSY, "%s: a %s is in progress (%s)", address,
-			  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
-		return;
+		whyf(why, whylen, "%s: a %s is in progress (%s)", address,
+		     cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
+		return -EBUSY;
 	}
 	if (cl->state == CLAIM_REFUSED) {
 		/* Never applied: forgotten without a kernel write; its members
 		 * keep the drivers they have. */
-		json_t *result = claim_json(cl);
+		json_t *result = claim_view_json(c, cl);
 
 		log_info("claim", "%s: the refused claim is forgotten (no driver changed)", cl->address);
 		emit(c, "release.done", cl, "reason", "refused claim forgotten");
@@ -1460,21 +1479,48 @@ claims_release(struct claims *c, const char *address, bool force, claim_done_fn 
 		json_object_set_new(result, "forgotten", json_true());
 		claims_remove(c, cl);
 		claims_save(c);
-		if (done)
-			done(arg, 0, NULL, result);
-		else
-			json_decref(result);
-		return;
+		*now = result;
+		return 1;
 	}
 	j = job_new(c, cl, true, done, arg);
 	if (j == NULL) {
-		reply_now(done, arg, -ENOMEM, "out of memory");
-		return;
+		whyf(why, whylen, "out of memory");
+		return -ENOMEM;
 	}
 	j->force = force;
-	log_info("claim", "%s: releasing IOMMU group %d%s", cl->address, cl->group,
-		 force ? " (forced)" : "");
+	if (timeout_ms > 0)
+		j->deadline = mono_ms() + timeout_ms;
+	log_info("claim", "%s: releasing IOMMU group %d for module %s%s", cl->address, cl->group,
+		 owner, force ? " (forced)" : "");
 	job_queue(c, j);
+	return 0;
+}
+
+int
+claims_holder(struct claims *c, const char *address, char *owner, size_t size, bool *allocated)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (allocated)
+		*allocated = cl && cl->allocations > 0;
+	if (cl) {
+		if (owner && size)
+			snprintf(owner, size, "%s", cl->owner);
+		return 1;
+	}
+	if (c == NULL || inventory_find(c->d->inv, HDD_DEV_PCI, address) == NULL)
+		return -ENOENT;
+	return 0;
+}
+
+json_t *
+claims_member_json(struct claims *c, const char *owner, const char *address)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (cl == NULL || (owner && strcmp(cl->owner, owner) != 0))
+		return NULL;
+	return claim_view_json(c, cl);
 }
 
 /* --- reconcile ---------------------------------------------------------------- */
@@ -1662,26 +1708,6 @@ check_claimed(struct claims *c, struct claim *cl, const char *source)
 	}
 }
 
-static void
-apply_config_rules(struct claims *c, struct device *only)
-{
-	const struct config *cfg = c->d->cfg;
-
-	for (size_t i = 0; i < inventory_count(c->d->inv); i++) {
-		struct device *dev = inventory_at(c->d->inv, i);
-		const struct resource_rule *r;
-
-		if (only && dev != only)
-			continue;
-		if (dev->cls != HDD_DEV_PCI || dev->pci.f.is_bridge || claims_find_member(c, dev->id))
-			continue;
-		r = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
-				      dev->pci.f.class_code);
-		if (r && r->claim)
-			start_claim(c, dev, r->name, true, NULL, NULL);
-	}
-}
-
 void
 claims_reconcile(struct claims *c, const char *source)
 {
@@ -1723,7 +1749,6 @@ claims_reconcile(struct claims *c, const char *source)
 		c->rebooted = false;
 		claims_save(c);		/* records this boot */
 	}
-	apply_config_rules(c, NULL);
 }
 
 void
@@ -1741,10 +1766,6 @@ claims_device_event(struct claims *c, struct device *dev, bool removed)
 		job_run(running);
 		return;
 	}
-	if (cl) {
+	if (cl)
 		check_claimed(c, cl, removed ? "removed" : "changed");
-		return;
-	}
-	if (!removed)
-		apply_config_rules(c, dev);
 }

@@ -247,29 +247,39 @@ dp_vfio_event(struct dp *dp, const char *name, bool present)
 
 /* --- what each device contributes --------------------------------------------- */
 
-/* A claimed function: offered under the claim's name while it is claimed,
- * Unhealthy when it left vfio-pci or its group's node is gone. */
+/* A member of a group held in the IOMMU-group engine: offered while held,
+ * under the name its module gives (a final name as it is, a default one as
+ * the configuration renames it; never withheld by it), Unhealthy when it
+ * left vfio-pci or its group's node is gone. */
 static bool
 claimed_candidate(struct dp *dp, struct claim *cl, struct device *dev, struct candidate *c)
 {
 	const struct config *cfg = dp->d->cfg;
 	const struct resource_rule *rule;
+	struct hdd_device_view view;
+	bool healthy = true;
 	char node[32];
+	int said = 1;
 
 	if (cl->state != CLAIM_CLAIMED || cl->job != NULL || dev->pci.f.is_bridge ||
 	    dev->owner == NULL)
 		return false;
-	rule = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
-				 dev->pci.f.class_code);
-	if (cl->resource_name)
-		snprintf(c->name, sizeof(c->name), "%s", cl->resource_name);
-	else if (rule && rule->name)
-		snprintf(c->name, sizeof(c->name), "%s", rule->name);
-	else
+	if (dev->owner->desc->advertise) {
+		device_view(dev, &view);
+		said = dev->owner->desc->advertise(dev->owner->state, &view, c->name,
+						   sizeof(c->name), &healthy);
+		if (said != 1 && said != 2)
+			return false;
+	} else {
 		dp_default_resource_name(&dev->pci.f, c->name, sizeof(c->name));
+	}
+	rule = said == 2 ? NULL : config_match_rule(cfg, dev->id, dev->pci.f.vendor_id,
+						    dev->pci.f.device_id, dev->pci.f.class_code);
+	if (rule && rule->name)
+		snprintf(c->name, sizeof(c->name), "%s", rule->name);
 	snprintf(cl->advertised, sizeof(cl->advertised), "%s", c->name);
 	snprintf(node, sizeof(node), "vfio/%d", dev->pci.f.iommu_group);
-	c->m.healthy = dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
+	c->m.healthy = healthy && dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
 		       dev->pci.f.iommu_group == cl->group && dp_dev_exists(dp, node);
 	/* AER errors since the last look: Unhealthy for a resync interval
 	 * (at least a minute) after the last new one. */
@@ -313,19 +323,24 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 	struct hdd_device_view view;
 	struct claim *cl;
 	bool healthy = true;
+	int said;
 
-	if (dev->cls != HDD_DEV_PCI || dev->owner == NULL || dev->owner->desc->advertise == NULL)
+	if (dev->cls != HDD_DEV_PCI || dev->owner == NULL)
 		return false;
 	cl = claims_find_member(dp->d->claims, dev->id);
 	if (cl)
 		return claimed_candidate(dp, cl, dev, c);
-	device_view(dev, &view);
-	if (dev->owner->desc->advertise(dev->owner->state, &view, c->name, sizeof(c->name),
-					&healthy) != 1)
+	if (dev->owner->desc->advertise == NULL)
 		return false;
-	rule = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
-				 dev->pci.f.class_code);
-	if (rule == NULL && !cfg->advertise_unlisted)
+	device_view(dev, &view);
+	said = dev->owner->desc->advertise(dev->owner->state, &view, c->name, sizeof(c->name),
+					   &healthy);
+	if (said != 1 && said != 2)
+		return false;
+	/* A final name (2) is neither renamed nor withheld by the configuration. */
+	rule = said == 2 ? NULL : config_match_rule(cfg, dev->id, dev->pci.f.vendor_id,
+						    dev->pci.f.device_id, dev->pci.f.class_code);
+	if (said == 1 && rule == NULL && !cfg->advertise_unlisted)
 		return false;
 	if (rule && !rule->advertise)
 		return false;

@@ -58,10 +58,10 @@ def test_methods_and_modules_list(demo_daemon):
     c.close()
     mods = {m["path"].rsplit("/", 1)[1]: m for m in d.call("modules.list")}
     demo = mods["demo.so"]
-    assert demo["active"] and demo["abi"] == "2.0" and demo["abi_version"] == 2
+    assert demo["active"] and demo["abi"] == "2.1" and demo["abi_version"] == 2
     assert demo["methods"] == ["demo.echo", "demo.sleep", "demo.put", "demo.get",
                                "demo.members", "demo.later", "demo.inspect", "demo.write"]
-    assert mods["pci.so"]["abi"] == "2.0" and mods["pci.so"]["methods"] == []
+    assert mods["pci.so"]["abi"] == "2.1" and mods["pci.so"]["methods"] == ["pci.claim", "pci.release"]
     # Another ABI major: refused, and modules.list says why.
     bad = mods["demoabi.so"]
     assert bad["active"] is False and bad["abi_version"] == 3
