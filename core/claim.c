@@ -1513,6 +1513,96 @@ claims_holder(struct claims *c, const char *address, char *owner, size_t size, b
 	return 0;
 }
 
+static bool
+member_view(struct claim *cl, size_t k, struct claims_member *out)
+{
+	out->address = cl->members[k].address;
+	out->owner = cl->owner;
+	out->group = cl->group;
+	out->offered = cl->state == CLAIM_CLAIMED && cl->job == NULL;
+	out->bridge = cl->members[k].bridge;
+	out->advertised = cl->advertised;
+	return true;
+}
+
+static struct claim_member *
+member_of(struct claim *cl, const char *address)
+{
+	for (size_t k = 0; cl && k < cl->n; k++)
+		if (strcmp(cl->members[k].address, address) == 0)
+			return &cl->members[k];
+	return NULL;
+}
+
+bool
+claims_member_get(struct claims *c, const char *address, struct claims_member *out)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+	struct claim_member *m = member_of(cl, address);
+
+	return m && member_view(cl, (size_t)(m - cl->members), out);
+}
+
+void
+claims_member_foreach(struct claims *c, void (*fn)(const struct claims_member *m, void *arg),
+		      void *arg)
+{
+	struct claims_member v;
+
+	for (size_t i = 0; c && i < c->n; i++)
+		for (size_t k = 0; k < c->v[i]->n; k++)
+			if (member_view(c->v[i], k, &v))
+				fn(&v, arg);
+}
+
+size_t
+claims_member_count(const struct claims *c)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; c && i < c->n; i++)
+		n += c->v[i]->n;
+	return n;
+}
+
+void
+claims_member_advertised(struct claims *c, const char *address, const char *resource)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (cl)
+		snprintf(cl->advertised, sizeof(cl->advertised), "%s", resource);
+}
+
+bool
+claims_member_aer(struct claims *c, const char *address, int aer_errors, int hold_s, int64_t now,
+		  int64_t *until, int *new_errors)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+	struct claim_member *m = member_of(cl, address);
+
+	*new_errors = 0;
+	if (m == NULL)
+		return false;
+	if (m->aer_seen >= 0 && aer_errors > m->aer_seen) {
+		*new_errors = aer_errors - m->aer_seen;
+		m->aer_sick_until = now + hold_s;
+	}
+	if (aer_errors >= 0)
+		m->aer_seen = aer_errors;
+	*until = m->aer_sick_until;
+	return now < m->aer_sick_until;
+}
+
+void
+claims_member_allocated(struct claims *c, const char *address)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (cl)
+		cl->allocations++;
+}
+
 json_t *
 claims_member_json(struct claims *c, const char *owner, const char *address)
 {

@@ -129,6 +129,34 @@ json_t *claims_owner_json(struct claims *c, const char *owner);
 /* The claim holding `address` as a member, or NULL. */
 struct claim *claims_find_member(struct claims *c, const char *address);
 
+/* What the device-plugin side sees of a held group's member (dp.c reads
+ * no record of the engine directly). */
+struct claims_member {
+	const char *address;	/* valid until the engine's records change */
+	const char *owner;
+	int group;
+	bool offered;		/* held and settled: claimed, no move in flight */
+	bool bridge;		/* stays where it is, never offered */
+	const char *advertised;	/* the resource it was last offered under, or "" */
+};
+
+/* The member `address` of a held group: true with *out filled, or false. */
+bool claims_member_get(struct claims *c, const char *address, struct claims_member *out);
+/* Every member of every held group, in the engine's order. */
+void claims_member_foreach(struct claims *c,
+			   void (*fn)(const struct claims_member *m, void *arg), void *arg);
+size_t claims_member_count(const struct claims *c);
+/* The resource the member's group was offered under (kept in its record
+ * for absent members and listings). */
+void claims_member_advertised(struct claims *c, const char *address, const char *resource);
+/* AER totals of a member as last read: true while new errors keep it
+ * Unhealthy (hold_s after the last new one, monotonic `now` in s), with
+ * *until when that ends. `new_errors` says how many came since the last look. */
+bool claims_member_aer(struct claims *c, const char *address, int aer_errors, int hold_s,
+		       int64_t now, int64_t *until, int *new_errors);
+/* The device plugins handed the member out in an Allocate. */
+void claims_member_allocated(struct claims *c, const char *address);
+
 /* claims.list's frame: {"claims": list (stolen; NULL: every view),
  * "fail_closed", "fail_reason", "boot_id", "rebooted"}. */
 json_t *claims_json(struct claims *c, json_t *list);

@@ -24,7 +24,6 @@
 struct mh_call {
 	struct module *m;
 	int64_t id;
-	bool whole;		/* the core's own op: its reply is the out */
 	hdd_worker_done_fn done;
 	void *arg;
 	struct mh_call *next;
@@ -202,13 +201,15 @@ call_done_cb(void *arg, int result, const json_t *reply)
 	struct mh_call *c = arg;
 	hdd_worker_done_fn done = c->done;
 	void *darg = c->arg;
-	bool whole = c->whole;
 
 	call_unlink(c->m->host, c);
 	free(c);
 	/* The module may start another call from here: unlinked first. */
+	/* A module op answers under "out"; the core's own ops (holders) at
+	 * the top of the reply. */
 	if (done)
-		done(darg, result, reply ? (whole ? reply : json_object_get(reply, "out")) : NULL);
+		done(darg, result, reply && json_object_get(reply, "out") ? json_object_get(reply, "out")
+									   : reply);
 }
 
 static int64_t
@@ -543,14 +544,8 @@ core_holders(struct hdd_core *core, const char *const *paths, const char *const 
 		json_decref(x);
 		return -ENOMEM;
 	}
-	int64_t id = call_submit(core, json_pack("{s:s, s:o, s:o}", "op", "holders", "paths", p,
-						 "prefixes", x), timeout_ms, done, arg);
-
-	/* The worker's "holders" op answers {"holders": [...]} in its reply. */
-	for (struct mh_call *c = id > 0 ? mod_of(core)->host->calls : NULL; c; c = c->next)
-		if (c->id == id)
-			c->whole = true;
-	return id;
+	return call_submit(core, json_pack("{s:s, s:o, s:o}", "op", "holders", "paths", p,
+					   "prefixes", x), timeout_ms, done, arg);
 }
 
 /* --- the IOMMU-group engine (claim.c) -------------------------------------- */
