@@ -109,6 +109,17 @@ claim_state_to_string(enum claim_state s)
 	return (unsigned)s < CLAIM_STATE_MAX ? state_names[s] : "invalid";
 }
 
+/* The one place a claim's state changes: logged, with why. */
+static void
+claim_set_state(struct claim *cl, enum claim_state s, const char *why)
+{
+	if (cl->state == s)
+		return;
+	log_debug("claim", "%s: %s -> %s (%s)", cl->address, claim_state_to_string(cl->state),
+		  claim_state_to_string(s), why);
+	cl->state = s;
+}
+
 static int
 state_from_string(const char *s)
 {
@@ -674,7 +685,7 @@ job_fail(struct claim_job *j, const char *fmt, ...)
 	if (!j->release && j->resumed) {
 		/* Re-applying a recorded claim: keep it, unhealthy, and try
 		 * again at the next resync. */
-		cl->state = CLAIM_CLAIMED;
+		claim_set_state(cl, CLAIM_CLAIMED, "re-applying failed; kept, bound again later");
 		cl->drift = true;
 		claims_save(j->c);
 		job_finish(j, -EIO);
@@ -933,272 +944,348 @@ holder_paths(struct claims *c, struct claim *cl)
 	return paths;
 }
 
-/* One step of the state machine; every step looks at sysfs first, so
- * running it again after a crash does no harm. */
+/* What a step sees of its member before it acts: every step looks at
+ * sysfs first, so running it again after a crash does no harm. */
+struct look {
+	char drv[64];		/* its driver now, "" when none */
+	bool present;
+};
+
 static void
-job_run(struct claim_job *j)
+job_again(struct claim_job *j, enum phase p)
+{
+	set_step(j, p);
+	job_run(j);
+}
+
+/* --- the claim's steps --- */
+
+static void
+ph_start(struct claim_job *j, const struct look *lk)
+{
+	/* vfio-pci first: nothing moves unless it is there. */
+	j->tries = 0;
+	job_again(j, PH_MODPROBE);
+}
+
+static void
+ph_modprobe(struct claim_job *j, const struct look *lk)
+{
+	if (fsroot_exists(j->c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
+		job_again(j, PH_INTENT);
+		return;
+	}
+	if (j->tries++ > 0) {
+		if (j->modprobe_err < 0)
+			job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci failed (%s); is the module installed? Nothing was moved",
+				 j->modprobe_err == -ENOENT ? "no modprobe, or no such module"
+							   : strerror(-j->modprobe_err));
+		else
+			job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci succeeded but bus/pci/drivers/vfio-pci did not appear. Nothing was moved");
+		return;
+	}
+	submit(j, json_pack("{s:s, s:s}", "op", "modprobe", "module", "vfio-pci"), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_intent(struct claim_job *j, const struct look *lk)
+{
+	claim_set_state(j->cl, CLAIM_CLAIMING, "intent");
+	if (claims_save(j->c) < 0) {
+		job_fail(j, "intent: cannot record the claim in %s", STATE_FILE);
+		return;
+	}
+	maybe_crash(j);
+	emit(j->c, "claim.progress", j->cl, NULL, NULL);
+	j->member = 0;
+	job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+}
+
+static void
+ph_override(struct claim_job *j, const struct look *lk)
+{
+	char path[256];
+
+	if (!lk->present) {
+		job_fail(j, "override: %s vanished", member_addr(j));
+		return;
+	}
+	if (j->member + 1 > j->moved)
+		j->moved = j->member + 1;
+	snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
+	write_attr(j, path, VFIO_DRIVER, WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_unbind(struct claim_job *j, const struct look *lk)
+{
+	char path[256];
+
+	if (lk->drv[0] == '\0' || strcmp(lk->drv, VFIO_DRIVER) == 0) {
+		job_again(j, PH_PROBE);
+		return;
+	}
+	snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", lk->drv);
+	write_attr(j, path, member_addr(j), j->c->d->cfg->release_timeout_ms);
+}
+
+static void
+ph_probe(struct claim_job *j, const struct look *lk)
+{
+	if (strcmp(lk->drv, VFIO_DRIVER) == 0) {
+		verify_begin(j);
+		job_again(j, PH_VERIFY);
+		return;
+	}
+	write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_verify(struct claim_job *j, const struct look *lk)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "vfio/%d", j->cl->group);
+	if (lk->present && strcmp(lk->drv, VFIO_DRIVER) == 0 &&
+	    fsroot_exists(j->c->d->dev, path) == 0) {
+		maybe_crash(j);
+		j->member++;
+		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+		return;
+	}
+	if (!lk->present) {
+		job_fail(j, "verify: %s vanished", member_addr(j));
+		return;
+	}
+	if (verify_expired(j)) {
+		job_fail(j, "verify: %s is on %s, not vfio-pci%s, %d ms after the probe",
+			 member_addr(j), lk->drv[0] ? lk->drv : "no driver",
+			 strcmp(lk->drv, VFIO_DRIVER) == 0 ? " (no /dev/vfio node)" : "",
+			 (int)(mono_ms() - (j->verify_deadline - VERIFY_LIMIT_MS)));
+		return;
+	}
+	job_wait_verify(j);
+}
+
+static void
+ph_claimed(struct claim_job *j, const struct look *lk)
 {
 	struct claims *c = j->c;
 	struct claim *cl = j->cl;
-	char drv[64], path[256];
-	bool present = true;
 	int err;
 
-	if (j->member < cl->n)
-		current_driver(c, member_addr(j), drv, sizeof(drv), &present);
-	else
-		drv[0] = '\0';
-
-	switch (j->phase) {
-	case PH_START:
-		/* vfio-pci first: nothing moves unless it is there. */
-		j->tries = 0;
-		set_step(j, PH_MODPROBE);
-		job_run(j);
-		return;
-	case PH_INTENT:
-		cl->state = CLAIM_CLAIMING;
-		if (claims_save(c) < 0) {
-			job_fail(j, "intent: cannot record the claim in %s", STATE_FILE);
-			return;
-		}
-		maybe_crash(j);
-		emit(c, "claim.progress", cl, NULL, NULL);
-		j->member = 0;
-		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
-		return;
-	case PH_MODPROBE:
-		if (fsroot_exists(c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
-			set_step(j, PH_INTENT);
-			job_run(j);
-			return;
-		}
-		if (j->tries++ > 0) {
-			if (j->modprobe_err < 0)
-				job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci failed (%s); is the module installed? Nothing was moved",
-					 j->modprobe_err == -ENOENT ? "no modprobe, or no such module"
-								   : strerror(-j->modprobe_err));
-			else
-				job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci succeeded but bus/pci/drivers/vfio-pci did not appear. Nothing was moved");
-			return;
-		}
-		submit(j, json_pack("{s:s, s:s}", "op", "modprobe", "module", "vfio-pci"),
-		       WRITE_TIMEOUT_MS);
-		return;
-	case PH_OVERRIDE:
-		if (!present) {
-			job_fail(j, "override: %s vanished", member_addr(j));
-			return;
-		}
-		if (j->member + 1 > j->moved)
-			j->moved = j->member + 1;
-		snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
-		write_attr(j, path, VFIO_DRIVER, WRITE_TIMEOUT_MS);
-		return;
-	case PH_UNBIND:
-		if (drv[0] == '\0' || strcmp(drv, VFIO_DRIVER) == 0) {
-			set_step(j, PH_PROBE);
-			job_run(j);
-			return;
-		}
-		snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", drv);
-		write_attr(j, path, member_addr(j), c->d->cfg->release_timeout_ms);
-		return;
-	case PH_PROBE:
-		if (strcmp(drv, VFIO_DRIVER) == 0) {
-			verify_begin(j);
-			set_step(j, PH_VERIFY);
-			job_run(j);
-			return;
-		}
-		write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
-		return;
-	case PH_VERIFY:
-		snprintf(path, sizeof(path), "vfio/%d", cl->group);
-		if (present && strcmp(drv, VFIO_DRIVER) == 0 && fsroot_exists(c->d->dev, path) == 0) {
-			maybe_crash(j);
-			j->member++;
-			job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
-			return;
-		}
-		if (!present) {
-			job_fail(j, "verify: %s vanished", member_addr(j));
-			return;
-		}
-		if (verify_expired(j)) {
-			job_fail(j, "verify: %s is on %s, not vfio-pci%s, %d ms after the probe",
-				 member_addr(j), drv[0] ? drv : "no driver",
-				 strcmp(drv, VFIO_DRIVER) == 0 ? " (no /dev/vfio node)" : "",
-				 (int)(mono_ms() - (j->verify_deadline - VERIFY_LIMIT_MS)));
-			return;
-		}
-		job_wait_verify(j);
-		return;
-	case PH_CLAIMED:
-		cl->state = CLAIM_CLAIMED;
-		cl->drift = false;
-		cl->absent = false;
-		cl->last_error[0] = '\0';
-		err = claims_save(c);
-		refresh_members(c, cl);
-		if (err < 0) {
-			/* Bound, but not recorded: say so; a restart re-reads
-			 * the intent and finishes the same way. */
-			snprintf(j->error, sizeof(j->error),
-				 "bound, but the state could not be written: %s", strerror(-err));
-			job_finish(j, err);
-			return;
-		}
-		maybe_crash(j);
-		log_info("claim", "%s: claimed (%zu functions on vfio-pci)", cl->address, cl->n);
-		emit(c, "claim.done", cl, NULL, NULL);
-		job_finish(j, 0);
-		return;
-
-	case PH_RB_UNBIND:
-		if (strcmp(drv, VFIO_DRIVER) != 0 || !present) {
-			set_step(j, PH_RB_CLEAR);
-			job_run(j);
-			return;
-		}
-		write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
-			   c->d->cfg->release_timeout_ms);
-		return;
-	case PH_RB_CLEAR:
-	case PH_RL_CLEAR:
-		if (!present) {
-			set_step(j, j->phase == PH_RB_CLEAR ? PH_RB_BIND : PH_RL_BIND);
-			job_run(j);
-			return;
-		}
-		snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
-		write_attr(j, path, "\n", WRITE_TIMEOUT_MS);
-		return;
-	case PH_RB_BIND:
-	case PH_RL_BIND: {
-		const char *orig = cl->members[j->member].original_driver;
-
-		/* Still on vfio-pci: the unbind has not shown yet; probe all the
-		 * same (a no-op on a bound device), in order after it. */
-		if (!present || (drv[0] && strcmp(drv, VFIO_DRIVER) != 0 &&
-				 (orig == NULL || strcmp(drv, orig) == 0))) {
-			if (j->phase == PH_RB_BIND) {
-				job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
-			} else {
-				verify_begin(j);
-				set_step(j, PH_RL_VERIFY);
-				job_run(j);
-			}
-			return;
-		}
-		if (orig) {
-			snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", orig);
-			if (fsroot_exists(c->d->sys, path) == 0) {
-				write_attr(j, path, member_addr(j), WRITE_TIMEOUT_MS);
-				return;
-			}
-		}
-		write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
-		return;
-	}
-	case PH_RB_DONE: {
-		/* Everything moved is back; the claim never happened. */
-		char error[512];
-		claim_done_fn done = j->done;
-		void *arg = j->arg;
-
-		snprintf(error, sizeof(error), "%s", j->error);
-		err = j->fail_err ? j->fail_err : -EIO;
-		refresh_members(c, cl);
-		claims_remove(c, cl);
-		claims_save(c);
-		j->cl = NULL;
-		j->done = NULL;
+	claim_set_state(cl, CLAIM_CLAIMED, "bound");
+	cl->drift = false;
+	cl->absent = false;
+	cl->last_error[0] = '\0';
+	err = claims_save(c);
+	refresh_members(c, cl);
+	if (err < 0) {
+		/* Bound, but not recorded: say so; a restart re-reads the
+		 * intent and finishes the same way. */
+		snprintf(j->error, sizeof(j->error), "bound, but the state could not be written: %s",
+			 strerror(-err));
 		job_finish(j, err);
-		if (done)
-			done(arg, err, error, NULL);
 		return;
 	}
+	maybe_crash(j);
+	log_info("claim", "%s: claimed (%zu functions on vfio-pci)", cl->address, cl->n);
+	emit(c, "claim.done", cl, NULL, NULL);
+	job_finish(j, 0);
+}
 
-	case PH_RL_HOLDERS:
-		if (j->resumed) {
-			set_step(j, PH_RL_INTENT);
-			job_run(j);
-			return;
-		}
-		submit(j, json_pack("{s:s, s:o, s:[]}", "op", "holders", "paths", holder_paths(c, cl),
-				    "prefixes"), WRITE_TIMEOUT_MS);
+/* --- steps back: a failed claim's rollback and a release share them --- */
+
+static void
+ph_rb_unbind(struct claim_job *j, const struct look *lk)
+{
+	if (strcmp(lk->drv, VFIO_DRIVER) != 0 || !lk->present) {
+		job_again(j, PH_RB_CLEAR);
 		return;
-	case PH_RL_INTENT:
-		cl->state = CLAIM_RELEASING;
-		if (claims_save(c) < 0) {
-			job_fail(j, "release-intent: cannot record the release in %s", STATE_FILE);
+	}
+	write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
+		   j->c->d->cfg->release_timeout_ms);
+}
+
+static void
+ph_clear(struct claim_job *j, const struct look *lk)
+{
+	char path[256];
+
+	if (!lk->present) {
+		job_again(j, j->phase == PH_RB_CLEAR ? PH_RB_BIND : PH_RL_BIND);
+		return;
+	}
+	snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
+	write_attr(j, path, "\n", WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_bind_back(struct claim_job *j, const struct look *lk)
+{
+	const char *orig = j->cl->members[j->member].original_driver;
+	char path[256];
+
+	/* Still on vfio-pci: the unbind has not shown yet; probe all the
+	 * same (a no-op on a bound device), in order after it. */
+	if (!lk->present || (lk->drv[0] && strcmp(lk->drv, VFIO_DRIVER) != 0 &&
+			     (orig == NULL || strcmp(lk->drv, orig) == 0))) {
+		if (j->phase == PH_RB_BIND) {
+			job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
+		} else {
+			verify_begin(j);
+			job_again(j, PH_RL_VERIFY);
+		}
+		return;
+	}
+	if (orig) {
+		snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", orig);
+		if (fsroot_exists(j->c->d->sys, path) == 0) {
+			write_attr(j, path, member_addr(j), WRITE_TIMEOUT_MS);
 			return;
 		}
-		/* Out of the kubelet's resource before the kernel writes. */
-		if (c->d->dp) {
-			c->d->dp->dirty = true;
-			dp_server_kick(c->d->dps);
-		}
+	}
+	write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_rb_done(struct claim_job *j, const struct look *lk)
+{
+	/* Everything moved is back; the claim never happened. */
+	struct claims *c = j->c;
+	claim_done_fn done = j->done;
+	void *arg = j->arg;
+	char error[512];
+	int err = j->fail_err ? j->fail_err : -EIO;
+
+	snprintf(error, sizeof(error), "%s", j->error);
+	refresh_members(c, j->cl);
+	claims_remove(c, j->cl);
+	claims_save(c);
+	j->cl = NULL;
+	j->done = NULL;
+	job_finish(j, err);
+	if (done)
+		done(arg, err, error, NULL);
+}
+
+/* --- the release's steps --- */
+
+static void
+ph_rl_holders(struct claim_job *j, const struct look *lk)
+{
+	if (j->resumed) {
+		job_again(j, PH_RL_INTENT);
+		return;
+	}
+	submit(j, json_pack("{s:s, s:o, s:[]}", "op", "holders", "paths", holder_paths(j->c, j->cl),
+			    "prefixes"), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_rl_intent(struct claim_job *j, const struct look *lk)
+{
+	struct claims *c = j->c;
+
+	claim_set_state(j->cl, CLAIM_RELEASING, "release intent");
+	if (claims_save(c) < 0) {
+		job_fail(j, "release-intent: cannot record the release in %s", STATE_FILE);
+		return;
+	}
+	/* Out of the kubelet's resource before the kernel writes. */
+	if (c->d->dp) {
+		c->d->dp->dirty = true;
+		dp_server_kick(c->d->dps);
+	}
+	maybe_crash(j);
+	emit(c, "claim.progress", j->cl, NULL, NULL);
+	j->member = 0;
+	job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
+}
+
+static void
+ph_rl_unbind(struct claim_job *j, const struct look *lk)
+{
+	if (!lk->present || strcmp(lk->drv, VFIO_DRIVER) != 0) {
+		job_again(j, PH_RL_CLEAR);
+		return;
+	}
+	/* Blocks in the kernel while a VFIO user holds the device: only ever
+	 * in the worker, with a deadline. */
+	write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
+		   j->c->d->cfg->release_timeout_ms);
+}
+
+static void
+ph_rl_verify(struct claim_job *j, const struct look *lk)
+{
+	const char *orig = j->cl->members[j->member].original_driver;
+
+	if (!lk->present || orig == NULL || strcmp(lk->drv, orig) == 0) {
 		maybe_crash(j);
-		emit(c, "claim.progress", cl, NULL, NULL);
-		j->member = 0;
+		j->member++;
 		job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
 		return;
-	case PH_RL_UNBIND:
-		if (!present || strcmp(drv, VFIO_DRIVER) != 0) {
-			set_step(j, PH_RL_CLEAR);
-			job_run(j);
-			return;
-		}
-		/* Blocks in the kernel while a VFIO user holds the device: only
-		 * ever in the worker, with a deadline. */
-		write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
-			   c->d->cfg->release_timeout_ms);
-		return;
-	case PH_RL_VERIFY: {
-		const char *orig = cl->members[j->member].original_driver;
-
-		if (!present || orig == NULL || strcmp(drv, orig) == 0) {
-			maybe_crash(j);
-			j->member++;
-			job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
-			return;
-		}
-		if (verify_expired(j)) {
-			log_warnx("claim", "%s: %s did not go back to %s (now %s); released from vfio-pci all the same",
-				  cl->address, member_addr(j), orig, drv[0] ? drv : "no driver");
-			j->member++;
-			job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
-			return;
-		}
-		job_wait_verify(j);
+	}
+	if (verify_expired(j)) {
+		log_warnx("claim", "%s: %s did not go back to %s (now %s); released from vfio-pci all the same",
+			  j->cl->address, member_addr(j), orig, lk->drv[0] ? lk->drv : "no driver");
+		j->member++;
+		job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
 		return;
 	}
-	case PH_RELEASED: {
-		claim_done_fn done = j->done;
-		void *arg = j->arg;
-		json_t *result = claim_view_json(c, cl);
+	job_wait_verify(j);
+}
 
-		refresh_members(c, cl);
-		log_info("claim", "%s: released", cl->address);
-		emit(c, "release.done", cl, NULL, NULL);
-		claims_remove(c, cl);
-		claims_save(c);
-		j->cl = NULL;
-		j->done = NULL;
-		json_object_set_new(result, "state", json_string("released"));
-		job_finish(j, 0);
-		if (done)
-			done(arg, 0, NULL, result);
-		else
-			json_decref(result);
-		return;
-	}
-	default:
+static void
+ph_released(struct claim_job *j, const struct look *lk)
+{
+	struct claims *c = j->c;
+	struct claim *cl = j->cl;
+	claim_done_fn done = j->done;
+	void *arg = j->arg;
+	json_t *result = claim_view_json(c, cl);
+
+	refresh_members(c, cl);
+	log_info("claim", "%s: released", cl->address);
+	emit(c, "release.done", cl, NULL, NULL);
+	claims_remove(c, cl);
+	claims_save(c);
+	j->cl = NULL;
+	j->done = NULL;
+	json_object_set_new(result, "state", json_string("released"));
+	job_finish(j, 0);
+	if (done)
+		done(arg, 0, NULL, result);
+	else
+		json_decref(result);
+}
+
+static void (*const phase_fns[PH_MAX])(struct claim_job *j, const struct look *lk) = {
+	[PH_START] = ph_start, [PH_MODPROBE] = ph_modprobe, [PH_INTENT] = ph_intent,
+	[PH_OVERRIDE] = ph_override, [PH_UNBIND] = ph_unbind, [PH_PROBE] = ph_probe,
+	[PH_VERIFY] = ph_verify, [PH_CLAIMED] = ph_claimed,
+	[PH_RB_UNBIND] = ph_rb_unbind, [PH_RB_CLEAR] = ph_clear, [PH_RB_BIND] = ph_bind_back,
+	[PH_RB_DONE] = ph_rb_done,
+	[PH_RL_HOLDERS] = ph_rl_holders, [PH_RL_INTENT] = ph_rl_intent,
+	[PH_RL_UNBIND] = ph_rl_unbind, [PH_RL_CLEAR] = ph_clear, [PH_RL_BIND] = ph_bind_back,
+	[PH_RL_VERIFY] = ph_rl_verify, [PH_RELEASED] = ph_released,
+};
+
+/* One step of the state machine: what its member looks like now, then
+ * the phase's step. */
+static void
+job_run(struct claim_job *j)
+{
+	struct look lk = { .present = true };
+
+	if (j->member < j->cl->n)
+		current_driver(j->c, member_addr(j), lk.drv, sizeof(lk.drv), &lk.present);
+	if ((unsigned)j->phase >= PH_MAX || phase_fns[j->phase] == NULL) {
 		job_fail(j, "internal error: phase %d", (int)j->phase);
 		return;
 	}
+	phase_fns[j->phase](j, &lk);
 }
 
 static void
@@ -1717,7 +1804,7 @@ claim_refuse(struct claims *c, struct claim *cl, const char *why)
 {
 	if (cl->state != CLAIM_REFUSED)
 		cl->recorded = cl->state;
-	cl->state = CLAIM_REFUSED;
+	claim_set_state(cl, CLAIM_REFUSED, "the live system says no");
 	cl->drift = false;
 	if (strncmp(why, "refused: ", 9) == 0)
 		why += 9;
