@@ -627,6 +627,12 @@ claim_start(struct pci_state *st, const char *address, const char *resource_name
 		job_bind(j);
 		return;
 	}
+	if (cl) {
+		/* A record of a group the engine let go meanwhile (a release
+		 * it finished at start): this claim is a new one. */
+		claim_remove(st, cl);
+		cl = NULL;
+	}
 	st->ops->state_get(st->core, &err);
 	if (err == 0 && claim_check(st, address, &gpu, why, sizeof(why))) {
 		job_fail(j, HDD_ERR_REFUSED, why);
