@@ -35,6 +35,16 @@ dp_reg_state_to_string(enum dp_reg_state s)
 	return (unsigned)s < DP_REG_STATE_MAX ? reg_state_names[s] : "invalid";
 }
 
+void
+dp_reg_set_state(struct dp_resource *r, enum dp_reg_state s, const char *why)
+{
+	if (r->state == s)
+		return;
+	log_debug("dp", "%s: registration %s -> %s (%s)", r->name, dp_reg_state_to_string(r->state),
+		  dp_reg_state_to_string(s), why);
+	r->state = s;
+}
+
 int
 dp_new(struct daemon *d, struct dp **ret)
 {
@@ -413,7 +423,7 @@ resource_new(struct dp *dp, const char *name, const struct module *module)
 	r->module = module;
 	err = dp_socket_name(dp->d->opts.kubelet_dir, name, r->sock, sizeof(r->sock));
 	if (err < 0) {
-		r->state = DP_REG_FAILED;
+		dp_reg_set_state(r, DP_REG_FAILED, "no socket name fits");
 		snprintf(r->last_error, sizeof(r->last_error),
 			 "the kubelet directory path is too long for any socket name");
 	}
