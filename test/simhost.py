@@ -16,6 +16,8 @@ under class/mdev_bus; USB devices under their controller with bus/usb links.
 
 import argparse
 import os
+import shutil
+import stat
 import struct
 import sys
 
@@ -30,6 +32,7 @@ class Tree:
         self.sys = os.path.join(self.root, "sys")
         self.dev = os.path.join(self.root, "dev")
         self.devices = {}   # bdf -> device dir relative to sys
+        self.usb_char_nodes = False
         for d in ("devices", "bus/pci/devices", "bus/pci/drivers", "bus/usb/devices",
                   "bus/usb/drivers", "kernel/iommu_groups", "class/mdev_bus", "class/net",
                   "bus/mdev/devices", "module"):
@@ -169,10 +172,34 @@ class Tree:
         self.link(f"{grel}/devices/{uuid}", rel)
         self.link(f"bus/mdev/devices/{uuid}", rel)
 
+    def mdev_parent_virtual(self, name, types):
+        """A virtual mdev parent such as the kernel's mtty sample:
+        devices/virtual/<name>/<name> with mdev_supported_types, under
+        class/mdev_bus/<name>. types: [(type id, name, available_instances)]"""
+        rel = f"devices/virtual/{name}/{name}"
+        self.devices[name] = rel
+        self.write(f"{rel}/uevent", f"MAJOR=0\nMINOR=0\nDEVNAME={name}\n")
+        self.mdev_types(name, types)
+        return rel
+
+    def nvidia_vgpu_vf(self, bdf, types, current=0):
+        """A VF of NVIDIA's SR-IOV vGPU (kernel >= 6.8): nvidia/ with
+        creatable_vgpu_types (the "ID : name" table), current_vgpu_type and
+        the other files the driver shows. types: [(id, name)]."""
+        rel = f"{self.devices[bdf]}/nvidia"
+        lines = ["ID    : vGPU Name"] + [f"{tid:<5} : {name}" for tid, name in types]
+        self.write(f"{rel}/creatable_vgpu_types",
+                   ("\n".join(lines) if current == 0 else lines[0]) + "\n")
+        self.write(f"{rel}/current_vgpu_type", f"{current}\n")
+        for f in ("gpu_instance_id", "placement_id", "vgpu_params", "warm_update"):
+            self.write(f"{rel}/{f}", "0\n")
+
     # -- USB -------------------------------------------------------------
     def usb(self, controller, busnum, port, vid, pid, *, devnum, cls=0, product=None,
-            manufacturer=None, interfaces=(), speed="480"):
-        """port "" is the root hub usbN; interfaces: [(class, driver)]"""
+            manufacturer=None, interfaces=(), speed="480", serial=None):
+        """port "" is the root hub usbN; interfaces: [(class, driver)]; serial: the
+        serial number string, or None for none. With usb_char_nodes set (root
+        only) /dev/bus/usb/BBB/DDD is a real character device (189, minor)."""
         crel = self.devices[controller]
         root = f"{crel}/usb{busnum}"
         name = f"usb{busnum}" if port == "" else f"{busnum}-{port}"
@@ -189,6 +216,8 @@ class Tree:
             self.write(f"{rel}/product", product + "\n")
         if manufacturer:
             self.write(f"{rel}/manufacturer", manufacturer + "\n")
+        if serial is not None:
+            self.write(f"{rel}/serial", serial + "\n")
         self.link(f"{rel}/subsystem", "bus/usb")
         self.link(f"bus/usb/devices/{name}", rel)
         self.link(f"{rel}/driver", self.driver_dir("usb", "usb"))
@@ -202,8 +231,30 @@ class Tree:
                 self.link(f"{irel}/driver", self.driver_dir("usb", drv))
         node = os.path.join(self.dev, "bus/usb", f"{busnum:03d}")
         os.makedirs(node, exist_ok=True)
-        open(os.path.join(node, f"{devnum:03d}"), "w").close()
+        if self.usb_char_nodes:
+            os.mknod(os.path.join(node, f"{devnum:03d}"), 0o664 | stat.S_IFCHR,
+                     os.makedev(189, (busnum - 1) * 128 + devnum - 1))
+        else:
+            open(os.path.join(node, f"{devnum:03d}"), "w").close()
         return name
+
+    def usb_unplug(self, name):
+        """Takes USB device `name` ("1-2") out of the tree as the kernel does:
+        bus links, its directory, its /dev node. Returns its former sysfs path
+        (relative), for the "remove" uevent a caller sends before calling this."""
+        rel = os.path.relpath(os.path.realpath(self.path(f"bus/usb/devices/{name}")), self.sys)
+        with open(self.path(f"{rel}/busnum")) as f:
+            busnum = int(f.read())
+        with open(self.path(f"{rel}/devnum")) as f:
+            devnum = int(f.read())
+        for e in os.listdir(self.path("bus/usb/devices")):
+            if e == name or e.startswith(name + ":"):
+                os.unlink(self.path(f"bus/usb/devices/{e}"))
+        shutil.rmtree(self.path(rel))
+        node = os.path.join(self.dev, "bus/usb", f"{busnum:03d}", f"{devnum:03d}")
+        if os.path.lexists(node):
+            os.unlink(node)
+        return rel
 
 
 def build_dell_190(t):

@@ -3,6 +3,7 @@
  * alone: a method, a worker op with a deadline, a state section, a resource
  * whose members are not inventory devices, a configuration section. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,6 +489,81 @@ m_write(void *state, struct hdd_request *req, const json_t *params)
 	return 0;
 }
 
+/* Reads a sysfs attribute on the reactor, relative to the sysfs root
+ * (ABI 2.1); a path that leaves the root is refused by openat2-free means:
+ * no "..", no leading '/'. */
+static int
+m_read(void *state, struct hdd_request *req, const json_t *params)
+{
+	struct demo *st = state;
+	const char *path = json_string_value(json_object_get(params, "path"));
+	char buf[256];
+	ssize_t n;
+	int fd;
+
+	if (path == NULL || path[0] == '/' || strstr(path, "..")) {
+		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "path: expected a relative path");
+		return 0;
+	}
+	if (!HDD_CORE_HAS(st->ops, sysfs_fd))
+		return -EOPNOTSUPP;
+	fd = openat(st->ops->sysfs_fd(st->core), path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		st->ops->reply_error(req, HDD_ERR_NOT_FOUND, "%s: %s", path, strerror(errno));
+		return 0;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	st->ops->reply(req, json_pack("{s:s}", "value", buf));
+	return 0;
+}
+
+static void
+holders_done(void *arg, int result, const json_t *out)
+{
+	struct sleep_call *c = arg;
+
+	if (result < 0)
+		c->st->ops->reply_error(c->req, HDD_ERR_FAILED, "holders: %s", strerror(-result));
+	else
+		c->st->ops->reply(c->req, json_pack("{s:O}", "holders",
+						    json_object_get(out, "holders")));
+	free(c);
+}
+
+/* Who holds a node under the device root open (ABI 2.1, in the worker). */
+static int
+m_holders(void *state, struct hdd_request *req, const json_t *params)
+{
+	struct demo *st = state;
+	const char *node = json_string_value(json_object_get(params, "node"));
+	char path[512];
+	const char *paths[] = { path, NULL };
+	struct sleep_call *c;
+	int64_t id;
+
+	if (node == NULL) {
+		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "node: expected a string");
+		return 0;
+	}
+	if (!HDD_CORE_HAS(st->ops, holders) || st->ops->dev_path(st->core, node, path, sizeof(path)) < 0)
+		return -EOPNOTSUPP;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	*c = (struct sleep_call){ .st = st, .req = req, .timeout_ms = 5000 };
+	id = st->ops->holders(st->core, paths, NULL, c->timeout_ms, holders_done, c);
+	if (id < 0) {
+		free(c);
+		return (int)id;
+	}
+	return 0;
+}
+
 /* --- the worker's side -------------------------------------------------------- */
 
 /* Runs in the worker process: sleeping is allowed there. */
@@ -513,6 +589,8 @@ static const char *const members_params[] = { "ids", NULL };
 static const char *const later_params[] = { "ms", NULL };
 static const char *const inspect_params[] = { "address", NULL };
 static const char *const write_params[] = { "path", "value", NULL };
+static const char *const read_params[] = { "path", NULL };
+static const char *const holders_params[] = { "node", NULL };
 
 static const struct hdd_method demo_methods[] = {
 	{ .name = DEMO_NAME ".echo", .params = echo_params, .call = m_echo },
@@ -524,6 +602,8 @@ static const struct hdd_method demo_methods[] = {
 	{ .name = DEMO_NAME ".later", .params = later_params, .call = m_later },
 	{ .name = DEMO_NAME ".inspect", .params = inspect_params, .call = m_inspect },
 	{ .name = DEMO_NAME ".write", .params = write_params, .call = m_write, .mutating = true },
+	{ .name = DEMO_NAME ".read", .params = read_params, .call = m_read },
+	{ .name = DEMO_NAME ".holders", .params = holders_params, .call = m_holders },
 	{ .name = NULL },
 };
 

@@ -65,6 +65,42 @@ open(sys.argv[2], "wb").write(out)
 PY
 fi
 
+# QEMU 10 from bookworm-backports for the emulated igb NIC with SR-IOV
+# (scenario-sriov.qemu): downloaded with a private apt configuration and
+# unpacked with dpkg -x, nothing installed and the system's sources left
+# alone. Optional: without it only scenario-sriov fails.
+if [ ! -x qemu10/qemu-system-x86_64 ]; then
+	(
+		set -e
+		rm -rf qemu10 && mkdir -p qemu10/apt/etc/sources.list.d qemu10/apt/etc/preferences.d \
+			qemu10/apt/state/lists/partial \
+			qemu10/apt/cache/archives/partial qemu10/debs
+		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main" \
+			>qemu10/apt/etc/sources.list
+		apt_opts=(-o "Dir::Etc=$PWD/qemu10/apt/etc" -o Dir::Etc::sourcelist=sources.list
+			-o "Dir::State=$PWD/qemu10/apt/state"
+			-o "Dir::Cache=$PWD/qemu10/apt/cache" -o Debug::NoLocking=1 -o APT::Get::List-Cleanup=0)
+		apt-get "${apt_opts[@]}" update -qq
+		(cd qemu10/debs && apt-get "${apt_opts[@]}" download qemu-system-x86/bookworm-backports \
+			qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports \
+			qemu-system-modules-spice/bookworm-backports >/dev/null)
+		for deb in qemu10/debs/*.deb; do dpkg -x "$deb" qemu10/root; done
+		# Firmware for -L: its own data plus SeaBIOS (bios-256k.bin is not in 10's data).
+		mkdir -p qemu10/fw
+		cp -a qemu10/root/usr/share/qemu/. qemu10/fw/
+		cp -n /usr/share/seabios/*.bin qemu10/fw/ 2>/dev/null || true
+		cat >qemu10/qemu-system-x86_64 <<'SH'
+#!/bin/sh
+d=$(cd "$(dirname "$0")" && pwd)
+export QEMU_MODULE_DIR="$d/root/usr/lib/x86_64-linux-gnu/qemu"
+exec "$d/root/usr/bin/qemu-system-x86_64" -L "$d/fw" "$@"
+SH
+		chmod +x qemu10/qemu-system-x86_64
+		qemu10/qemu-system-x86_64 --version | head -n1
+		rm -rf qemu10/debs qemu10/apt
+	) || { echo "setup: QEMU 10 from bookworm-backports is not available (scenario-sriov needs it)" >&2; rm -rf qemu10; }
+fi
+
 # initramfs: busybox and the modules to mount the host root over 9p.
 rm -rf initramfs && mkdir -p initramfs/bin initramfs/lib/modules initramfs/dev initramfs/proc \
 	initramfs/sys initramfs/mnt/lower initramfs/mnt/upper initramfs/newroot

@@ -1,0 +1,661 @@
+# SPDX-License-Identifier: MIT
+"""modules/mig against the fake libnvidia-ml.so.1 (test/fakenvml): the real
+daemon loads it in its worker and drives a MIG state machine with A100 and
+H100 profile tables. Apply, idempotent re-apply, other creation orders on
+fragmentation, pending reset, reboot re-apply, drift repair, refusals, the
+deadline, kill -9 mid-apply, MIG devices for containers."""
+
+import json
+import os
+import shutil
+import signal
+import sys
+import zlib
+
+import pytest
+
+import hdtest
+from kubelet import Kubelet
+
+sys.path.insert(0, os.path.join(hdtest.SRCDIR, "test", "fakenvml"))
+import fakenvml  # noqa: E402
+
+LIB = fakenvml.library(hdtest.BUILDDIR)
+A100 = "0000:04:00.0"       # dell-190's A100-PCIE-40GB, with vGPU VFs
+H100 = "0000:65:00.0"
+A100_80 = "0000:17:00.0"    # on vfio-pci: passed through
+H200 = "0000:ca:00.0"
+BUSY = -32005
+REFUSED = -32003
+FAILED = -32010
+
+pytestmark = pytest.mark.skipif(not os.path.exists(LIB),
+                                reason="the fake libnvidia-ml is built by `make check`")
+
+
+def module_dir(tmp):
+    d = os.path.join(tmp, "modules")
+    os.makedirs(d, exist_ok=True)
+    for name in ("pci.so", "usb.so", "mig.so"):
+        shutil.copy(os.path.join(hdtest.MODULE_DIR, name), d)
+        os.chmod(os.path.join(d, name), 0o755)
+    return d
+
+
+class Host:
+    """dell-190 with an H100 and a passed-through A100-80GB added, and the
+    fake NVML reporting the three GPUs at the same addresses."""
+
+    def __init__(self, tmp):
+        self.root = os.path.join(tmp, "host")
+        t = hdtest.simhost.build("dell-190", self.root)
+        t.pci("0000:60:00.0", 0x8086, 0x2032, 0x060400, driver="pcieport", group=60, numa=1)
+        t.pci(H100, 0x10de, 0x2330, 0x030200, parent="0000:60:00.0", driver="nvidia",
+              group=61, numa=1, svendor=0x10de, sdevice=0x16c1)
+        t.pci(A100_80, 0x10de, 0x20b5, 0x030200, driver="vfio-pci", group=62, numa=0)
+        t.pci(H200, 0x10de, 0x2335, 0x030200, driver="nvidia", group=63, numa=1)
+        self.tree = t
+        self.nvml = fakenvml.FakeNvml(os.path.join(tmp, "nvml.json"))
+        self.nvml.add_gpu(A100, "A100-40GB", 0)
+        self.nvml.add_gpu(H100, "H100-80GB", 1, mig=1)
+        self.nvml.add_gpu(A100_80, "A100-80GB", 2, mig=1, gis=[
+            {"id": 1, "profile_id": 0, "start": 0, "size": 8,
+             "cis": [{"id": 0, "profile_id": 4, "start": 0, "size": 7,
+                      "uuid": "MIG-00000000-0000-0000-0000-000000000001"}]}])
+        self.nvml.add_gpu(H200, "H200-141GB", 3)
+
+
+@pytest.fixture
+def host(tmp_path):
+    return Host(str(tmp_path))
+
+
+@pytest.fixture
+def mig_daemon(make_daemon, host, tmp_path):
+    def factory(mig=None, start=True):
+        conf = {"nvml_library": LIB, "check_interval_ms": 0}
+        conf.update(mig or {})
+        return make_daemon(tree=host.root, config={"mig": conf}, start=start,
+                           env={"FAKE_NVML_STATE": host.nvml.path},
+                           extra_args=["--module-dir", module_dir(str(tmp_path))])
+    return factory
+
+
+def gpus(d):
+    return {g["bus_id"]: g for g in d.call("mig.list")["gpus"]}
+
+
+def fake_reboot(d):
+    """state.json as another boot wrote it."""
+    path = os.path.join(d.state, "state.json")
+    with open(path) as f:
+        state = json.load(f)
+    state.pop("checksum")
+    state["boot_id"] = "00000000-0000-0000-0000-000000000000"
+    canon = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+    state["checksum"] = "crc32:%08x" % zlib.crc32(canon)
+    with open(path, "w") as f:
+        json.dump(state, f)
+
+
+def record(d, bus):
+    with open(os.path.join(d.state, "state.json")) as f:
+        return json.load(f)["modules"]["mig"]["gpus"][bus]
+
+
+# --- without NVML ---------------------------------------------------------------
+
+def test_without_library_inactive_with_reason(make_daemon, tmp_path):
+    d = make_daemon(config={"mig": {"nvml_library": str(tmp_path / "libnvidia-ml.so.1")}},
+                    extra_args=["--module-dir", module_dir(str(tmp_path))])
+    r = d.call("mig.list")
+    assert r["nvml"]["loaded"] is False and r["gpus"] == []
+    assert "cannot load" in r["nvml"]["error"] and "libnvidia-ml.so.1" in r["nvml"]["error"]
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": A100, "layout": {"1g.5gb": 1}})
+    assert e.value.code == FAILED and "cannot load" in e.value.message
+    # Nothing else changes: the daemon's own devices are all there.
+    assert any(x["address"] == A100 for x in d.call("devices.list", {"class": "pci"}))
+
+
+# --- listing ----------------------------------------------------------------------
+
+def test_list_matches_profile_tables(mig_daemon, host):
+    d = mig_daemon()
+    r = d.call("mig.list")
+    assert r["nvml"] == {"loaded": True, "library": LIB, "driver_version": "550.90.07",
+                         "error": None}
+    g = {x["bus_id"]: x for x in r["gpus"]}
+    assert set(g) == {A100, H100, A100_80, H200}
+    for bus, model in ((A100, "A100-40GB"), (H100, "H100-80GB"), (A100_80, "A100-80GB"),
+                       (H200, "H200-141GB")):
+        assert g[bus]["mig_capable"] and g[bus]["inventory"]
+        prof = {p["id"]: (p["name"], p["instances"]) for p in g[bus]["profiles"]}
+        assert prof == fakenvml.PROFILES[model], bus
+    a = g[A100]
+    assert a["name"] == "NVIDIA A100-PCIE-40GB" and a["uuid"].startswith("GPU-")
+    assert a["mode"] == {"current": False, "pending": False} and a["status"] == "unmanaged"
+    assert a["driver"] == "nvidia" and a["desired"] is None
+    p3 = next(p for p in a["profiles"] if p["name"] == "3g.20gb")
+    assert p3["placements"] == [{"start": 0, "size": 4}, {"start": 4, "size": 4}]
+    assert p3["memory_mb"] == 19968 and p3["slices"] == 3
+    # The passed-through GPU's one instance, with its MIG device UUID.
+    gi = g[A100_80]["gpu_instances"]
+    assert [(x["profile"], x["compute_instances"][0]["uuid"]) for x in gi] == \
+        [("7g.80gb", "MIG-00000000-0000-0000-0000-000000000001")]
+    assert d.call("mig.list", {"gpu": H100})["gpus"][0]["bus_id"] == H100
+    # The versioned names, where the library has them.
+    calls = host.nvml.read()["calls"]
+    assert calls["nvmlInit_v2"] >= 1 and "nvmlInit" not in calls
+    assert calls["nvmlDeviceGetGpuInstanceProfileInfoV"] >= 1
+    assert "nvmlDeviceGetGpuInstanceProfileInfo" not in calls
+
+
+def test_older_library_plain_names(mig_daemon, host):
+    """An older driver's library without nvmlInit_v2, ..._v3 and the "V"
+    profile calls: the plain names give the same GPUs and names."""
+    d = mig_daemon({"nvml_library": LIB.replace("/fakenvml/", "/fakenvml/old/")})
+    g = gpus(d)
+    for bus, model in ((A100, "A100-40GB"), (H200, "H200-141GB")):
+        assert {p["id"]: (p["name"], p["instances"]) for p in g[bus]["profiles"]} == \
+            fakenvml.PROFILES[model], bus
+    # Without the "V" call there is no name: it is made from the memory, and
+    # the full H100 (80896 MiB in the fake) reads 7g.79gb where the driver
+    # says 7g.80gb. Ids and counts are NVML's own.
+    assert {p["id"]: p["instances"] for p in g[H100]["profiles"]} == \
+        {k: v[1] for k, v in fakenvml.PROFILES["H100-80GB"].items()}
+    assert d.call("mig.apply", {"gpu": H100, "layout": {"3g.40gb": 2}})["changed"] is True
+    assert host.nvml.layout(H100) == [(9, 0, 1), (9, 4, 1)]
+    calls = host.nvml.read()["calls"]
+    assert calls["nvmlInit"] >= 1 and "nvmlInit_v2" not in calls
+    assert calls["nvmlDeviceGetPciInfo_v2"] >= 1 and "nvmlDeviceGetPciInfo_v3" not in calls
+    assert calls["nvmlDeviceGetGpuInstanceProfileInfo"] >= 1
+    assert "nvmlDeviceGetGpuInstanceProfileInfoV" not in calls
+
+
+# --- applying -----------------------------------------------------------------------
+
+def test_apply_then_idempotent_reapply(mig_daemon, host):
+    d = mig_daemon()
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig"]})
+    r = c.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 7}})
+    assert r["changed"] is True and r["status"] == "synced"
+    ev = c.next_event(match=lambda e: e["type"] == "mig.applied")
+    assert ev["gpu"] == H100 and ev["layout"] == [{"profile": "1g.10gb"}] * 7
+    assert host.nvml.layout(H100) == [(19, s, 1) for s in range(7)]
+    g = gpus(d)[H100]
+    assert g["status"] == "synced" and g["source"] == "api"
+    uuids = [gi["compute_instances"][0]["uuid"] for gi in g["gpu_instances"]]
+    assert len(set(uuids)) == 7 and all(u.startswith("MIG-") for u in uuids)
+    before = host.nvml.mutations()
+    # Again, by UUID and in the list form: nothing destroyed or created.
+    r = c.call("mig.apply", {"gpu": g["uuid"], "layout": ["1g.10gb"] * 7})
+    assert r["changed"] is False and r["status"] == "synced"
+    assert host.nvml.mutations() == before
+    assert [gi["compute_instances"][0]["uuid"] for gi in gpus(d)[H100]["gpu_instances"]] == uuids
+    assert record(d, H100)["phase"] == "applied"
+    c.close()
+
+
+def test_apply_enables_mig_mode_ampere(mig_daemon, host):
+    d = mig_daemon()
+    r = d.call("mig.apply", {"gpu": A100, "layout": {"3g.20gb": 2}})
+    assert r["changed"] is True
+    g = host.nvml.gpu(A100)
+    assert g["mig_current"] == 1 and host.nvml.layout(A100) == [(9, 0, 1), (9, 4, 1)]
+    assert gpus(d)[A100]["status"] == "synced"
+
+
+def test_fragmentation_tries_other_orders(mig_daemon, host):
+    """Largest first puts 3g.40gb at slice 0; four 1g.10gb then do not fit
+    (slice 7 is no 1g placement): another order does."""
+    d = mig_daemon()
+    r = d.call("mig.apply", {"gpu": H100, "layout": {"3g.40gb": 1, "1g.10gb": 4}})
+    assert r["changed"] is True and r["attempts"] > 1
+    assert host.nvml.layout(H100) == [(9, 4, 1), (19, 0, 1), (19, 1, 1), (19, 2, 1), (19, 3, 1)]
+    assert gpus(d)[H100]["status"] == "synced"
+
+
+def test_explicit_placements(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": [{"profile": "3g.40gb", "placement": 4},
+                                                 {"profile": "2g.20gb", "placement": 0}]})
+    assert host.nvml.layout(H100) == [(9, 4, 1), (14, 0, 1)]
+
+
+def test_impossible_layout_leaves_gpu_empty(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig.failed"]})
+    # 4 + 3 + 1 compute slices of 7: no order fits.
+    with pytest.raises(hdtest.RpcError) as e:
+        c.call("mig.apply", {"gpu": H100, "layout": {"4g.40gb": 1, "3g.40gb": 1, "1g.10gb": 1}})
+    assert e.value.code == FAILED
+    assert "Insufficient Resources" in e.value.message and "left empty" in e.value.message
+    assert "every other creation order" in e.value.message
+    assert host.nvml.layout(H100) == []
+    ev = c.next_event()
+    assert ev["type"] == "mig.failed" and ev["gpu"] == H100
+    g = gpus(d)[H100]
+    assert g["status"] == "error" and "left empty" in g["error"]
+    assert record(d, H100)["phase"] == "failed"
+    c.close()
+
+
+def test_unknown_profile_changes_nothing(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": {"2g.20gb": 1}})
+    before = host.nvml.mutations()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": H100, "layout": {"1g.5gb": 1}})
+    assert e.value.code == -32602 and 'no MIG profile "1g.5gb"' in e.value.message
+    assert host.nvml.mutations() == before
+    for bad in ({"1g.10gb": 8}, {"1g 10gb": 1}, [{"profile": "1g.10gb", "placement": 9}]):
+        with pytest.raises(hdtest.RpcError) as e:
+            d.call("mig.apply", {"gpu": H100, "layout": bad})
+        assert e.value.code == -32602, bad
+    # No GPU there: nothing recorded, the list unchanged.
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": "0000:99:00.0", "layout": {"1g.10gb": 1}})
+    assert e.value.code == -32004 and "NVML does not see a GPU" in e.value.message
+    assert set(gpus(d)) == {A100, H100, A100_80, H200}
+
+
+def test_clear_removes_every_instance(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": {"2g.20gb": 3}})
+    assert len(host.nvml.layout(H100)) == 3
+    r = d.call("mig.clear", {"gpu": H100})
+    assert r["changed"] is True
+    assert host.nvml.layout(H100) == [] and host.nvml.gpu(H100)["mig_current"] == 1
+    assert gpus(d)[H100]["status"] == "synced"
+    # MIG off (Hopper: no reset needed).
+    d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})
+    assert d.call("mig.apply", {"gpu": H100, "enabled": False})["changed"] is True
+    assert host.nvml.gpu(H100)["mig_current"] == 0 and host.nvml.layout(H100) == []
+    g = gpus(d)[H100]
+    assert g["status"] == "synced" and g["desired"] == {"enabled": False, "layout": []}
+
+
+# --- reset rules ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("how,reset", [("in_use", "gpu"), ("reset_required", "reboot")])
+def test_ampere_mode_change_pending_reset(mig_daemon, host, how, reset):
+    host.nvml.set_gpu(A100, mode_change=how)
+    d = mig_daemon()
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig"]})
+    r = c.call("mig.apply", {"gpu": A100, "layout": {"1g.5gb": 7}})
+    assert r == {"changed": True, "status": "pending-reset", "gpu": A100, "reset": reset}
+    ev = c.next_event(match=lambda e: e["type"] == "mig.pending_reset")
+    assert ev["gpu"] == A100 and ev["reset"] == reset
+    g = gpus(d)[A100]
+    assert g["status"] == "pending-reset" and g["reset"] == reset
+    assert g["mode"] == {"current": False, "pending": True}
+    assert ("nvidia-smi -r -i " + A100 in g["hint"]) if reset == "gpu" else "reboot" in g["hint"]
+    assert host.nvml.layout(A100) == []
+    # hostdevd never resets the GPU itself; once someone has, it applies.
+    host.nvml.reset(A100)
+    d.call("mig.reconcile")
+    ev = c.next_event(match=lambda e: e["type"] == "mig.applied")
+    assert ev["gpu"] == A100
+    assert host.nvml.layout(A100) == [(19, s, 1) for s in range(7)]
+    assert gpus(d)[A100]["status"] == "synced"
+    c.close()
+
+
+def test_reboot_reapplies_layouts_and_hopper_mode(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": {"3g.40gb": 2}})
+    d.call("mig.apply", {"gpu": A100, "layout": {"2g.10gb": 3}})
+    d.stop()
+    host.nvml.reboot()
+    assert host.nvml.gpu(H100)["mig_current"] == 0 and host.nvml.layout(A100) == []
+    fake_reboot(d)
+    d.start()
+    hdtest.wait_until(lambda: all(gpus(d)[b]["status"] == "synced" for b in (A100, H100)),
+                      what="layouts re-applied after the reboot")
+    assert host.nvml.gpu(H100)["mig_current"] == 1
+    assert host.nvml.layout(H100) == [(9, 0, 1), (9, 4, 1)]
+    assert host.nvml.layout(A100) == [(14, 0, 1), (14, 2, 1), (14, 4, 1)]
+    assert "drift" not in d.log_text()
+
+
+def test_configured_layout_applied_at_start(mig_daemon, host):
+    d = mig_daemon({"gpus": [{"gpu": "10de:2330", "layout": {"2g.20gb": 3}},
+                             {"gpu": "all", "enabled": False}]})
+    hdtest.wait_until(lambda: gpus(d)[H100]["status"] == "synced", what="configured layout")
+    g = gpus(d)
+    assert g[H100]["source"] == "config" and host.nvml.layout(H100) == \
+        [(14, 0, 1), (14, 2, 1), (14, 4, 1)]
+    # "all" (MIG off) matched the A100, which already has MIG off.
+    assert g[A100]["status"] == "synced" and g[A100]["desired"]["enabled"] is False
+    # The API's layout wins over the configuration until mig.forget.
+    d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    d.call("mig.reconcile")
+    assert host.nvml.layout(H100) == [(0, 0, 1)]
+    d.call("mig.forget", {"gpu": H100})
+    hdtest.wait_until(lambda: host.nvml.layout(H100) == [(14, 0, 1), (14, 2, 1), (14, 4, 1)],
+                      what="the configuration's layout back")
+
+
+@pytest.mark.parametrize("conf,message", [
+    ({"gpus": [{"gpu": "nvidia"}]}, "mig.gpus[0].gpu"),
+    ({"gpus": [{"gpu": "all", "layout": {"1g.10gb": 9}}]}, "mig.gpus[0].layout.1g.10gb"),
+    ({"gpus": [{"gpu": "all", "enabled": False, "layout": {"1g.10gb": 1}}]}, "needs MIG mode"),
+    ({"timeout": 5}, "mig.timeout: unknown key"),
+])
+def test_bad_configuration_refused(mig_daemon, conf, message):
+    d = mig_daemon(conf, start=False)
+    args = d.args(1)
+    i = args.index("--ready-fd")
+    del args[i:i + 2]
+    r = hdtest.subprocess.run(args, capture_output=True, text=True, timeout=30,
+                              env=hdtest.sanitizer_env())
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+# --- drift ---------------------------------------------------------------------------
+
+def test_drift_is_an_event_and_repaired(mig_daemon, host):
+    d = mig_daemon({"check_interval_ms": 200})
+    d.call("mig.apply", {"gpu": H100, "layout": {"2g.20gb": 2}})
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig"]})
+    old = {gi["compute_instances"][0]["uuid"] for gi in gpus(d)[H100]["gpu_instances"]}
+
+    def destroy_one(s):
+        g = next(x for x in s["gpus"] if x["bus_id"] == H100)
+        g["gis"].pop()
+    host.nvml.update(destroy_one)      # nvidia-smi mig -dci/-dgi by hand
+    ev = c.next_event(match=lambda e: e["type"] == "mig.drift")
+    assert ev["gpu"] == H100 and ev["found"] == "1 GPU instances, 2 wanted"
+    assert ev["expected"] == [{"profile": "2g.20gb"}] * 2
+    ev = c.next_event(match=lambda e: e["type"] == "mig.applied")
+    assert ev["gpu"] == H100
+    assert [x[0] for x in host.nvml.layout(H100)] == [14, 14]
+    new = {gi["compute_instances"][0]["uuid"] for gi in gpus(d)[H100]["gpu_instances"]}
+    assert len(new) == 2 and new != old
+    c.close()
+
+
+# --- refusals: nothing destroyed ----------------------------------------------------------
+
+def test_refused_on_vfio_pci(mig_daemon, host):
+    d = mig_daemon()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": A100_80, "layout": {"1g.10gb": 7}})
+    assert e.value.code == REFUSED and "vfio-pci" in e.value.message
+    assert host.nvml.mutations() == {}
+    assert host.nvml.layout(A100_80) == [(0, 0, 1)]
+
+
+def test_refused_with_vgpus_in_use(mig_daemon, host):
+    host.tree.write(host.tree.devices["0000:04:00.5"] + "/nvidia/current_vgpu_type", "542\n")
+    d = mig_daemon()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": A100, "layout": {"1g.5gb": 1}})
+    assert e.value.code == REFUSED and "0000:04:00.5" in e.value.message
+    assert "vGPU" in e.value.message
+    assert host.nvml.mutations() == {} and host.nvml.gpu(A100)["mig_current"] == 0
+    assert gpus(d)[A100]["status"] == "in-use"
+
+
+def test_refused_while_processes_run_in_instances(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": {"3g.40gb": 2}})
+    gi = host.nvml.gpu(H100)["gis"][0]["id"]
+    host.nvml.set_gpu(H100, processes=[{"pid": os.getpid(), "gi": gi, "ci": 0}])
+    before = host.nvml.mutations()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    assert e.value.code == BUSY and "IN_USE" in e.value.message
+    assert '"pid":%d' % os.getpid() in e.value.message.replace(" ", "")
+    assert host.nvml.mutations() == before and len(host.nvml.layout(H100)) == 2
+    g = gpus(d)[H100]
+    assert g["status"] == "in-use" and g["holders"][0]["pid"] == os.getpid()
+
+
+def test_refused_while_the_device_node_is_held(mig_daemon, host):
+    d = mig_daemon()
+    node = os.path.join(d.devroot, "nvidia1")
+    with open(node, "w"):
+        with pytest.raises(hdtest.RpcError) as e:
+            d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})
+        assert e.value.code == BUSY and str(os.getpid()) in e.value.message
+        assert host.nvml.mutations() == {}
+        g = gpus(d)[H100]
+        assert g["status"] == "in-use" and g["holders"][0]["path"] == node
+    assert d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})["changed"] is True
+
+
+# --- deadlines and crashes --------------------------------------------------------------
+
+def test_hanging_nvml_call_meets_the_deadline(mig_daemon, host):
+    host.nvml.set(hang="nvmlDeviceCreateGpuInstance")
+    d = mig_daemon({"timeout_ms": 1500})
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})
+    assert e.value.code == FAILED and "within 1500 ms" in e.value.message
+    # The daemon goes on; a fresh worker loads NVML again.
+    host.nvml.set(hang="")
+    assert d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})["changed"] is True
+    assert host.nvml.layout(H100) == [(19, 0, 1)]
+
+
+def children(pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(p))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def test_kill_9_mid_apply(mig_daemon, host):
+    d = mig_daemon({"timeout_ms": 60000})
+    d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    host.nvml.set(hang="nvmlGpuInstanceCreateComputeInstance")
+    c = d.client()
+    c.send_raw(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "mig.apply",
+                           "params": {"gpu": H100, "layout": {"3g.40gb": 2}}}).encode() + b"\n")
+    hdtest.wait_until(lambda: host.nvml.calls("nvmlGpuInstanceCreateComputeInstance") > 1,
+                      what="the apply to hang half-way")
+    assert record(d, H100)["phase"] == "applying"
+    workers = children(d.pid())
+    d.proc.kill()
+    d.proc.wait()
+    for w in workers:
+        os.kill(w, signal.SIGKILL)
+    c.close()
+    d.stop()
+    # Half a layout: one 3g.40gb GPU instance, without a compute instance.
+    assert host.nvml.layout(H100) == [(9, 0, 0)]
+    host.nvml.set(hang="")
+    d.start()
+    hdtest.wait_until(lambda: gpus(d)[H100]["status"] == "synced", what="re-applied at start")
+    assert host.nvml.layout(H100) == [(9, 0, 1), (9, 4, 1)]
+    assert record(d, H100)["phase"] == "applied"
+
+
+# --- containers ---------------------------------------------------------------------------
+
+def test_mig_devices_for_containers(mig_daemon, host):
+    d = mig_daemon({"advertise": True}, start=False)
+    k = Kubelet(d.kubelet)
+    try:
+        d.start()
+        d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 2, "3g.40gb": 1}})
+        g = gpus(d)[H100]
+        small = sorted(gi["compute_instances"][0]["uuid"] for gi in g["gpu_instances"]
+                       if gi["profile"] == "1g.10gb")
+        plugin = k.wait_registered("nvidia.com/mig-1g.10gb")
+        devs = plugin.wait_devices(lambda x: len(x) == 2)
+        assert sorted(x[0] for x in devs) == small and all(x[1] == "Healthy" for x in devs)
+        k.wait_registered("nvidia.com/mig-3g.40gb")
+        resp = plugin.allocate([small[0]])
+        assert dict(resp.container_responses[0].envs) == {"NVIDIA_VISIBLE_DEVICES": small[0]}
+        # Health from NVML: failing, the devices stay, unhealthy; back, healthy.
+        host.nvml.set(fail={"nvmlDeviceGetCount_v2": 999})
+        d.call("mig.reconcile")
+        plugin.wait_devices(lambda x: len(x) == 2 and all(y[1] == "Unhealthy" for y in x))
+        assert d.call("mig.list")["nvml"]["error"] == "nvmlDeviceGetCount: Unknown Error"
+        host.nvml.set(fail={})
+        d.call("mig.reconcile")
+        plugin.wait_devices(lambda x: len(x) == 2 and all(y[1] == "Healthy" for y in x))
+        d.call("mig.clear", {"gpu": H100})
+        plugin.wait_devices(lambda x: x == [])
+    finally:
+        k.stop()
+
+
+# --- tools/mig-check -------------------------------------------------------------------
+
+# What nvidia-smi prints for an H100 80GB HBM3 with MIG on and no instances
+# (the format of drivers 535-550; ids, names and counts as a real H100
+# reported them, REFERENCE-MODULES A.7).
+H100_LGIP = """\
++-----------------------------------------------------------------------------+
+| GPU instance profiles:                                                      |
+| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |
+|                              Free/Total   GiB              CE    JPEG  OFA  |
+|=============================================================================|
+|   0  MIG 1g.10gb       19     7/7        9.75       No     16     1     0   |
+|                                                             1     1     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 1g.10gb+me    20     1/1        9.75       No     16     1     0   |
+|                                                             1     1     1   |
++-----------------------------------------------------------------------------+
+|   0  MIG 1g.20gb       15     4/4        19.62      No     26     1     0   |
+|                                                             1     1     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 2g.20gb       14     3/3        19.62      No     32     2     0   |
+|                                                             2     2     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 3g.40gb        9     2/2        39.38      No     60     3     0   |
+|                                                             3     3     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 4g.40gb        5     1/1        39.38      No     64     4     0   |
+|                                                             4     4     0   |
++-----------------------------------------------------------------------------+
+|   0  MIG 7g.80gb        0     1/1        79.00      No     132    7     0   |
+|                                                             8     7     1   |
++-----------------------------------------------------------------------------+
+"""
+
+NVIDIA_SMI = '''#!/usr/bin/python3
+import sys
+a = sys.argv[1:]
+if a == ["-q", "-x"]:
+    print("""<?xml version="1.0" ?><nvidia_smi_log><gpu id="00000000:65:00.0">
+<product_name>NVIDIA H100 80GB HBM3</product_name><uuid>%(uuid)s</uuid>
+<minor_number>1</minor_number><mig_mode><current_mig>Enabled</current_mig>
+<pending_mig>Enabled</pending_mig></mig_mode></gpu></nvidia_smi_log>""")
+elif a == ["mig", "-i", "0", "-lgip"]:
+    sys.stdout.write(%(lgip)r)
+elif a == ["-L"]:
+    print("GPU 0: NVIDIA H100 80GB HBM3 (UUID: %(uuid)s)")
+else:
+    sys.exit("nvidia-smi stand-in: queries only, not %%s" %% a)
+'''
+
+
+def test_mig_check_agrees_with_recorded_nvidia_smi(mig_daemon, host, tmp_path):
+    """tools/mig-check against an nvidia-smi that prints a real H100's
+    answers: the fake's H100 table must say what the hardware said."""
+    d = mig_daemon()
+    uuid = gpus(d)[H100]["uuid"]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text(NVIDIA_SMI % {"uuid": uuid, "lgip": H100_LGIP})
+    smi.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    tool = os.path.join(hdtest.SRCDIR, "tools", "mig-check")
+    rec = tmp_path / "h100.json"
+    r = hdtest.subprocess.run([tool, "--socket", d.sock, "--record", str(rec)],
+                              capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "hostdevd and nvidia-smi agree" in r.stdout and "DIFF" not in r.stdout
+    assert json.loads(rec.read_text())[H100]["profiles"]["15"] == ["1g.20gb", 4, 4]
+    # A difference is found: an instance nvidia-smi does not show.
+    d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    r = hdtest.subprocess.run([tool, "--socket", d.sock], capture_output=True, text=True,
+                              timeout=60, env=env)
+    assert r.returncode == 1 and "DIFF MIG devices" in r.stdout, r.stdout
+    # No nvidia-smi: nothing to check.
+    r = hdtest.subprocess.run([tool, "--socket", d.sock], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, PATH="/nonexistent"))
+    assert r.returncode == 77
+
+
+def test_gpu_that_arrives_gets_its_configured_layout(make_daemon, tmp_path):
+    """Hotplug: a GPU the configuration selects, appearing in sysfs and in
+    NVML after the start, gets its layout at the next check."""
+    h = Host(str(tmp_path))
+    def drop_h200(s):
+        s["gpus"] = [g for g in s["gpus"] if g["bus_id"] != H200]
+    h.nvml.update(drop_h200)
+    gone = os.path.join(h.tree.sys, "bus/pci/devices", H200)
+    target = os.path.realpath(gone)
+    os.unlink(gone)
+    hidden = target + ".away"
+    os.rename(target, hidden)
+    d = make_daemon(tree=h.root, env={"FAKE_NVML_STATE": h.nvml.path},
+                    config={"mig": {"nvml_library": LIB, "check_interval_ms": 200,
+                                    "gpus": [{"gpu": "10de:2335", "layout": {"3g.71gb": 2}}]}},
+                    extra_args=["--module-dir", module_dir(str(tmp_path))])
+    assert H200 not in gpus(d)
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig.applied"]})
+    os.rename(hidden, target)
+    os.symlink(os.path.relpath(target, os.path.dirname(gone)), gone)
+    h.nvml.add_gpu(H200, "H200-141GB", 3)
+    d.call("daemon.rescan")
+    ev = c.next_event(timeout=20)
+    assert ev["type"] == "mig.applied" and ev["gpu"] == H200
+    assert h.nvml.layout(H200) == [(9, 0, 1), (9, 4, 1)]
+    g = gpus(d)[H200]
+    assert g["status"] == "synced" and g["source"] == "config"
+    c.close()
+
+
+def test_reload_applies_the_new_layout(mig_daemon, host):
+    d = mig_daemon({"gpus": [{"gpu": H100, "layout": {"7g.80gb": 1}}]})
+    hdtest.wait_until(lambda: gpus(d)[H100]["status"] == "synced", what="first layout")
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig.applied", "config"]})
+    conf = {"mig": {"nvml_library": LIB, "check_interval_ms": 0,
+                    "gpus": [{"gpu": H100, "layout": {"4g.40gb": 1, "3g.40gb": 1}}]}}
+    d.write_config(conf)
+    d.signal(signal.SIGHUP)
+    assert c.next_event(match=lambda e: e["type"].startswith("config"))["type"] == \
+        "config.reloaded"
+    assert c.next_event(match=lambda e: e["type"] == "mig.applied")["gpu"] == H100
+    assert host.nvml.layout(H100) == [(5, 0, 1), (9, 4, 1)]
+    c.close()
+
+
+def test_untrusted_state_changes_nothing(mig_daemon, host):
+    d = mig_daemon()
+    d.call("mig.apply", {"gpu": H100, "layout": {"7g.80gb": 1}})
+    d.stop()
+    path = os.path.join(d.state, "state.json")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace('"phase":"applied"', '"phase":"applyinG"'))
+    host.nvml.reboot()
+    d.start()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": H100, "layout": {"1g.10gb": 1}})
+    assert e.value.code == FAILED and "could not be trusted" in e.value.message
+    assert d.call("mig.list")["fail_closed"] is True
+    d.call("mig.reconcile")
+    assert host.nvml.layout(H100) == [] and host.nvml.gpu(H100)["mig_current"] == 0
