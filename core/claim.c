@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* PCI claims: whole IOMMU groups onto vfio-pci and back, journalled in
- * state.json so that restart, kill -9 and reboot leave nothing half done. */
+/* The IOMMU-group engine: whole IOMMU groups onto vfio-pci and back for the
+ * module that asks (vfio_group_bind/unbind), journalled in state.json per
+ * owner so that restart, kill -9 and reboot leave nothing half done. What a
+ * group is held for (a PCI claim, VFs for guests) is the owner's business. */
 #include "config.h"
 
 #include <errno.h>
@@ -33,22 +35,25 @@
 #define VERIFY_LIMIT_MS 5000		/* for a bind to show */
 #define VERIFY_MAX_TRIES 250
 #define MAX_MEMBERS 64
+/* Records written before the engine had owners (ABI 2.0 and earlier) were
+ * the PCI claims of the module that now carries them on. */
+#define LEGACY_OWNER "pci"
 
 enum phase {
 	PH_START = 0,
 	/* claim */
-	PH_MODPROBE, PH_GPU_FREE, PH_PM_OFF, PH_INTENT, PH_OVERRIDE, PH_UNBIND, PH_PROBE, PH_VERIFY,
+	PH_MODPROBE, PH_INTENT, PH_OVERRIDE, PH_UNBIND, PH_PROBE, PH_VERIFY,
 	PH_CLAIMED,
 	/* rollback of a failed claim */
 	PH_RB_UNBIND, PH_RB_CLEAR, PH_RB_BIND, PH_RB_DONE,
 	/* release */
-	PH_RL_HOLDERS, PH_RL_INTENT, PH_RL_UNBIND, PH_RL_CLEAR, PH_RL_BIND, PH_RL_VERIFY, PH_RL_PM_ON,
+	PH_RL_HOLDERS, PH_RL_INTENT, PH_RL_UNBIND, PH_RL_CLEAR, PH_RL_BIND, PH_RL_VERIFY,
 	PH_RELEASED,
 	PH_MAX
 };
 
 static const char *const phase_names[PH_MAX] = {
-	[PH_START] = "start", [PH_GPU_FREE] = "gpu-free", [PH_PM_OFF] = "persistence-off",
+	[PH_START] = "start",
 	[PH_INTENT] = "intent", [PH_MODPROBE] = "modprobe", [PH_OVERRIDE] = "override",
 	[PH_UNBIND] = "unbind", [PH_PROBE] = "probe", [PH_VERIFY] = "verify",
 	[PH_CLAIMED] = "claimed", [PH_RB_UNBIND] = "rollback-unbind",
@@ -56,7 +61,7 @@ static const char *const phase_names[PH_MAX] = {
 	[PH_RB_DONE] = "rolled-back", [PH_RL_HOLDERS] = "release-holders",
 	[PH_RL_INTENT] = "release-intent", [PH_RL_UNBIND] = "release-unbind",
 	[PH_RL_CLEAR] = "release-clear", [PH_RL_BIND] = "release-bind",
-	[PH_RL_VERIFY] = "release-verify", [PH_RL_PM_ON] = "persistence-on",
+	[PH_RL_VERIFY] = "release-verify",
 	[PH_RELEASED] = "released",
 };
 
@@ -82,7 +87,7 @@ struct claim_job {
 	unsigned verify_gen;	/* the timer that may wake it */
 	int verify_wait_ms;
 	int64_t verify_deadline;	/* monotonic ms */
-	bool nvidia;
+	int64_t deadline;	/* monotonic ms the whole move must end by; 0: none */
 	char error[512];
 	int fail_err;			/* job_fail's error for the caller; 0: -EIO */
 	claim_done_fn done;
@@ -95,11 +100,24 @@ static const char *crash_after;	/* HOSTDEVD_TEST_CRASH_AFTER, tests only */
 static void job_run(struct claim_job *j);
 static void index_rebuild(struct claims *c);
 static void job_next_member(struct claim_job *j, enum phase first, enum phase after);
+static int64_t mono_ms(void);
+static const char *member_addr(struct claim_job *j);
 
 const char *
 claim_state_to_string(enum claim_state s)
 {
 	return (unsigned)s < CLAIM_STATE_MAX ? state_names[s] : "invalid";
+}
+
+/* The one place a claim's state changes: logged, with why. */
+static void
+claim_set_state(struct claim *cl, enum claim_state s, const char *why)
+{
+	if (cl->state == s)
+		return;
+	log_debug("claim", "%s: %s -> %s (%s)", cl->address, claim_state_to_string(cl->state),
+		  claim_state_to_string(s), why);
+	cl->state = s;
 }
 
 static int
@@ -117,7 +135,6 @@ claim_free(struct claim *cl)
 	for (size_t i = 0; i < cl->n; i++)
 		free(cl->members[i].original_driver);
 	free(cl->members);
-	free(cl->resource_name);
 	free(cl->saved);
 	free(cl);
 }
@@ -134,11 +151,10 @@ claim_persist_json(const struct claim *cl)
 							 cl->members[i].address, "original_driver",
 							 cl->members[i].original_driver, "bridge",
 							 cl->members[i].bridge));
-	return json_pack("{s:s, s:i, s:s?, s:s, s:o, s:b, s:I, s:I, s:s}", "address", cl->address,
-			 "iommu_group", cl->group, "resource_name", cl->resource_name, "state",
+	return json_pack("{s:s, s:i, s:s, s:s, s:o, s:I, s:I, s:s}", "address", cl->address,
+			 "iommu_group", cl->group, "owner", cl->owner, "state",
 			 claim_state_to_string(cl->state == CLAIM_REFUSED ? cl->recorded : cl->state),
-			 "members", members, "from_config",
-			 cl->from_config, "created", (json_int_t)cl->created, "allocations",
+			 "members", members, "created", (json_int_t)cl->created, "allocations",
 			 (json_int_t)cl->allocations, "advertised_as", cl->advertised);
 }
 
@@ -206,7 +222,7 @@ claim_from_json(const json_t *o)
 	struct claim *cl = calloc(1, sizeof(*cl));
 	const json_t *members = json_object_get(o, "members");
 	const char *addr = json_string_value(json_object_get(o, "address"));
-	const char *res = json_string_value(json_object_get(o, "resource_name"));
+	const char *owner = json_string_value(json_object_get(o, "owner"));
 	int st = state_from_string(json_string_value(json_object_get(o, "state")));
 	size_t i;
 	json_t *m;
@@ -216,13 +232,14 @@ claim_from_json(const json_t *o)
 	if (cl == NULL)
 		return NULL;
 	if (!addr || !pci_address_valid(addr) || st < 0 || !json_is_array(members) ||
+	    (owner && (!owner[0] || strlen(owner) >= sizeof(cl->owner))) ||
 	    json_array_size(members) == 0 || json_array_size(members) > MAX_MEMBERS)
 		goto bad;
 	snprintf(cl->address, sizeof(cl->address), "%s", addr);
 	cl->group = (int)json_integer_value(json_object_get(o, "iommu_group"));
-	cl->resource_name = res ? strdup(res) : NULL;
+	/* A record from before the engine had owners was a PCI claim. */
+	snprintf(cl->owner, sizeof(cl->owner), "%s", owner ? owner : LEGACY_OWNER);
 	cl->state = (enum claim_state)st;
-	cl->from_config = json_is_true(json_object_get(o, "from_config"));
 	cl->created = (int64_t)json_integer_value(json_object_get(o, "created"));
 	cl->allocations = (uint64_t)json_integer_value(json_object_get(o, "allocations"));
 	snprintf(cl->advertised, sizeof(cl->advertised), "%s",
@@ -246,6 +263,39 @@ claim_from_json(const json_t *o)
 bad:
 	claim_free(cl);
 	return NULL;
+}
+
+/* A file from before the engine had owners: its records were whole PCI
+ * claims. The engine keeps their group part; what only their owner reads
+ * (a resource name, whether the configuration asked) goes, record by
+ * record as it was, to the owner's section as {"legacy_claims": [...]},
+ * which the owner folds into its own records at start. Written back at
+ * the next save; until then the file stays as it was. */
+static void
+legacy_carry_over(struct claims *c, const json_t *list)
+{
+	json_t *legacy = NULL, *o, *section;
+	size_t i;
+
+	json_array_foreach(list, i, o) {
+		if (json_object_get(o, "owner"))
+			continue;
+		if (legacy == NULL && (legacy = json_array()) == NULL)
+			return;
+		json_array_append(legacy, o);
+	}
+	if (legacy == NULL)
+		return;
+	if (c->modules == NULL)
+		c->modules = json_object();
+	section = c->modules ? json_object_get(c->modules, LEGACY_OWNER) : NULL;
+	if (c->modules && section == NULL) {
+		json_object_set_new(c->modules, LEGACY_OWNER,
+				    json_pack("{s:O}", "legacy_claims", legacy));
+		log_info("claim", "%zu records from before owners carried over to module %s",
+			 json_array_size(legacy), LEGACY_OWNER);
+	}
+	json_decref(legacy);
 }
 
 int
@@ -295,6 +345,8 @@ claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
 			json_decref(c->modules);
 			c->modules = json_incref(mods);
 		}
+		if (!c->fail_closed)
+			legacy_carry_over(c, list);
 		json_array_foreach(list, i, o) {
 			struct claim *cl = claim_from_json(o);
 			struct claim **v;
@@ -498,29 +550,47 @@ claim_json(const struct claim *cl)
 }
 
 json_t *
-claims_json(struct claims *c)
+claim_view_json(struct claims *c, const struct claim *cl)
+{
+	json_t *o = claim_json(cl);
+	json_t *members = json_object_get(o, "members"), *m;
+	size_t k;
+
+	/* Each member's driver now, beside the one it had. */
+	json_array_foreach(members, k, m) {
+		char drv[64];
+		bool present;
+
+		current_driver(c, cl->members[k].address, drv, sizeof(drv), &present);
+		json_object_set_new(m, "driver", drv[0] ? json_string(drv) : json_null());
+		json_object_set_new(m, "present", json_boolean(present));
+	}
+	json_object_set_new(o, "group", json_integer(cl->group));
+	return o;
+}
+
+json_t *
+claims_owner_json(struct claims *c, const char *owner)
 {
 	json_t *list = json_array();
 
-	for (size_t i = 0; i < c->n; i++) {
-		json_t *o = claim_json(c->v[i]);
-		json_t *members = json_object_get(o, "members"), *m;
-		size_t k;
+	for (size_t i = 0; list && c && i < c->n; i++)
+		if (owner == NULL || strcmp(c->v[i]->owner, owner) == 0)
+			json_array_append_new(list, claim_view_json(c, c->v[i]));
+	return list;
+}
 
-		/* Each member's driver now, beside the one it had. */
-		json_array_foreach(members, k, m) {
-			char drv[64];
-			bool present;
-
-			current_driver(c, c->v[i]->members[k].address, drv, sizeof(drv), &present);
-			json_object_set_new(m, "driver", drv[0] ? json_string(drv) : json_null());
-			json_object_set_new(m, "present", json_boolean(present));
-		}
-		json_array_append_new(list, o);
-	}
-	return json_pack("{s:o, s:b, s:s?, s:s, s:b}", "claims", list, "fail_closed",
-			 c->fail_closed, "fail_reason", c->fail_closed ? c->fail_reason : NULL,
-			 "boot_id", c->boot_id, "rebooted", c->rebooted);
+json_t *
+claims_json(struct claims *c, json_t *list)
+{
+	if (list == NULL)
+		list = claims_owner_json(c, NULL);
+	if (c == NULL)
+		return json_pack("{s:o}", "claims", list ? list : json_array());
+	return json_pack("{s:o, s:b, s:s?, s:s, s:b}", "claims", list ? list : json_array(),
+			 "fail_closed", c->fail_closed, "fail_reason",
+			 c->fail_closed ? c->fail_reason : NULL, "boot_id", c->boot_id, "rebooted",
+			 c->rebooted);
 }
 
 /* --- jobs ------------------------------------------------------------------- */
@@ -529,8 +599,8 @@ static void
 emit(struct claims *c, const char *type, const struct claim *cl, const char *extra_key,
      const char *extra)
 {
-	json_t *p = json_pack("{s:s, s:s, s:s}", "class", "pci", "id", cl->address, "step",
-			      cl->step);
+	json_t *p = json_pack("{s:s, s:s, s:s, s:s}", "class", "pci", "id", cl->address, "owner",
+			      cl->owner, "step", cl->step);
 
 	if (p && extra_key)
 		json_object_set_new(p, extra_key, json_string(extra ? extra : ""));
@@ -562,7 +632,7 @@ job_finish(struct claim_job *j, int err)
 	if (cl)
 		cl->job = NULL;
 	if (err == 0 && cl)
-		result = claim_json(cl);
+		result = claim_view_json(c, cl);
 	if (j->done)
 		j->done(j->arg, err, err ? j->error : NULL, result);
 	else
@@ -615,7 +685,7 @@ job_fail(struct claim_job *j, const char *fmt, ...)
 	if (!j->release && j->resumed) {
 		/* Re-applying a recorded claim: keep it, unhealthy, and try
 		 * again at the next resync. */
-		cl->state = CLAIM_CLAIMED;
+		claim_set_state(cl, CLAIM_CLAIMED, "re-applying failed; kept, bound again later");
 		cl->drift = true;
 		claims_save(j->c);
 		job_finish(j, -EIO);
@@ -673,6 +743,22 @@ release_timeout_holders(void *arg, int result, const json_t *reply)
 static void
 submit(struct claim_job *j, json_t *req, int timeout_ms)
 {
+	bool rollback = j->phase >= PH_RB_UNBIND && j->phase <= PH_RB_DONE;
+
+	/* The owner's deadline bounds the move; a rollback always runs. */
+	if (j->deadline && !rollback) {
+		int64_t left = j->deadline - mono_ms();
+
+		if (left <= 0) {
+			json_decref(req);
+			j->fail_err = -ETIMEDOUT;
+			job_fail(j, "%s of %s: the deadline of the move passed", phase_names[j->phase],
+				 member_addr(j));
+			return;
+		}
+		if (left < timeout_ms)
+			timeout_ms = (int)left;
+	}
 	if (worker_submit(j->c->d->worker, req, timeout_ms, job_after_write, j) < 0)
 		job_fail(j, "%s: out of memory", phase_names[j->phase]);
 }
@@ -723,8 +809,7 @@ job_after_write(void *arg, int result, const json_t *reply)
 	struct claim_job *j = arg;
 	const json_t *holders = reply ? json_object_get(reply, "holders") : NULL;
 
-	bool best_effort = j->phase == PH_PM_OFF || j->phase == PH_RL_PM_ON ||
-			   (j->phase >= PH_RB_UNBIND && j->phase <= PH_RB_DONE);
+	bool best_effort = j->phase >= PH_RB_UNBIND && j->phase <= PH_RB_DONE;
 
 	if (result < 0 && (result == -ETIMEDOUT || !best_effort) && j->phase != PH_MODPROBE) {
 		if (j->phase == PH_RL_UNBIND && result == -ETIMEDOUT) {
@@ -743,26 +828,16 @@ job_after_write(void *arg, int result, const json_t *reply)
 	if (result < 0)
 		log_warnx("claim", "%s: %s of %s: %s (carrying on)", j->cl->address,
 			  phase_names[j->phase], member_addr(j), strerror(-result));
-	if (j->phase == PH_GPU_FREE || j->phase == PH_RL_HOLDERS) {
-		if (json_array_size(holders) > 0 && !(j->phase == PH_RL_HOLDERS && j->force)) {
-			char who[384];
+	if (j->phase == PH_RL_HOLDERS && json_array_size(holders) > 0 && !j->force) {
+		char who[384];
 
-			format_holders(holders, who, sizeof(who));
-			if (j->phase == PH_GPU_FREE)
-				job_fail(j, "gpu-free: still in use after %d s by PID %s",
-					 j->c->d->cfg->gpu_free_timeout_ms / 1000, who);
-			else {
-				j->fail_err = -EPERM;	/* refused, as the README says */
-				job_fail(j, "release refused: in use by PID %s (force to release anyway)",
-					 who);
-			}
-			return;
-		}
+		format_holders(holders, who, sizeof(who));
+		j->fail_err = -EBUSY;	/* the owner refuses with it */
+		job_fail(j, "release refused: in use by PID %s (force to release anyway)", who);
+		return;
 	}
 	maybe_crash(j);
 	switch (j->phase) {
-	case PH_GPU_FREE: set_step(j, PH_PM_OFF); break;
-	case PH_PM_OFF: set_step(j, PH_INTENT); break;
 	case PH_MODPROBE:
 		/* Looked at again: the driver must be there now. */
 		j->modprobe_err = result;
@@ -785,7 +860,6 @@ job_after_write(void *arg, int result, const json_t *reply)
 		verify_begin(j);
 		set_step(j, PH_RL_VERIFY);
 		break;
-	case PH_RL_PM_ON: set_step(j, PH_RELEASED); break;
 	default:
 		break;
 	}
@@ -870,305 +944,348 @@ holder_paths(struct claims *c, struct claim *cl)
 	return paths;
 }
 
-/* One step of the state machine; every step looks at sysfs first, so
- * running it again after a crash does no harm. */
+/* What a step sees of its member before it acts: every step looks at
+ * sysfs first, so running it again after a crash does no harm. */
+struct look {
+	char drv[64];		/* its driver now, "" when none */
+	bool present;
+};
+
 static void
-job_run(struct claim_job *j)
+job_again(struct claim_job *j, enum phase p)
+{
+	set_step(j, p);
+	job_run(j);
+}
+
+/* --- the claim's steps --- */
+
+static void
+ph_start(struct claim_job *j, const struct look *lk)
+{
+	/* vfio-pci first: nothing moves unless it is there. */
+	j->tries = 0;
+	job_again(j, PH_MODPROBE);
+}
+
+static void
+ph_modprobe(struct claim_job *j, const struct look *lk)
+{
+	if (fsroot_exists(j->c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
+		job_again(j, PH_INTENT);
+		return;
+	}
+	if (j->tries++ > 0) {
+		if (j->modprobe_err < 0)
+			job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci failed (%s); is the module installed? Nothing was moved",
+				 j->modprobe_err == -ENOENT ? "no modprobe, or no such module"
+							   : strerror(-j->modprobe_err));
+		else
+			job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci succeeded but bus/pci/drivers/vfio-pci did not appear. Nothing was moved");
+		return;
+	}
+	submit(j, json_pack("{s:s, s:s}", "op", "modprobe", "module", "vfio-pci"), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_intent(struct claim_job *j, const struct look *lk)
+{
+	claim_set_state(j->cl, CLAIM_CLAIMING, "intent");
+	if (claims_save(j->c) < 0) {
+		job_fail(j, "intent: cannot record the claim in %s", STATE_FILE);
+		return;
+	}
+	maybe_crash(j);
+	emit(j->c, "claim.progress", j->cl, NULL, NULL);
+	j->member = 0;
+	job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+}
+
+static void
+ph_override(struct claim_job *j, const struct look *lk)
+{
+	char path[256];
+
+	if (!lk->present) {
+		job_fail(j, "override: %s vanished", member_addr(j));
+		return;
+	}
+	if (j->member + 1 > j->moved)
+		j->moved = j->member + 1;
+	snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
+	write_attr(j, path, VFIO_DRIVER, WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_unbind(struct claim_job *j, const struct look *lk)
+{
+	char path[256];
+
+	if (lk->drv[0] == '\0' || strcmp(lk->drv, VFIO_DRIVER) == 0) {
+		job_again(j, PH_PROBE);
+		return;
+	}
+	snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", lk->drv);
+	write_attr(j, path, member_addr(j), j->c->d->cfg->release_timeout_ms);
+}
+
+static void
+ph_probe(struct claim_job *j, const struct look *lk)
+{
+	if (strcmp(lk->drv, VFIO_DRIVER) == 0) {
+		verify_begin(j);
+		job_again(j, PH_VERIFY);
+		return;
+	}
+	write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_verify(struct claim_job *j, const struct look *lk)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "vfio/%d", j->cl->group);
+	if (lk->present && strcmp(lk->drv, VFIO_DRIVER) == 0 &&
+	    fsroot_exists(j->c->d->dev, path) == 0) {
+		maybe_crash(j);
+		j->member++;
+		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+		return;
+	}
+	if (!lk->present) {
+		job_fail(j, "verify: %s vanished", member_addr(j));
+		return;
+	}
+	if (verify_expired(j)) {
+		job_fail(j, "verify: %s is on %s, not vfio-pci%s, %d ms after the probe",
+			 member_addr(j), lk->drv[0] ? lk->drv : "no driver",
+			 strcmp(lk->drv, VFIO_DRIVER) == 0 ? " (no /dev/vfio node)" : "",
+			 (int)(mono_ms() - (j->verify_deadline - VERIFY_LIMIT_MS)));
+		return;
+	}
+	job_wait_verify(j);
+}
+
+static void
+ph_claimed(struct claim_job *j, const struct look *lk)
 {
 	struct claims *c = j->c;
 	struct claim *cl = j->cl;
-	char drv[64], path[256], prefix[1200];
-	bool present = true;
 	int err;
 
-	if (j->member < cl->n)
-		current_driver(c, member_addr(j), drv, sizeof(drv), &present);
-	else
-		drv[0] = '\0';
+	claim_set_state(cl, CLAIM_CLAIMED, "bound");
+	cl->drift = false;
+	cl->absent = false;
+	cl->last_error[0] = '\0';
+	err = claims_save(c);
+	refresh_members(c, cl);
+	if (err < 0) {
+		/* Bound, but not recorded: say so; a restart re-reads the
+		 * intent and finishes the same way. */
+		snprintf(j->error, sizeof(j->error), "bound, but the state could not be written: %s",
+			 strerror(-err));
+		job_finish(j, err);
+		return;
+	}
+	maybe_crash(j);
+	log_info("claim", "%s: claimed (%zu functions on vfio-pci)", cl->address, cl->n);
+	emit(c, "claim.done", cl, NULL, NULL);
+	job_finish(j, 0);
+}
 
-	switch (j->phase) {
-	case PH_START:
-		/* vfio-pci first: nothing moves unless it is there. */
-		j->tries = 0;
-		set_step(j, PH_MODPROBE);
-		job_run(j);
+/* --- steps back: a failed claim's rollback and a release share them --- */
+
+static void
+ph_rb_unbind(struct claim_job *j, const struct look *lk)
+{
+	if (strcmp(lk->drv, VFIO_DRIVER) != 0 || !lk->present) {
+		job_again(j, PH_RB_CLEAR);
 		return;
-	case PH_GPU_FREE:
-		for (size_t i = 0; i < cl->n; i++) {
-			const char *orig = cl->members[i].original_driver;
-			j->nvidia |= orig && strcmp(orig, "nvidia") == 0;
-		}
-		if (!j->nvidia || j->resumed) {
-			set_step(j, PH_INTENT);
-			job_run(j);
-			return;
-		}
-		/* Seed 002: nothing may hold the GPU's /dev/nvidia* when it
-		 * leaves the nvidia driver. Wait for them, within a deadline. */
-		snprintf(prefix, sizeof(prefix), "%s/nvidia", c->d->opts.dev_root);
-		submit(j, json_pack("{s:s, s:[], s:[s], s:i}", "op", "wait_free", "paths",
-				    "prefixes", prefix, "timeout_ms", c->d->cfg->gpu_free_timeout_ms),
-		       c->d->cfg->gpu_free_timeout_ms + 10000);
+	}
+	write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
+		   j->c->d->cfg->release_timeout_ms);
+}
+
+static void
+ph_clear(struct claim_job *j, const struct look *lk)
+{
+	char path[256];
+
+	if (!lk->present) {
+		job_again(j, j->phase == PH_RB_CLEAR ? PH_RB_BIND : PH_RL_BIND);
 		return;
-	case PH_PM_OFF:
-		submit(j, json_pack("{s:s, s:s, s:b}", "op", "nvidia_pm", "bus_id", cl->address,
-				    "enable", 0), WRITE_TIMEOUT_MS);
-		return;
-	case PH_INTENT:
-		cl->state = CLAIM_CLAIMING;
-		if (claims_save(c) < 0) {
-			job_fail(j, "intent: cannot record the claim in %s", STATE_FILE);
-			return;
-		}
-		maybe_crash(j);
-		emit(c, "claim.progress", cl, NULL, NULL);
-		j->member = 0;
-		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
-		return;
-	case PH_MODPROBE:
-		if (fsroot_exists(c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
-			set_step(j, PH_GPU_FREE);
-			job_run(j);
-			return;
-		}
-		if (j->tries++ > 0) {
-			if (j->modprobe_err < 0)
-				job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci failed (%s); is the module installed? Nothing was moved",
-					 j->modprobe_err == -ENOENT ? "no modprobe, or no such module"
-								   : strerror(-j->modprobe_err));
-			else
-				job_fail(j, "modprobe: the vfio-pci driver is not available: modprobe vfio-pci succeeded but bus/pci/drivers/vfio-pci did not appear. Nothing was moved");
-			return;
-		}
-		submit(j, json_pack("{s:s, s:s}", "op", "modprobe", "module", "vfio-pci"),
-		       WRITE_TIMEOUT_MS);
-		return;
-	case PH_OVERRIDE:
-		if (!present) {
-			job_fail(j, "override: %s vanished", member_addr(j));
-			return;
-		}
-		if (j->member + 1 > j->moved)
-			j->moved = j->member + 1;
-		snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
-		write_attr(j, path, VFIO_DRIVER, WRITE_TIMEOUT_MS);
-		return;
-	case PH_UNBIND:
-		if (drv[0] == '\0' || strcmp(drv, VFIO_DRIVER) == 0) {
-			set_step(j, PH_PROBE);
-			job_run(j);
-			return;
-		}
-		snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", drv);
-		write_attr(j, path, member_addr(j), c->d->cfg->release_timeout_ms);
-		return;
-	case PH_PROBE:
-		if (strcmp(drv, VFIO_DRIVER) == 0) {
+	}
+	snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
+	write_attr(j, path, "\n", WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_bind_back(struct claim_job *j, const struct look *lk)
+{
+	const char *orig = j->cl->members[j->member].original_driver;
+	char path[256];
+
+	/* Still on vfio-pci: the unbind has not shown yet; probe all the
+	 * same (a no-op on a bound device), in order after it. */
+	if (!lk->present || (lk->drv[0] && strcmp(lk->drv, VFIO_DRIVER) != 0 &&
+			     (orig == NULL || strcmp(lk->drv, orig) == 0))) {
+		if (j->phase == PH_RB_BIND) {
+			job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
+		} else {
 			verify_begin(j);
-			set_step(j, PH_VERIFY);
-			job_run(j);
-			return;
+			job_again(j, PH_RL_VERIFY);
 		}
-		write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
 		return;
-	case PH_VERIFY:
-		snprintf(path, sizeof(path), "vfio/%d", cl->group);
-		if (present && strcmp(drv, VFIO_DRIVER) == 0 && fsroot_exists(c->d->dev, path) == 0) {
-			maybe_crash(j);
-			j->member++;
-			job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
+	}
+	if (orig) {
+		snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", orig);
+		if (fsroot_exists(j->c->d->sys, path) == 0) {
+			write_attr(j, path, member_addr(j), WRITE_TIMEOUT_MS);
 			return;
 		}
-		if (!present) {
-			job_fail(j, "verify: %s vanished", member_addr(j));
-			return;
-		}
-		if (verify_expired(j)) {
-			job_fail(j, "verify: %s is on %s, not vfio-pci%s, %d ms after the probe",
-				 member_addr(j), drv[0] ? drv : "no driver",
-				 strcmp(drv, VFIO_DRIVER) == 0 ? " (no /dev/vfio node)" : "",
-				 (int)(mono_ms() - (j->verify_deadline - VERIFY_LIMIT_MS)));
-			return;
-		}
-		job_wait_verify(j);
+	}
+	write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_rb_done(struct claim_job *j, const struct look *lk)
+{
+	/* Everything moved is back; the claim never happened. */
+	struct claims *c = j->c;
+	claim_done_fn done = j->done;
+	void *arg = j->arg;
+	char error[512];
+	int err = j->fail_err ? j->fail_err : -EIO;
+
+	snprintf(error, sizeof(error), "%s", j->error);
+	refresh_members(c, j->cl);
+	claims_remove(c, j->cl);
+	claims_save(c);
+	j->cl = NULL;
+	j->done = NULL;
+	job_finish(j, err);
+	if (done)
+		done(arg, err, error, NULL);
+}
+
+/* --- the release's steps --- */
+
+static void
+ph_rl_holders(struct claim_job *j, const struct look *lk)
+{
+	if (j->resumed) {
+		job_again(j, PH_RL_INTENT);
 		return;
-	case PH_CLAIMED:
-		cl->state = CLAIM_CLAIMED;
-		cl->drift = false;
-		cl->absent = false;
-		cl->last_error[0] = '\0';
-		err = claims_save(c);
-		refresh_members(c, cl);
-		if (err < 0) {
-			/* Bound, but not recorded: say so; a restart re-reads
-			 * the intent and finishes the same way. */
-			snprintf(j->error, sizeof(j->error),
-				 "bound, but the state could not be written: %s", strerror(-err));
-			job_finish(j, err);
-			return;
-		}
+	}
+	submit(j, json_pack("{s:s, s:o, s:[]}", "op", "holders", "paths", holder_paths(j->c, j->cl),
+			    "prefixes"), WRITE_TIMEOUT_MS);
+}
+
+static void
+ph_rl_intent(struct claim_job *j, const struct look *lk)
+{
+	struct claims *c = j->c;
+
+	claim_set_state(j->cl, CLAIM_RELEASING, "release intent");
+	if (claims_save(c) < 0) {
+		job_fail(j, "release-intent: cannot record the release in %s", STATE_FILE);
+		return;
+	}
+	/* Out of the kubelet's resource before the kernel writes. */
+	if (c->d->dp) {
+		c->d->dp->dirty = true;
+		dp_server_kick(c->d->dps);
+	}
+	maybe_crash(j);
+	emit(c, "claim.progress", j->cl, NULL, NULL);
+	j->member = 0;
+	job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
+}
+
+static void
+ph_rl_unbind(struct claim_job *j, const struct look *lk)
+{
+	if (!lk->present || strcmp(lk->drv, VFIO_DRIVER) != 0) {
+		job_again(j, PH_RL_CLEAR);
+		return;
+	}
+	/* Blocks in the kernel while a VFIO user holds the device: only ever
+	 * in the worker, with a deadline. */
+	write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
+		   j->c->d->cfg->release_timeout_ms);
+}
+
+static void
+ph_rl_verify(struct claim_job *j, const struct look *lk)
+{
+	const char *orig = j->cl->members[j->member].original_driver;
+
+	if (!lk->present || orig == NULL || strcmp(lk->drv, orig) == 0) {
 		maybe_crash(j);
-		log_info("claim", "%s: claimed (%zu functions on vfio-pci)", cl->address, cl->n);
-		emit(c, "claim.done", cl, NULL, NULL);
-		job_finish(j, 0);
-		return;
-
-	case PH_RB_UNBIND:
-		if (strcmp(drv, VFIO_DRIVER) != 0 || !present) {
-			set_step(j, PH_RB_CLEAR);
-			job_run(j);
-			return;
-		}
-		write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
-			   c->d->cfg->release_timeout_ms);
-		return;
-	case PH_RB_CLEAR:
-	case PH_RL_CLEAR:
-		if (!present) {
-			set_step(j, j->phase == PH_RB_CLEAR ? PH_RB_BIND : PH_RL_BIND);
-			job_run(j);
-			return;
-		}
-		snprintf(path, sizeof(path), "bus/pci/devices/%s/driver_override", member_addr(j));
-		write_attr(j, path, "\n", WRITE_TIMEOUT_MS);
-		return;
-	case PH_RB_BIND:
-	case PH_RL_BIND: {
-		const char *orig = cl->members[j->member].original_driver;
-
-		/* Still on vfio-pci: the unbind has not shown yet; probe all the
-		 * same (a no-op on a bound device), in order after it. */
-		if (!present || (drv[0] && strcmp(drv, VFIO_DRIVER) != 0 &&
-				 (orig == NULL || strcmp(drv, orig) == 0))) {
-			if (j->phase == PH_RB_BIND) {
-				job_next_member(j, PH_RB_UNBIND, PH_RB_DONE);
-			} else {
-				verify_begin(j);
-				set_step(j, PH_RL_VERIFY);
-				job_run(j);
-			}
-			return;
-		}
-		if (orig) {
-			snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", orig);
-			if (fsroot_exists(c->d->sys, path) == 0) {
-				write_attr(j, path, member_addr(j), WRITE_TIMEOUT_MS);
-				return;
-			}
-		}
-		write_attr(j, "bus/pci/drivers_probe", member_addr(j), WRITE_TIMEOUT_MS);
+		j->member++;
+		job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
 		return;
 	}
-	case PH_RB_DONE: {
-		/* Everything moved is back; the claim never happened. */
-		char error[512];
-		claim_done_fn done = j->done;
-		void *arg = j->arg;
-
-		snprintf(error, sizeof(error), "%s", j->error);
-		refresh_members(c, cl);
-		claims_remove(c, cl);
-		claims_save(c);
-		j->cl = NULL;
-		j->done = NULL;
-		job_finish(j, -EIO);
-		if (done)
-			done(arg, -EIO, error, NULL);
+	if (verify_expired(j)) {
+		log_warnx("claim", "%s: %s did not go back to %s (now %s); released from vfio-pci all the same",
+			  j->cl->address, member_addr(j), orig, lk->drv[0] ? lk->drv : "no driver");
+		j->member++;
+		job_next_member(j, PH_RL_UNBIND, PH_RELEASED);
 		return;
 	}
+	job_wait_verify(j);
+}
 
-	case PH_RL_HOLDERS:
-		if (j->resumed) {
-			set_step(j, PH_RL_INTENT);
-			job_run(j);
-			return;
-		}
-		submit(j, json_pack("{s:s, s:o, s:[]}", "op", "holders", "paths", holder_paths(c, cl),
-				    "prefixes"), WRITE_TIMEOUT_MS);
-		return;
-	case PH_RL_INTENT:
-		cl->state = CLAIM_RELEASING;
-		if (claims_save(c) < 0) {
-			job_fail(j, "release-intent: cannot record the release in %s", STATE_FILE);
-			return;
-		}
-		/* Out of the kubelet's resource before the kernel writes. */
-		if (c->d->dp) {
-			c->d->dp->dirty = true;
-			dp_server_kick(c->d->dps);
-		}
-		maybe_crash(j);
-		emit(c, "claim.progress", cl, NULL, NULL);
-		for (size_t i = 0; i < cl->n; i++) {
-			const char *orig = cl->members[i].original_driver;
-			j->nvidia |= orig && strcmp(orig, "nvidia") == 0;
-		}
-		j->member = 0;
-		job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
-		return;
-	case PH_RL_UNBIND:
-		if (!present || strcmp(drv, VFIO_DRIVER) != 0) {
-			set_step(j, PH_RL_CLEAR);
-			job_run(j);
-			return;
-		}
-		/* Blocks in the kernel while a VFIO user holds the device: only
-		 * ever in the worker, with a deadline. */
-		write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
-			   c->d->cfg->release_timeout_ms);
-		return;
-	case PH_RL_VERIFY: {
-		const char *orig = cl->members[j->member].original_driver;
+static void
+ph_released(struct claim_job *j, const struct look *lk)
+{
+	struct claims *c = j->c;
+	struct claim *cl = j->cl;
+	claim_done_fn done = j->done;
+	void *arg = j->arg;
+	json_t *result = claim_view_json(c, cl);
 
-		if (!present || orig == NULL || strcmp(drv, orig) == 0) {
-			maybe_crash(j);
-			j->member++;
-			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
-			return;
-		}
-		if (verify_expired(j)) {
-			log_warnx("claim", "%s: %s did not go back to %s (now %s); released from vfio-pci all the same",
-				  cl->address, member_addr(j), orig, drv[0] ? drv : "no driver");
-			j->member++;
-			job_next_member(j, PH_RL_UNBIND, PH_RL_PM_ON);
-			return;
-		}
-		job_wait_verify(j);
-		return;
-	}
-	case PH_RL_PM_ON:
-		if (!j->nvidia) {
-			set_step(j, PH_RELEASED);
-			job_run(j);
-			return;
-		}
-		submit(j, json_pack("{s:s, s:s, s:b}", "op", "nvidia_pm", "bus_id", cl->address,
-				    "enable", 1), WRITE_TIMEOUT_MS);
-		return;
-	case PH_RELEASED: {
-		claim_done_fn done = j->done;
-		void *arg = j->arg;
-		json_t *result = claim_json(cl);
+	refresh_members(c, cl);
+	log_info("claim", "%s: released", cl->address);
+	emit(c, "release.done", cl, NULL, NULL);
+	claims_remove(c, cl);
+	claims_save(c);
+	j->cl = NULL;
+	j->done = NULL;
+	json_object_set_new(result, "state", json_string("released"));
+	job_finish(j, 0);
+	if (done)
+		done(arg, 0, NULL, result);
+	else
+		json_decref(result);
+}
 
-		refresh_members(c, cl);
-		log_info("claim", "%s: released", cl->address);
-		emit(c, "release.done", cl, NULL, NULL);
-		claims_remove(c, cl);
-		claims_save(c);
-		j->cl = NULL;
-		j->done = NULL;
-		json_object_set_new(result, "state", json_string("released"));
-		job_finish(j, 0);
-		if (done)
-			done(arg, 0, NULL, result);
-		else
-			json_decref(result);
-		return;
-	}
-	default:
+static void (*const phase_fns[PH_MAX])(struct claim_job *j, const struct look *lk) = {
+	[PH_START] = ph_start, [PH_MODPROBE] = ph_modprobe, [PH_INTENT] = ph_intent,
+	[PH_OVERRIDE] = ph_override, [PH_UNBIND] = ph_unbind, [PH_PROBE] = ph_probe,
+	[PH_VERIFY] = ph_verify, [PH_CLAIMED] = ph_claimed,
+	[PH_RB_UNBIND] = ph_rb_unbind, [PH_RB_CLEAR] = ph_clear, [PH_RB_BIND] = ph_bind_back,
+	[PH_RB_DONE] = ph_rb_done,
+	[PH_RL_HOLDERS] = ph_rl_holders, [PH_RL_INTENT] = ph_rl_intent,
+	[PH_RL_UNBIND] = ph_rl_unbind, [PH_RL_CLEAR] = ph_clear, [PH_RL_BIND] = ph_bind_back,
+	[PH_RL_VERIFY] = ph_rl_verify, [PH_RELEASED] = ph_released,
+};
+
+/* One step of the state machine: what its member looks like now, then
+ * the phase's step. */
+static void
+job_run(struct claim_job *j)
+{
+	struct look lk = { .present = true };
+
+	if (j->member < j->cl->n)
+		current_driver(j->c, member_addr(j), lk.drv, sizeof(lk.drv), &lk.present);
+	if ((unsigned)j->phase >= PH_MAX || phase_fns[j->phase] == NULL) {
 		job_fail(j, "internal error: phase %d", (int)j->phase);
 		return;
 	}
+	phase_fns[j->phase](j, &lk);
 }
 
 static void
@@ -1216,23 +1333,6 @@ job_new(struct claims *c, struct claim *cl, bool release, claim_done_fn done, vo
 }
 
 /* --- requests --------------------------------------------------------------- */
-
-static void
-reply_now(claim_done_fn done, void *arg, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void
-reply_now(claim_done_fn done, void *arg, int err, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (done)
-		done(arg, err, msg, NULL);
-}
 
 /* Drivers that leave a group member harmless to a VFIO user (the kernel's
  * viability rule). */
@@ -1285,8 +1385,7 @@ member_refused(struct claims *c, const struct device *dev, const struct device *
 }
 
 static struct claim *
-build_claim(struct claims *c, struct device *dev, const char *resource_name, char *why,
-	    size_t whylen)
+build_claim(struct claims *c, struct device *dev, char *why, size_t whylen)
 {
 	struct device *members[MAX_MEMBERS];
 	bool stays[MAX_MEMBERS];
@@ -1330,7 +1429,6 @@ build_claim(struct claims *c, struct device *dev, const char *resource_name, cha
 	}
 	snprintf(cl->address, sizeof(cl->address), "%s", dev->id);
 	cl->group = dev->pci.f.iommu_group;
-	cl->resource_name = resource_name ? strdup(resource_name) : NULL;
 	cl->created = (int64_t)time(NULL);
 	cl->state = CLAIM_CLAIMING;
 	for (size_t i = 0; i < n; i++) {
@@ -1362,97 +1460,105 @@ claims_add(struct claims *c, struct claim *cl)
 }
 
 static void
-start_claim(struct claims *c, struct device *dev, const char *resource_name, bool from_config,
-	    claim_done_fn done, void *arg)
+whyf(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+whyf(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
+
+int
+claims_bind(struct claims *c, const char *owner, const char *address, int timeout_ms,
+	    claim_done_fn done, void *arg, json_t **now, char *why, size_t whylen)
 {
 	struct claim_job *j;
+	struct device *dev;
 	struct claim *cl;
-	char why[512];
 
-	cl = build_claim(c, dev, resource_name, why, sizeof(why));
-	if (cl == NULL) {
-		if (from_config)
-			log_warnx("claim", "%s: not claimed by the configuration: %s", dev->id, why);
-		reply_now(done, arg, -EPERM, "%s", why);
-		return;
+	*now = NULL;
+	if (c->fail_closed) {
+		whyf(why, whylen, "claims are refused: %s", c->fail_reason);
+		return -EROFS;
 	}
-	cl->from_config = from_config;
+	dev = pci_address_valid(address) ? inventory_find(c->d->inv, HDD_DEV_PCI, address) : NULL;
+	if (dev == NULL) {
+		whyf(why, whylen, "no such PCI device: %s", address);
+		return -ENOENT;
+	}
+	cl = claims_find_member(c, address);
+	if (cl && strcmp(cl->owner, owner) != 0) {
+		whyf(why, whylen, "%s: its IOMMU group %d is held by module %s", address, cl->group,
+		     cl->owner);
+		return -EBUSY;
+	}
+	if (cl) {
+		if (cl->job) {
+			whyf(why, whylen, "%s: a %s is in progress (%s)", address,
+			     cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
+			return -EBUSY;
+		}
+		if (cl->state == CLAIM_CLAIMED && claim_check_recorded(c, cl)) {
+			*now = claim_view_json(c, cl);
+			return *now ? 1 : -ENOMEM;
+		}
+		if (cl->state == CLAIM_REFUSED) {
+			whyf(why, whylen, "%s", cl->reason);
+			return -EPERM;
+		}
+		whyf(why, whylen, "%s is %s", address, claim_state_to_string(cl->state));
+		return -EBUSY;
+	}
+	cl = build_claim(c, dev, why, whylen);
+	if (cl == NULL)
+		return -EPERM;
+	snprintf(cl->owner, sizeof(cl->owner), "%s", owner);
 	j = job_new(c, cl, false, done, arg);
 	if (j == NULL || claims_add(c, cl) < 0) {
 		free(j);
 		claim_free(cl);
-		reply_now(done, arg, -ENOMEM, "out of memory");
-		return;
+		whyf(why, whylen, "out of memory");
+		return -ENOMEM;
 	}
-	log_info("claim", "%s: claiming IOMMU group %d (%zu functions)%s", cl->address, cl->group,
-		 cl->n, from_config ? " by configuration" : "");
+	if (timeout_ms > 0)
+		j->deadline = mono_ms() + timeout_ms;
+	log_info("claim", "%s: binding IOMMU group %d (%zu functions) for module %s", cl->address,
+		 cl->group, cl->n, owner);
 	job_queue(c, j);
+	return 0;
 }
 
-void
-claims_claim(struct claims *c, const char *address, const char *resource_name,
-	     claim_done_fn done, void *arg)
-{
-	struct device *dev;
-	struct claim *cl;
-	char why[128];
-
-	if (c->fail_closed) {
-		reply_now(done, arg, -EPERM, "claims are refused: %s", c->fail_reason);
-		return;
-	}
-	if (resource_name && dp_resource_name_check(resource_name, why, sizeof(why)) < 0) {
-		reply_now(done, arg, -EINVAL, "resource_name: %s", why);
-		return;
-	}
-	dev = pci_address_valid(address) ? inventory_find(c->d->inv, HDD_DEV_PCI, address) : NULL;
-	if (dev == NULL) {
-		reply_now(done, arg, -ENOENT, "no such PCI device: %s", address);
-		return;
-	}
-	cl = claims_find_member(c, address);
-	if (cl) {
-		if (cl->job) {
-			reply_now(done, arg, -EBUSY, "%s: a %s is in progress (%s)", address,
-				  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
-		} else if (cl->state == CLAIM_CLAIMED && claim_check_recorded(c, cl)) {
-			if (done)
-				done(arg, 0, NULL, claim_json(cl));
-		} else if (cl->state == CLAIM_REFUSED) {
-			reply_now(done, arg, -EPERM, "%s (the claim of %s recorded in %s is refused; pci.release forgets it)",
-				  cl->reason, cl->address, STATE_FILE);
-		} else {
-			reply_now(done, arg, -EBUSY, "%s is %s", address, claim_state_to_string(cl->state));
-		}
-		return;
-	}
-	start_claim(c, dev, resource_name, false, done, arg);
-}
-
-void
-claims_release(struct claims *c, const char *address, bool force, claim_done_fn done, void *arg)
+int
+claims_unbind(struct claims *c, const char *owner, const char *address, bool force,
+	      int timeout_ms, claim_done_fn done, void *arg, json_t **now, char *why,
+	      size_t whylen)
 {
 	struct claim *cl;
 	struct claim_job *j;
 
+	*now = NULL;
 	if (c->fail_closed) {
-		reply_now(done, arg, -EPERM, "releases are refused: %s", c->fail_reason);
-		return;
+		whyf(why, whylen, "releases are refused: %s", c->fail_reason);
+		return -EROFS;
 	}
 	cl = claims_find_member(c, address);
-	if (cl == NULL) {
-		reply_now(done, arg, -ENOENT, "%s is not claimed", address);
-		return;
+	if (cl == NULL || strcmp(cl->owner, owner) != 0) {
+		whyf(why, whylen, "%s is not claimed", address);
+		return -ENOENT;
 	}
 	if (cl->job) {
-		reply_now(done, arg, -EBUSY, "%s: a %s is in progress (%s)", address,
-			  cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
-		return;
+		whyf(why, whylen, "%s: a %s is in progress (%s)", address,
+		     cl->state == CLAIM_RELEASING ? "release" : "claim", cl->step);
+		return -EBUSY;
 	}
 	if (cl->state == CLAIM_REFUSED) {
 		/* Never applied: forgotten without a kernel write; its members
 		 * keep the drivers they have. */
-		json_t *result = claim_json(cl);
+		json_t *result = claim_view_json(c, cl);
 
 		log_info("claim", "%s: the refused claim is forgotten (no driver changed)", cl->address);
 		emit(c, "release.done", cl, "reason", "refused claim forgotten");
@@ -1460,21 +1566,138 @@ claims_release(struct claims *c, const char *address, bool force, claim_done_fn 
 		json_object_set_new(result, "forgotten", json_true());
 		claims_remove(c, cl);
 		claims_save(c);
-		if (done)
-			done(arg, 0, NULL, result);
-		else
-			json_decref(result);
-		return;
+		*now = result;
+		return 1;
 	}
 	j = job_new(c, cl, true, done, arg);
 	if (j == NULL) {
-		reply_now(done, arg, -ENOMEM, "out of memory");
-		return;
+		whyf(why, whylen, "out of memory");
+		return -ENOMEM;
 	}
 	j->force = force;
-	log_info("claim", "%s: releasing IOMMU group %d%s", cl->address, cl->group,
-		 force ? " (forced)" : "");
+	if (timeout_ms > 0)
+		j->deadline = mono_ms() + timeout_ms;
+	log_info("claim", "%s: releasing IOMMU group %d for module %s%s", cl->address, cl->group,
+		 owner, force ? " (forced)" : "");
 	job_queue(c, j);
+	return 0;
+}
+
+int
+claims_holder(struct claims *c, const char *address, char *owner, size_t size, bool *allocated)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (allocated)
+		*allocated = cl && cl->allocations > 0;
+	if (cl) {
+		if (owner && size)
+			snprintf(owner, size, "%s", cl->owner);
+		return 1;
+	}
+	if (c == NULL || inventory_find(c->d->inv, HDD_DEV_PCI, address) == NULL)
+		return -ENOENT;
+	return 0;
+}
+
+static bool
+member_view(struct claim *cl, size_t k, struct claims_member *out)
+{
+	out->address = cl->members[k].address;
+	out->owner = cl->owner;
+	out->group = cl->group;
+	out->offered = cl->state == CLAIM_CLAIMED && cl->job == NULL;
+	out->bridge = cl->members[k].bridge;
+	out->advertised = cl->advertised;
+	return true;
+}
+
+static struct claim_member *
+member_of(struct claim *cl, const char *address)
+{
+	for (size_t k = 0; cl && k < cl->n; k++)
+		if (strcmp(cl->members[k].address, address) == 0)
+			return &cl->members[k];
+	return NULL;
+}
+
+bool
+claims_member_get(struct claims *c, const char *address, struct claims_member *out)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+	struct claim_member *m = member_of(cl, address);
+
+	return m && member_view(cl, (size_t)(m - cl->members), out);
+}
+
+void
+claims_member_foreach(struct claims *c, void (*fn)(const struct claims_member *m, void *arg),
+		      void *arg)
+{
+	struct claims_member v;
+
+	for (size_t i = 0; c && i < c->n; i++)
+		for (size_t k = 0; k < c->v[i]->n; k++)
+			if (member_view(c->v[i], k, &v))
+				fn(&v, arg);
+}
+
+size_t
+claims_member_count(const struct claims *c)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; c && i < c->n; i++)
+		n += c->v[i]->n;
+	return n;
+}
+
+void
+claims_member_advertised(struct claims *c, const char *address, const char *resource)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (cl)
+		snprintf(cl->advertised, sizeof(cl->advertised), "%s", resource);
+}
+
+bool
+claims_member_aer(struct claims *c, const char *address, int aer_errors, int hold_s, int64_t now,
+		  int64_t *until, int *new_errors)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+	struct claim_member *m = member_of(cl, address);
+
+	*new_errors = 0;
+	if (m == NULL)
+		return false;
+	if (m->aer_seen >= 0 && aer_errors > m->aer_seen) {
+		*new_errors = aer_errors - m->aer_seen;
+		m->aer_sick_until = now + hold_s;
+	}
+	if (aer_errors >= 0)
+		m->aer_seen = aer_errors;
+	*until = m->aer_sick_until;
+	return now < m->aer_sick_until;
+}
+
+void
+claims_member_allocated(struct claims *c, const char *address)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (cl)
+		cl->allocations++;
+}
+
+json_t *
+claims_member_json(struct claims *c, const char *owner, const char *address)
+{
+	struct claim *cl = c ? claims_find_member(c, address) : NULL;
+
+	if (cl == NULL || (owner && strcmp(cl->owner, owner) != 0))
+		return NULL;
+	return claim_view_json(c, cl);
 }
 
 /* --- reconcile ---------------------------------------------------------------- */
@@ -1581,7 +1804,7 @@ claim_refuse(struct claims *c, struct claim *cl, const char *why)
 {
 	if (cl->state != CLAIM_REFUSED)
 		cl->recorded = cl->state;
-	cl->state = CLAIM_REFUSED;
+	claim_set_state(cl, CLAIM_REFUSED, "the live system says no");
 	cl->drift = false;
 	if (strncmp(why, "refused: ", 9) == 0)
 		why += 9;
@@ -1662,26 +1885,6 @@ check_claimed(struct claims *c, struct claim *cl, const char *source)
 	}
 }
 
-static void
-apply_config_rules(struct claims *c, struct device *only)
-{
-	const struct config *cfg = c->d->cfg;
-
-	for (size_t i = 0; i < inventory_count(c->d->inv); i++) {
-		struct device *dev = inventory_at(c->d->inv, i);
-		const struct resource_rule *r;
-
-		if (only && dev != only)
-			continue;
-		if (dev->cls != HDD_DEV_PCI || dev->pci.f.is_bridge || claims_find_member(c, dev->id))
-			continue;
-		r = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
-				      dev->pci.f.class_code);
-		if (r && r->claim)
-			start_claim(c, dev, r->name, true, NULL, NULL);
-	}
-}
-
 void
 claims_reconcile(struct claims *c, const char *source)
 {
@@ -1723,7 +1926,6 @@ claims_reconcile(struct claims *c, const char *source)
 		c->rebooted = false;
 		claims_save(c);		/* records this boot */
 	}
-	apply_config_rules(c, NULL);
 }
 
 void
@@ -1741,10 +1943,6 @@ claims_device_event(struct claims *c, struct device *dev, bool removed)
 		job_run(running);
 		return;
 	}
-	if (cl) {
+	if (cl)
 		check_claimed(c, cl, removed ? "removed" : "changed");
-		return;
-	}
-	if (!removed)
-		apply_config_rules(c, dev);
 }

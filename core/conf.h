@@ -39,7 +39,7 @@ struct config {
 	bool advertise_unlisted;	/* devices no rule matches: offered (default) */
 	struct resource_rule *excludes;	/* never claimed, never offered */
 	size_t nexcludes;
-	int gpu_free_timeout_ms;	/* wait for /dev/nvidia* users before unbinding */
+	int gpu_free_timeout_ms;	/* the pci module's wait for GPU node users */
 	int release_timeout_ms;		/* unbind from vfio-pci may block this long */
 	/* Top-level objects under other keys that may be a module's section
 	 * ("sriov": {...}); the module loader checks each against its module,

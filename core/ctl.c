@@ -671,30 +671,6 @@ m_resources_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *c
 	return d->dp ? dp_resources_json(d->dp) : json_array();
 }
 
-/* Answers that come later: a claim or release finishes after the reply
- * would have gone out. The token finds the connection again. */
-
-struct ctl_token {
-	struct daemon *d;
-	uint64_t serial;
-	json_t *id;
-};
-
-static struct ctl_token *
-token_new(struct daemon *d, struct ctl_peer *peer)
-{
-	struct ctl_token *t = calloc(1, sizeof(*t));
-
-	if (t == NULL)
-		return NULL;
-	t->d = d;
-	t->serial = peer->serial;
-	t->id = peer->current_id ? json_incref(peer->current_id) : NULL;
-	if (t->id)
-		peer->pending++;
-	return t;
-}
-
 static int
 errno_to_code(int err)
 {
@@ -707,85 +683,35 @@ errno_to_code(int err)
 	}
 }
 
-static void
-token_done(void *arg, int err, const char *message, json_t *result)
-{
-	struct ctl_token *t = arg;
-	json_t *resp;
-
-	if (t->id == NULL) {		/* a notification: nobody waits */
-		json_decref(result);
-		free(t);
-		return;
-	}
-	if (err < 0)
-		resp = ctl_error_response(t->id, errno_to_code(err), message ? message : "failed");
-	else
-		resp = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", t->id, "result",
-				 result ? result : json_object());
-	if (err < 0)
-		json_decref(result);
-	ctl_server_send_to(t->d, t->serial, resp);
-	json_decref(t->id);
-	free(t);
-}
-
-static const char *const claim_params[] = { "address", "resource_name", NULL };
-
-static json_t *
-m_pci_claim(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
-	    size_t msglen)
-{
-	json_t *a = params ? json_object_get(params, "address") : NULL;
-	json_t *r = params ? json_object_get(params, "resource_name") : NULL;
-	struct ctl_token *t;
-
-	if (!json_is_string(a) || !pci_address_valid(json_string_value(a)) ||
-	    (r && !json_is_string(r))) {
-		*code = CTL_INVALID_PARAMS;
-		snprintf(msg, msglen, "address: expected a PCI address such as 0000:3b:00.0%s",
-			 r && !json_is_string(r) ? "; resource_name: expected a string" : "");
-		return NULL;
-	}
-	t = token_new(d, peer);
-	if (t == NULL) {
-		snprintf(msg, msglen, "out of memory");
-		return NULL;
-	}
-	claims_claim(d->claims, json_string_value(a), json_string_value(r), token_done, t);
-	return CTL_PENDING;
-}
-
-static const char *const release_params[] = { "address", "force", NULL };
-
-static json_t *
-m_pci_release(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
-	      size_t msglen)
-{
-	json_t *a = params ? json_object_get(params, "address") : NULL;
-	json_t *f = params ? json_object_get(params, "force") : NULL;
-	struct ctl_token *t;
-
-	if (!json_is_string(a) || !pci_address_valid(json_string_value(a)) ||
-	    (f && !json_is_boolean(f))) {
-		*code = CTL_INVALID_PARAMS;
-		snprintf(msg, msglen, "address: expected a PCI address; force: expected true or false");
-		return NULL;
-	}
-	t = token_new(d, peer);
-	if (t == NULL) {
-		snprintf(msg, msglen, "out of memory");
-		return NULL;
-	}
-	claims_release(d->claims, json_string_value(a), json_is_true(f), token_done, t);
-	return CTL_PENDING;
-}
-
 static json_t *
 m_claims_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	      size_t msglen)
 {
-	return d->claims ? claims_json(d->claims) : json_pack("{s:[]}", "claims");
+	json_t *list = json_array(), *all, *v;
+	size_t i;
+
+	if (list == NULL)
+		return NULL;
+	/* What each module holds, as it describes it ("list what you hold"). */
+	for (size_t k = 0; d->mods && k < d->mods->n; k++) {
+		struct module *m = d->mods->v[k];
+
+		if (m->active && m->desc && m->desc->list_held &&
+		    m->desc->list_held(m->state, list) < 0)
+			log_warnx("control", "claims.list: module %s could not list what it holds",
+				  m->desc->name);
+	}
+	/* Groups in the engine whose owner does not list them: as the engine
+	 * sees them (an owner without the hook, or not loaded). */
+	all = d->claims ? claims_owner_json(d->claims, NULL) : NULL;
+	json_array_foreach(all, i, v) {
+		struct module *m = modules_find(d->mods, json_string_value(json_object_get(v, "owner")));
+
+		if (m == NULL || m->desc->list_held == NULL)
+			json_array_append(list, v);
+	}
+	json_decref(all);
+	return claims_json(d->claims, list);
 }
 
 static json_t *
@@ -808,8 +734,6 @@ static const struct ctl_method methods[] = {
 	{ .name = "resources.list", .fn = m_resources_list, .params = no_params },
 	{ .name = "claims.list", .fn = m_claims_list, .params = no_params },
 	{ .name = "mdev.parents", .fn = m_mdev_parents, .params = no_params },
-	{ .name = "pci.claim", .fn = m_pci_claim, .params = claim_params, .mutating = true },
-	{ .name = "pci.release", .fn = m_pci_release, .params = release_params, .mutating = true },
 };
 
 /* --- module methods (ABI v2) ----------------------------------------------- */

@@ -227,7 +227,7 @@ g_response(void *arg, struct grpc_call *call, int status, const char *message, c
 				 message ? ": " : "", message ? message : "");
 		return;
 	}
-	r->state = DP_REG_REGISTERED;
+	dp_reg_set_state(r, DP_REG_REGISTERED, "the kubelet answered Register");
 	r->registrations++;
 	r->registered_at = (int64_t)time(NULL);
 	r->backoff_step = 0;
@@ -521,7 +521,7 @@ endpoint_backoff(struct dp_endpoint *ep, const char *fmt, ...)
 	if (r->backoff_step < BACKOFF_STEPS - 1)
 		r->backoff_step++;
 	if (r->state != DP_REG_FAILED)
-		r->state = DP_REG_BACKOFF;
+		dp_reg_set_state(r, DP_REG_BACKOFF, "Register failed");
 	if (ms < 1000)
 		snprintf(when, sizeof(when), "%d ms", ms);
 	else
@@ -594,7 +594,7 @@ endpoint_register(struct dp_endpoint *ep)
 	if (!ep->have_file && endpoint_listen(ep) < 0)
 		return;
 	if (!kubelet_present(s)) {
-		r->state = DP_REG_WAIT_KUBELET;
+		dp_reg_set_state(r, DP_REG_WAIT_KUBELET, "no kubelet socket");
 		log_info("dp", "%s: serving %s; waiting for the kubelet", r->name, r->sock);
 		return;
 	}
@@ -625,7 +625,7 @@ endpoint_register(struct dp_endpoint *ep)
 		return;
 	}
 	free(msg);
-	r->state = DP_REG_REGISTERING;
+	dp_reg_set_state(r, DP_REG_REGISTERING, "Register sent");
 	/* A new registration: the old one's stream no longer counts, and
 	 * connections from now on are the new one's. */
 	ep->reg_gen++;
@@ -709,7 +709,7 @@ endpoint_listen(struct dp_endpoint *ep)
 	if (s->dirfd < 0) {
 		snprintf(r->last_error, sizeof(r->last_error), "no kubelet directory %s",
 			 s->d->opts.kubelet_dir);
-		r->state = DP_REG_WAIT_KUBELET;
+		dp_reg_set_state(r, DP_REG_WAIT_KUBELET, "no kubelet directory");
 		return -ENOENT;
 	}
 	if (ep->listener) {
@@ -897,7 +897,7 @@ dir_lost(struct dp_server *s)
 			ep->listener = NULL;
 		}
 		ep->have_file = false;
-		dp->v[i]->state = DP_REG_WAIT_KUBELET;
+		dp_reg_set_state(dp->v[i], DP_REG_WAIT_KUBELET, "the kubelet directory went away");
 	}
 	if (s->dirfd >= 0)
 		close(s->dirfd);

@@ -35,6 +35,16 @@ dp_reg_state_to_string(enum dp_reg_state s)
 	return (unsigned)s < DP_REG_STATE_MAX ? reg_state_names[s] : "invalid";
 }
 
+void
+dp_reg_set_state(struct dp_resource *r, enum dp_reg_state s, const char *why)
+{
+	if (r->state == s)
+		return;
+	log_debug("dp", "%s: registration %s -> %s (%s)", r->name, dp_reg_state_to_string(r->state),
+		  dp_reg_state_to_string(s), why);
+	r->state = s;
+}
+
 int
 dp_new(struct daemon *d, struct dp **ret)
 {
@@ -247,55 +257,53 @@ dp_vfio_event(struct dp *dp, const char *name, bool present)
 
 /* --- what each device contributes --------------------------------------------- */
 
-/* A claimed function: offered under the claim's name while it is claimed,
- * Unhealthy when it left vfio-pci or its group's node is gone. */
+/* A member of a group held in the IOMMU-group engine: offered while held,
+ * under the name its module gives (a final name as it is, a default one as
+ * the configuration renames it; never withheld by it), Unhealthy when it
+ * left vfio-pci or its group's node is gone. */
 static bool
-claimed_candidate(struct dp *dp, struct claim *cl, struct device *dev, struct candidate *c)
+claimed_candidate(struct dp *dp, const struct claims_member *cm, struct device *dev,
+		  struct candidate *c)
 {
 	const struct config *cfg = dp->d->cfg;
 	const struct resource_rule *rule;
+	struct hdd_device_view view;
+	bool healthy = true;
 	char node[32];
+	int said = 1, fresh;
+	int64_t now = mono_s(), until = 0;
+	int hold = cfg->resync_interval > 60 ? cfg->resync_interval : 60;
 
-	if (cl->state != CLAIM_CLAIMED || cl->job != NULL || dev->pci.f.is_bridge ||
-	    dev->owner == NULL)
+	if (!cm->offered || dev->pci.f.is_bridge || dev->owner == NULL)
 		return false;
-	rule = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
-				 dev->pci.f.class_code);
-	if (cl->resource_name)
-		snprintf(c->name, sizeof(c->name), "%s", cl->resource_name);
-	else if (rule && rule->name)
-		snprintf(c->name, sizeof(c->name), "%s", rule->name);
-	else
+	if (dev->owner->desc->advertise) {
+		device_view(dev, &view);
+		said = dev->owner->desc->advertise(dev->owner->state, &view, c->name,
+						   sizeof(c->name), &healthy);
+		if (said != 1 && said != 2)
+			return false;
+	} else {
 		dp_default_resource_name(&dev->pci.f, c->name, sizeof(c->name));
-	snprintf(cl->advertised, sizeof(cl->advertised), "%s", c->name);
+	}
+	rule = said == 2 ? NULL : config_match_rule(cfg, dev->id, dev->pci.f.vendor_id,
+						    dev->pci.f.device_id, dev->pci.f.class_code);
+	if (rule && rule->name)
+		snprintf(c->name, sizeof(c->name), "%s", rule->name);
+	claims_member_advertised(dp->d->claims, dev->id, c->name);
 	snprintf(node, sizeof(node), "vfio/%d", dev->pci.f.iommu_group);
-	c->m.healthy = dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
-		       dev->pci.f.iommu_group == cl->group && dp_dev_exists(dp, node);
+	c->m.healthy = healthy && dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
+		       dev->pci.f.iommu_group == cm->group && dp_dev_exists(dp, node);
 	/* AER errors since the last look: Unhealthy for a resync interval
 	 * (at least a minute) after the last new one. */
-	for (size_t i = 0; i < cl->n; i++) {
-		struct claim_member *m = &cl->members[i];
-		int64_t now;
-
-		if (strcmp(m->address, dev->id) != 0)
-			continue;
-		now = mono_s();
-		if (m->aer_seen >= 0 && dev->pci.f.aer_errors > m->aer_seen) {
-			int hold = cfg->resync_interval > 60 ? cfg->resync_interval : 60;
-
-			m->aer_sick_until = now + hold;
-			log_warnx("dp", "%s: %d new AER errors; Unhealthy for %d s", dev->id,
-				  dev->pci.f.aer_errors - m->aer_seen, hold);
-		}
-		if (dev->pci.f.aer_errors >= 0)
-			m->aer_seen = dev->pci.f.aer_errors;
-		if (now < m->aer_sick_until) {
-			c->m.healthy = false;
-			/* Recovery is due then, whatever else happens. */
-			if (dp->aer_next == 0 || m->aer_sick_until < dp->aer_next)
-				dp->aer_next = m->aer_sick_until;
-		}
+	if (claims_member_aer(dp->d->claims, dev->id, dev->pci.f.aer_errors, hold, now, &until,
+			      &fresh)) {
+		c->m.healthy = false;
+		/* Recovery is due then, whatever else happens. */
+		if (dp->aer_next == 0 || until < dp->aer_next)
+			dp->aer_next = until;
 	}
+	if (fresh > 0)
+		log_warnx("dp", "%s: %d new AER errors; Unhealthy for %d s", dev->id, fresh, hold);
 	snprintf(c->m.id, sizeof(c->m.id), "%s", dev->id);
 	c->m.numa = dev->pci.f.numa_node;
 	c->m.iommu_group = dev->pci.f.iommu_group;
@@ -311,21 +319,25 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 	const struct config *cfg = dp->d->cfg;
 	const struct resource_rule *rule;
 	struct hdd_device_view view;
-	struct claim *cl;
+	struct claims_member cm;
 	bool healthy = true;
+	int said;
 
-	if (dev->cls != HDD_DEV_PCI || dev->owner == NULL || dev->owner->desc->advertise == NULL)
+	if (dev->cls != HDD_DEV_PCI || dev->owner == NULL)
 		return false;
-	cl = claims_find_member(dp->d->claims, dev->id);
-	if (cl)
-		return claimed_candidate(dp, cl, dev, c);
+	if (claims_member_get(dp->d->claims, dev->id, &cm))
+		return claimed_candidate(dp, &cm, dev, c);
+	if (dev->owner->desc->advertise == NULL)
+		return false;
 	device_view(dev, &view);
-	if (dev->owner->desc->advertise(dev->owner->state, &view, c->name, sizeof(c->name),
-					&healthy) != 1)
+	said = dev->owner->desc->advertise(dev->owner->state, &view, c->name, sizeof(c->name),
+					   &healthy);
+	if (said != 1 && said != 2)
 		return false;
-	rule = config_match_rule(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
-				 dev->pci.f.class_code);
-	if (rule == NULL && !cfg->advertise_unlisted)
+	/* A final name (2) is neither renamed nor withheld by the configuration. */
+	rule = said == 2 ? NULL : config_match_rule(cfg, dev->id, dev->pci.f.vendor_id,
+						    dev->pci.f.device_id, dev->pci.f.class_code);
+	if (said == 1 && rule == NULL && !cfg->advertise_unlisted)
 		return false;
 	if (rule && !rule->advertise)
 		return false;
@@ -340,27 +352,23 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 	return true;
 }
 
-static const struct module *
-pci_module(struct dp *dp)
-{
-	return modules_find(dp->d->mods, "pci");
-}
-
-/* A claimed function missing from sysfs stays in its resource, Unhealthy,
- * so the kubelet keeps the capacity and refuses new pods. */
+/* A member of a held group missing from sysfs stays in the resource it was
+ * offered under, Unhealthy, so the kubelet keeps the capacity and refuses
+ * new pods. */
 static bool
-absent_candidate(const struct module *pci, const struct claim *cl, const struct claim_member *m,
-		 struct candidate *c)
+absent_candidate(struct dp *dp, const struct claims_member *m, struct candidate *c)
 {
-	if (pci == NULL || cl->state != CLAIM_CLAIMED || cl->job || !cl->advertised[0] || m->bridge)
+	const struct module *owner = modules_find(dp->d->mods, m->owner);
+
+	if (owner == NULL || !m->offered || !m->advertised[0] || m->bridge)
 		return false;
 	memset(c, 0, sizeof(*c));
-	snprintf(c->name, sizeof(c->name), "%s", cl->advertised);
+	snprintf(c->name, sizeof(c->name), "%s", m->advertised);
 	snprintf(c->m.id, sizeof(c->m.id), "%s", m->address);
 	c->m.healthy = false;
 	c->m.numa = -1;
-	c->m.iommu_group = cl->group;
-	c->module = pci;
+	c->m.iommu_group = m->group;
+	c->module = owner;
 	return true;
 }
 
@@ -369,16 +377,12 @@ static bool
 id_candidate(struct dp *dp, const char *id, struct candidate *c)
 {
 	struct device *dev = inventory_find(dp->d->inv, HDD_DEV_PCI, id);
-	struct claim *cl;
+	struct claims_member cm;
 
 	memset(c, 0, sizeof(*c));
 	if (dev)
 		return device_candidate(dp, dev, c);
-	cl = claims_find_member(dp->d->claims, id);
-	for (size_t k = 0; cl && k < cl->n; k++)
-		if (strcmp(cl->members[k].address, id) == 0)
-			return absent_candidate(pci_module(dp), cl, &cl->members[k], c);
-	return false;
+	return claims_member_get(dp->d->claims, id, &cm) && absent_candidate(dp, &cm, c);
 }
 
 /* Members a module set that are not inventory devices (MIG instances,
@@ -419,7 +423,7 @@ resource_new(struct dp *dp, const char *name, const struct module *module)
 	r->module = module;
 	err = dp_socket_name(dp->d->opts.kubelet_dir, name, r->sock, sizeof(r->sock));
 	if (err < 0) {
-		r->state = DP_REG_FAILED;
+		dp_reg_set_state(r, DP_REG_FAILED, "no socket name fits");
 		snprintf(r->last_error, sizeof(r->last_error),
 			 "the kubelet directory path is too long for any socket name");
 	}
@@ -524,18 +528,34 @@ withdraw_unseen(struct dp *dp)
 	}
 }
 
-/* Every device, every claim: the safety net (resyncs, claims, reloads). */
+struct absent_walk {
+	struct dp *dp;
+	struct candidate *c;
+	size_t n, evaluated;
+};
+
+static void
+absent_member_cb(const struct claims_member *m, void *arg)
+{
+	struct absent_walk *w = arg;
+
+	if (inventory_find(w->dp->d->inv, HDD_DEV_PCI, m->address))
+		return;
+	w->evaluated++;
+	if (absent_candidate(w->dp, m, &w->c[w->n]))
+		w->n++;
+}
+
+/* Every device, every held group: the safety net (resyncs, claims, reloads). */
 static size_t
 recompute_all(struct dp *dp)
 {
-	const struct module *pci = pci_module(dp);
-	struct claims *claims = dp->d->claims;
 	size_t total = inventory_count(dp->d->inv), extra = 0, n = 0, evaluated = total;
+	struct absent_walk absent = { .dp = dp };
 	struct extra_walk walk;
 	struct candidate *c;
 
-	for (size_t i = 0; claims && i < claims->n; i++)
-		extra += claims->v[i]->n;
+	extra += claims_member_count(dp->d->claims);
 	extra += modhost_member_count(dp->d->mods);
 	c = calloc(total + extra + 1, sizeof(*c));
 	if (c == NULL)
@@ -547,17 +567,11 @@ recompute_all(struct dp *dp)
 	for (size_t i = 0; i < total; i++)
 		if (device_candidate(dp, inventory_at(dp->d->inv, i), &c[n]))
 			n++;
-	for (size_t i = 0; claims && i < claims->n; i++) {
-		struct claim *cl = claims->v[i];
-
-		for (size_t k = 0; k < cl->n; k++) {
-			if (inventory_find(dp->d->inv, HDD_DEV_PCI, cl->members[k].address))
-				continue;
-			evaluated++;
-			if (absent_candidate(pci, cl, &cl->members[k], &c[n]))
-				n++;
-		}
-	}
+	absent.c = c;
+	absent.n = n;
+	claims_member_foreach(dp->d->claims, absent_member_cb, &absent);
+	n = absent.n;
+	evaluated += absent.evaluated;
 	walk.c = c;
 	walk.n = n;
 	modhost_member_foreach(dp->d->mods, extra_member_cb, &walk);
@@ -1056,12 +1070,9 @@ out:
 		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
 		log_info("dp", "%s: Allocate answered (%zu containers)", r->name, ncont);
 		for (size_t c = 0; c < ncont; c++)
-			for (size_t i = 0; i < req->container_requests[c]->n_devices_ids; i++) {
-				struct claim *cl = claims_find_member(dp->d ? dp->d->claims : NULL,
-								      req->container_requests[c]->devices_ids[i]);
-				if (cl)
-					cl->allocations++;
-			}
+			for (size_t i = 0; i < req->container_requests[c]->n_devices_ids; i++)
+				claims_member_allocated(dp->d ? dp->d->claims : NULL,
+							req->container_requests[c]->devices_ids[i]);
 	} else {
 		log_warnx("dp", "%s: Allocate refused: %s", r->name, why);
 		grpc_call_finish(call, status, why);

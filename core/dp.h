@@ -93,6 +93,8 @@ int dp_new(struct daemon *d, struct dp **ret);
 /* Frees everything; the server side must have been stopped. */
 void dp_free(struct dp *dp);
 const char *dp_reg_state_to_string(enum dp_reg_state s);
+/* The one place a resource's registration state changes: logged, with why. */
+void dp_reg_set_state(struct dp_resource *r, enum dp_reg_state s, const char *why);
 
 /* Rebuilds which devices are offered under which resource: every device
  * when dp->dirty, else only those named by dp_device_changed. New

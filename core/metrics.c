@@ -155,13 +155,13 @@ render_claims(FILE *f, struct daemon *d)
 	    (double)absent);
 	one(f, "hostdevd_claims_drift", "gauge", "Claims found on another driver and being bound again.",
 	    (double)drift);
-	one(f, "hostdevd_claims_started_total", "counter", "pci.claim operations started.",
+	one(f, "hostdevd_claims_started_total", "counter", "IOMMU-group binds started (claims).",
 	    (double)m_state.counters[METRICS_CLAIMS_STARTED]);
-	one(f, "hostdevd_claims_failed_total", "counter", "pci.claim operations that failed.",
+	one(f, "hostdevd_claims_failed_total", "counter", "IOMMU-group binds that failed.",
 	    (double)m_state.counters[METRICS_CLAIMS_FAILED]);
-	one(f, "hostdevd_releases_started_total", "counter", "pci.release operations started.",
+	one(f, "hostdevd_releases_started_total", "counter", "IOMMU-group releases started.",
 	    (double)m_state.counters[METRICS_RELEASES_STARTED]);
-	one(f, "hostdevd_releases_failed_total", "counter", "pci.release operations that failed.",
+	one(f, "hostdevd_releases_failed_total", "counter", "IOMMU-group releases that failed.",
 	    (double)m_state.counters[METRICS_RELEASES_FAILED]);
 }
 

@@ -44,7 +44,20 @@ struct mh_resource {
 	size_t n;
 };
 
+/* A call into the IOMMU-group engine: the engine holds it until its job
+ * ends, so a cancelled one stays (without done) until then. */
+struct mh_ecall {
+	struct module *m;
+	int64_t id;
+	hdd_worker_done_fn done;	/* NULL once cancelled */
+	void *arg;
+	json_t *now;		/* an answer that was ready at once, for the next turn */
+	struct mh_ecall *next;
+};
+
 struct modhost {
+	struct mh_ecall *ecalls;
+	char last_error[512];	/* why its last refused engine call was refused */
 	struct mh_call *calls;
 	struct mh_timer *timers;
 	struct mh_resource *res;
@@ -271,6 +284,10 @@ core_call_cancel(struct hdd_core *core, int64_t id)
 {
 	struct module *m = mod_of(core);
 	struct modhost *h = m->host;
+
+	for (struct mh_ecall *c = h ? h->ecalls : NULL; c; c = c->next)
+		if (c->id == id)
+			c->done = NULL;
 
 	for (struct mh_call *c = h ? h->calls : NULL; c; c = c->next) {
 		if (c->id != id)
@@ -531,6 +548,225 @@ core_holders(struct hdd_core *core, const char *const *paths, const char *const 
 					   "prefixes", x), timeout_ms, done, arg);
 }
 
+/* --- the IOMMU-group engine (claim.c) -------------------------------------- */
+
+static void
+ecall_unlink(struct modhost *h, struct mh_ecall *c)
+{
+	for (struct mh_ecall **p = &h->ecalls; *p; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			return;
+		}
+	}
+}
+
+static void
+ecall_finish(struct mh_ecall *c, int err, const char *message, json_t *result)
+{
+	hdd_worker_done_fn done = c->done;
+	void *arg = c->arg;
+	json_t *out = result;
+
+	ecall_unlink(c->m->host, c);
+	json_decref(c->now);
+	free(c);
+	if (err < 0) {
+		json_decref(result);
+		out = json_pack("{s:s}", "error", message ? message : strerror(-err));
+	}
+	if (done)
+		done(arg, err, out);
+	json_decref(out);
+}
+
+static void
+ecall_done_cb(void *arg, int err, const char *message, json_t *result)
+{
+	ecall_finish(arg, err, message, result);
+}
+
+static void
+ecall_now_cb(void *arg)
+{
+	struct mh_ecall *c = arg;
+	json_t *now = c->now;
+
+	c->now = NULL;
+	ecall_finish(c, 0, NULL, now);
+}
+
+static struct mh_ecall *
+ecall_new(struct hdd_core *core, hdd_worker_done_fn done, void *arg)
+{
+	struct module *m = mod_of(core);
+	struct modhost *h = host_of(m);
+	struct mh_ecall *c = h ? calloc(1, sizeof(*c)) : NULL;
+
+	if (c == NULL)
+		return NULL;
+	c->m = m;
+	c->id = h->next_id++;
+	c->done = done;
+	c->arg = arg;
+	c->next = h->ecalls;
+	h->ecalls = c;
+	return c;
+}
+
+/* What claims_bind/claims_unbind said: started (the engine calls back),
+ * done at once (answered on the next turn), or refused (why kept). */
+static int64_t
+ecall_started(struct mh_ecall *c, int err, json_t *now, const char *why)
+{
+	struct modhost *h = c->m->host;
+	int64_t id = c->id;
+
+	if (err == 1) {
+		c->now = now;
+		if (loop_call_later(c->m->d->loop, 0, ecall_now_cb, c) < 0) {
+			ecall_unlink(h, c);
+			json_decref(c->now);
+			free(c);
+			snprintf(h->last_error, sizeof(h->last_error), "cannot arm a timer");
+			return -ENOMEM;
+		}
+		return id;
+	}
+	if (err < 0) {
+		snprintf(h->last_error, sizeof(h->last_error), "%s", why);
+		ecall_unlink(h, c);
+		free(c);
+		return err;
+	}
+	return id;
+}
+
+static int
+engine_ready(struct hdd_core *core)
+{
+	struct module *m = mod_of(core);
+	struct modhost *h = host_of(m);
+
+	if (h == NULL)
+		return -ENOMEM;
+	h->last_error[0] = '\0';
+	if (m->d->claims == NULL || m->d->worker == NULL || m->d->loop == NULL) {
+		snprintf(h->last_error, sizeof(h->last_error), "the engine starts with the worker");
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+static int64_t
+core_vfio_group_bind(struct hdd_core *core, const char *address, int timeout_ms,
+		     hdd_worker_done_fn done, void *arg)
+{
+	struct module *m = mod_of(core);
+	struct mh_ecall *c;
+	char why[512] = "";
+	json_t *now = NULL;
+	int err = engine_ready(core);
+
+	if (err < 0)
+		return err;
+	if (address == NULL || timeout_ms < 0)
+		return -EINVAL;
+	c = ecall_new(core, done, arg);
+	if (c == NULL)
+		return -ENOMEM;
+	err = claims_bind(m->d->claims, m->desc->name, address, timeout_ms, ecall_done_cb, c, &now,
+			  why, sizeof(why));
+	return ecall_started(c, err, now, why);
+}
+
+static int64_t
+core_vfio_group_unbind(struct hdd_core *core, const char *address, bool force, int timeout_ms,
+		       hdd_worker_done_fn done, void *arg)
+{
+	struct module *m = mod_of(core);
+	struct mh_ecall *c;
+	char why[512] = "";
+	json_t *now = NULL;
+	int err = engine_ready(core);
+
+	if (err < 0)
+		return err;
+	if (address == NULL || timeout_ms < 0)
+		return -EINVAL;
+	c = ecall_new(core, done, arg);
+	if (c == NULL)
+		return -ENOMEM;
+	err = claims_unbind(m->d->claims, m->desc->name, address, force, timeout_ms, ecall_done_cb,
+			    c, &now, why, sizeof(why));
+	return ecall_started(c, err, now, why);
+}
+
+static int
+core_vfio_group_holder(struct hdd_core *core, const char *address, char *owner, size_t size,
+		       bool *allocated)
+{
+	if (address == NULL)
+		return -EINVAL;
+	return claims_holder(daemon_of(core)->claims, address, owner, size, allocated);
+}
+
+static json_t *
+core_vfio_group_info(struct hdd_core *core, const char *address)
+{
+	struct module *m = mod_of(core);
+
+	return address ? claims_member_json(m->d->claims, m->desc->name, address) : NULL;
+}
+
+static json_t *
+core_vfio_group_list(struct hdd_core *core)
+{
+	struct module *m = mod_of(core);
+
+	return m->d->claims ? claims_owner_json(m->d->claims, m->desc->name) : json_array();
+}
+
+static const char *
+core_last_error(struct hdd_core *core)
+{
+	struct modhost *h = mod_of(core)->host;
+
+	return h ? h->last_error : "";
+}
+
+static int
+core_resource_rule(struct hdd_core *core, const char *id, char *name, size_t size, bool *claim)
+{
+	struct daemon *d = daemon_of(core);
+	struct device *dev = id ? inventory_find(d->inv, HDD_DEV_PCI, id) : NULL;
+	const struct resource_rule *r;
+
+	if (dev == NULL)
+		return -ENOENT;
+	r = config_match_rule(d->cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
+			      dev->pci.f.class_code);
+	if (r == NULL)
+		return 0;
+	if (name && size)
+		snprintf(name, size, "%s", r->name ? r->name : "");
+	if (claim)
+		*claim = r->claim;
+	return 1;
+}
+
+static int
+core_config_ms(struct hdd_core *core, const char *key)
+{
+	const struct config *cfg = daemon_of(core)->cfg;
+
+	if (key && strcmp(key, "claims.gpu_free_timeout") == 0)
+		return cfg->gpu_free_timeout_ms;
+	if (key && strcmp(key, "claims.release_timeout") == 0)
+		return cfg->release_timeout_ms;
+	return -ENOENT;
+}
+
 const struct hdd_core_ops modhost_ops = {
 	.size = sizeof(struct hdd_core_ops),
 	.log = core_log,
@@ -563,6 +799,15 @@ const struct hdd_core_ops modhost_ops = {
 	.dev_fd = core_dev_fd,
 	.dev_path = core_dev_path,
 	.holders = core_holders,
+	.vfio_group_bind = core_vfio_group_bind,
+	.vfio_group_unbind = core_vfio_group_unbind,
+	.vfio_group_holder = core_vfio_group_holder,
+	.vfio_group_info = core_vfio_group_info,
+	.vfio_group_list = core_vfio_group_list,
+	.last_error = core_last_error,
+	.resource_rule = core_resource_rule,
+	.config_ms = core_config_ms,
+	.resource_name_check = dp_resource_name_check,
 };
 
 void
@@ -571,7 +816,15 @@ modhost_stop(struct module *m)
 	struct modhost *h = m->host;
 
 	/* Each call still in flight completes now, so its owner frees what it
-	 * passed along (and its waiting client gets an answer). */
+	 * passed along (and its waiting client gets an answer). An engine call
+	 * stays until its job ends, without a completion. */
+	for (struct mh_ecall *c = h ? h->ecalls : NULL; c; c = c->next) {
+		hdd_worker_done_fn done = c->done;
+
+		c->done = NULL;
+		if (done)
+			done(c->arg, -ECANCELED, NULL);
+	}
 	while (h && h->calls) {
 		struct mh_call *c = h->calls;
 		hdd_worker_done_fn done = c->done;
@@ -593,6 +846,13 @@ modhost_free(struct module *m)
 
 	if (h == NULL)
 		return;
+	while (h->ecalls) {
+		struct mh_ecall *c = h->ecalls;
+
+		h->ecalls = c->next;
+		json_decref(c->now);
+		free(c);
+	}
 	while (h->calls) {
 		struct mh_call *c = h->calls;
 

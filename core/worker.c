@@ -150,7 +150,7 @@ matches(const char *target, const json_t *paths, const json_t *prefixes)
 		const char *p = json_string_value(v);
 		size_t n = p ? strlen(p) : 0;
 
-		/* "/dev/nvidia" matches nvidia0, nvidiactl, nvidia-uvm... */
+		/* "/dev/gpu" matches gpu0, gpuctl, gpu-uvm... */
 		if (n && strncmp(target, p, n) == 0 && strchr(target + n, '/') == NULL)
 			return true;
 	}
@@ -332,14 +332,6 @@ worker_handle(int sysfs_fd, const char *dev_root, const json_t *req)
 		json_object_set_new(reply, "holders", h);
 	} else if (strcmp(op, "module") == 0) {
 		result = op_module(sysfs_fd, req, reply);
-	} else if (strcmp(op, "nvidia_pm") == 0) {
-		const char *bus = json_string_value(json_object_get(req, "bus_id"));
-
-		if (bus) {
-			char *argv[] = { "nvidia-smi", "-i", (char *)bus, "-pm",
-					 json_is_true(json_object_get(req, "enable")) ? "1" : "0", NULL };
-			result = run("nvidia-smi", argv);
-		}
 	}
 	json_object_set(reply, "id", json_object_get(req, "id"));
 	json_object_set_new(reply, "result", json_integer(result));

@@ -28,7 +28,6 @@ void worker_free(struct worker *w);
  *   {"op":"modprobe", "module": <name>}
  *   {"op":"holders", "paths": [...], "prefixes": [...]}      -> {"holders": [...]}
  *   {"op":"wait_free", "paths": [...], "prefixes": [...], "timeout_ms": N}
- *   {"op":"nvidia_pm", "bus_id": "0000:3b:00.0", "enable": bool}
  *   {"op":"module", "path": <a module file the daemon loaded>, "module": <its name>,
  *    "name": <one of its worker_ops>, "args": {...}}               -> {"out": {...}}
  * timeout_ms bounds the whole operation. Returns 0 or -ENOMEM. */

@@ -61,12 +61,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_daemon_scan();
 	if (claims_new(&fuzz_d, fuzz_state_fd, &fuzz_d.claims) < 0)
 		abort();
-	j = claims_json(fuzz_d.claims);
+	j = claims_json(fuzz_d.claims, NULL);
 	json_decref(j);
 	if (data[0] & 2) {
 		claims_reconcile(fuzz_d.claims, "fuzz");
 		fuzz_drain();
-		j = claims_json(fuzz_d.claims);
+		j = claims_json(fuzz_d.claims, NULL);
 		json_decref(j);
 	}
 	claims_free(fuzz_d.claims);

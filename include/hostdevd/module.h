@@ -287,26 +287,40 @@ struct hdd_core_ops {
 
 	/* Moves the whole IOMMU group of PCI function `address` onto vfio-pci
 	 * (vfio-pci loaded first, every member: driver_override, unbind,
-	 * drivers_probe, verified), through the worker within timeout_ms, with
-	 * rollback: on failure every member is back on the driver it had. The
-	 * core journals the move in state.json under this module's name (intent
-	 * before the first write, done after the last), so restart, kill -9 and
-	 * reboot finish or undo it, and keeps the group on vfio-pci across
-	 * reboot and drift until vfio_group_unbind. The host-safety checks of a
-	 * PCI claim apply (host_needs, bridges, the boot VGA device, exclude).
-	 * done: 0 with out {"group": N, "members": [{"address", "driver",
-	 * "original_driver"}]}, or -errno with out {"error": "why"}.
-	 * Returns a call id (> 0), or -errno and done is not called: -EPERM
-	 * the host needs a member, -EBUSY another owner holds the group or a
-	 * move of it is in flight, -ENOENT no such function, -EROFS failing
-	 * closed. Binding a group this module already holds succeeds at once. */
+	 * drivers_probe, verified), through the worker, with rollback: on
+	 * failure every member is back on the driver it had. timeout_ms (> 0)
+	 * bounds the whole move: a write still pending then fails it with
+	 * -ETIMEDOUT (and rolls back); 0 takes the core's limits per write
+	 * (claims.release_timeout_s for an unbind). The core journals the move
+	 * in state.json under this module's name (intent before the first
+	 * write, done after the last), so restart, kill -9 and reboot finish or
+	 * undo it, and keeps the group on vfio-pci across reboot and drift
+	 * until vfio_group_unbind. The host-safety checks of a PCI claim apply
+	 * (host_needs, bridges, the boot VGA device, exclude, an SR-IOV PF with
+	 * VFs enabled); a recorded group the live system no longer allows is
+	 * kept, listed as refused, never applied. The events "claim.progress",
+	 * "claim.done", "claim.failed", "release.done", "release.failed",
+	 * "drift" and "claim.refused" follow each move ({"class": "pci", "id",
+	 * "owner", "step", ...}).
+	 * done: 0 with out {"group": N, "address", "state", "step", "members":
+	 * [{"address", "driver", "original_driver", "bridge", "present"}], ...
+	 * (the vfio_group_info view)}, or -errno with out {"error": "why"}.
+	 * Returns a call id (> 0), or -errno and done is not called (last_error
+	 * says why): -EPERM the host needs a member, the group cannot
+	 * be bound (no IOMMU group, too large) or its record is refused, -EBUSY another owner holds the group or a move of it is in
+	 * flight, -ENOENT no such function, -EROFS failing closed. Binding a group this module already holds succeeds at
+	 * once: done runs on the next loop turn, never inside this call. */
 	int64_t (*vfio_group_bind)(struct hdd_core *core, const char *address, int timeout_ms,
 				   hdd_worker_done_fn done, void *arg);
 	/* Gives the group back to the drivers recorded when it was bound, and
 	 * forgets it. Refused with -EBUSY while a process holds the group's
-	 * /dev/vfio node or vfio cdev (out's "error" names it) unless force.
-	 * Same returns and completion as vfio_group_bind; -ENOENT when this
-	 * module holds no group with `address`. */
+	 * /dev/vfio node or vfio cdev (done's out "error" names it) unless
+	 * force: done's -EBUSY means exactly that (a move in flight is the
+	 * synchronous -EBUSY). A group listed as refused is forgotten without a kernel write
+	 * (out has "forgotten": true). Same returns and completion as
+	 * vfio_group_bind (out: the group's last view, "state": "released");
+	 * -ENOENT when this module holds no group with `address` (any member's
+	 * address names its group). */
 	int64_t (*vfio_group_unbind)(struct hdd_core *core, const char *address, bool force,
 				     int timeout_ms, hdd_worker_done_fn done, void *arg);
 	/* Who holds the group of `address` in the engine: 1 with the owning
@@ -314,6 +328,35 @@ struct hdd_core_ops {
 	 * a member out, allocated set), 0 when nobody does, -ENOENT unknown. */
 	int (*vfio_group_holder)(struct hdd_core *core, const char *address, char *owner,
 				 size_t size, bool *allocated);
+
+	/* --- since 2.1, after the engine: what it holds, and why not --- */
+
+	/* The engine's view of the group this module holds with `address` (any
+	 * member's address), as a new object: "address" (the function it was
+	 * bound for), "iommu_group", "owner", "state" (claiming, claimed,
+	 * releasing, refused), "step", "busy", "absent", "drift", "refused",
+	 * "reason", "last_error", "created", "allocations", "advertised_as",
+	 * "members" [{"address", "original_driver", "bridge", "driver",
+	 * "present"}]. NULL when it holds none. */
+	json_t *(*vfio_group_info)(struct hdd_core *core, const char *address);
+	/* Every group this module holds, in the engine's order: a new array of
+	 * vfio_group_info views. */
+	json_t *(*vfio_group_list)(struct hdd_core *core);
+	/* Why this module's last call that returned -errno failed ("0000:01:00.0
+	 * is excluded by the configuration"), or "" (valid until its next call). */
+	const char *(*last_error)(struct hdd_core *core);
+	/* The `resources` rule of hostdevd.conf that matches PCI function `id`:
+	 * 1 with its resource name written ("" when it names none) and whether
+	 * it says "claim": true, 0 when none matches, -ENOENT unknown device. */
+	int (*resource_rule)(struct hdd_core *core, const char *id, char *name, size_t size,
+			     bool *claim);
+	/* A duration of the core's configuration, in ms: "claims.gpu_free_timeout"
+	 * or "claims.release_timeout" (keys from before module sections).
+	 * -ENOENT for another key. */
+	int (*config_ms)(struct hdd_core *core, const char *key);
+	/* Whether `name` is a resource name the kubelet takes ("<domain>/<name>",
+	 * DNS domain, not kubernetes.io): 0, or -EINVAL with why. */
+	int (*resource_name_check)(const char *name, char *why, size_t whylen);
 };
 
 /* Whether the core's ops table has `field` (it may be an older minor). */
@@ -400,7 +443,11 @@ struct hdd_module {
 
 	/* Says whether a device it owns is offered to the kubelet now: returns
 	 * 1 and writes its default resource name (the configuration may rename
-	 * or withhold it) and its health, or 0. NULL: never advertises. */
+	 * or withhold it) and its health, 2 (since 2.1) when the name is final
+	 * (a claim's own resource name: the configuration neither renames nor
+	 * withholds it), or 0. NULL: never advertises. A member of a group held
+	 * in the engine is offered while it is held and healthy only when its
+	 * group is on vfio-pci with its /dev/vfio node (and no new AER errors). */
 	int (*advertise)(void *state, const struct hdd_device_view *dev, char *name, size_t size,
 			 bool *healthy);
 
@@ -409,6 +456,14 @@ struct hdd_module {
 	 * Returns 0 or -errno (the whole call then fails). */
 	int (*allocate)(void *state, const char *resource, const struct hdd_device_view *const *devs,
 			size_t n, struct hdd_alloc *alloc);
+
+	/* --- since 2.1 --- */
+
+	/* Appends an object for each thing the module holds for guests (the pci
+	 * module: its claims) to the array `out`: claims.list is the union.
+	 * Groups held through vfio_group_bind by a module without this hook are
+	 * listed with the engine's view. Returns 0 or -errno. */
+	int (*list_held)(void *state, json_t *out);
 };
 
 /* The first fields of a descriptor, for a module that fills the rest. */

@@ -6,13 +6,9 @@
 #include <string.h>
 
 #include "hostdevd/module.h"
+#include "pci.h"
 
 #define PCI_BASE_CLASS_BRIDGE 0x06
-
-struct pci_state {
-	const struct hdd_core_ops *ops;
-	struct hdd_core *core;
-};
 
 static int
 pci_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *section,
@@ -31,7 +27,26 @@ pci_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *se
 static void
 pci_fini(void *state)
 {
+	pci_claims_free(state);
 	free(state);
+}
+
+static int
+pci_start(void *state)
+{
+	return pci_claims_start(state);
+}
+
+static void
+pci_stop(void *state)
+{
+	pci_claims_stop(state);
+}
+
+static void
+pci_device_event(void *state, enum hdd_device_event ev, const struct hdd_device_view *dev)
+{
+	pci_claims_device_event(state, ev, dev);
 }
 
 /* Bridges (host, ISA, PCI-to-PCI...) are plumbing, never handed to a guest. */
@@ -146,15 +161,30 @@ pci_describe(void *state, const struct hdd_device_view *dev, json_t *out)
 	return 0;
 }
 
-/* Offered to the kubelet: functions on vfio-pci (claims feed the same
- * resources later). Unhealthy while the group's device node is missing. */
+/* Offered to the kubelet: functions on vfio-pci, and the members of its
+ * claims (under the claim's own name when it has one; the core judges
+ * their health while they are held). Unhealthy while the group's device
+ * node is missing. */
 static int
 pci_advertise(void *state, const struct hdd_device_view *dev, char *name, size_t size,
 	      bool *healthy)
 {
 	struct pci_state *st = state;
 	const struct hdd_pci_facts *f = dev->pci;
-	char node[32];
+	char node[32], owner[32] = "";
+
+	if (st->ops->vfio_group_holder(st->core, f->address, owner, sizeof(owner), NULL) == 1 &&
+	    strcmp(owner, PCI_NAME) == 0) {
+		struct pci_claim *cl = pci_claim_find(st, f->address);
+
+		*healthy = true;
+		if (cl && cl->resource_name) {
+			snprintf(name, size, "%s", cl->resource_name);
+			return 2;
+		}
+		st->ops->pci_resource_name(st->core, f, name, size);
+		return 1;
+	}
 
 	if (f->driver == NULL || strcmp(f->driver, "vfio-pci") != 0)
 		return 0;
@@ -221,13 +251,19 @@ static const char *const pci_subsystems[] = { "pci", NULL };
 
 __attribute__((visibility("default"))) const struct hdd_module hostdevd_module = {
 	HDD_MODULE_HEADER,
-	.name = "pci",
+	.name = PCI_NAME,
 	.description = "PCI functions for vfio-pci passthrough",
 	.subsystems = pci_subsystems,
+	.methods = pci_methods,
+	.worker_ops = pci_worker_ops,
 	.init = pci_init,
 	.fini = pci_fini,
+	.start = pci_start,
+	.stop = pci_stop,
+	.device_event = pci_device_event,
 	.probe = pci_probe,
 	.describe = pci_describe,
 	.advertise = pci_advertise,
 	.allocate = pci_allocate,
+	.list_held = pci_claims_list,
 };

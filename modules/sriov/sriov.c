@@ -20,6 +20,7 @@
 #define TIMEOUT_MS 30000
 #define CHECK_INTERVAL_MS 60000
 #define HOTPLUG_DEBOUNCE_MS 500
+#define DRIVER_WAIT_MS 100
 
 /* What sysfs says of a PF, read on the reactor. */
 struct pf_live {
@@ -64,6 +65,8 @@ struct job {
 	enum job_step step;
 	size_t driver_next;		/* next VF for the driver step */
 	int64_t call;
+	int64_t wait_timer;		/* waiting for a new VF to reach the inventory */
+	int waited_ms;
 	struct pf_live live;
 	json_t *readback;		/* VFs as read back */
 	json_t *inspect;		/* the PF's inspect result */
@@ -548,12 +551,15 @@ job_new(struct sriov *st, const char *pf, json_t *desired)
 	snprintf(j->pf, sizeof(j->pf), "%s", pf);
 	j->desired = desired;
 	j->call = -1;
+	j->wait_timer = -1;
 	return j;
 }
 
 static void
 job_free(struct job *j)
 {
+	if (j->wait_timer > 0)
+		j->st->ops->timer_cancel(j->st->core, j->wait_timer);
 	json_decref(j->desired);
 	json_decref(j->prev);
 	json_decref(j->readback);
@@ -942,6 +948,18 @@ group_done(void *arg, int result, const json_t *out)
 	job_step(j);
 }
 
+static void driver_step(struct job *j);
+
+static void
+driver_wait_cb(void *arg)
+{
+	struct job *j = arg;
+
+	j->wait_timer = -1;
+	j->waited_ms += DRIVER_WAIT_MS;
+	driver_step(j);
+}
+
 /* The driver step: one VF at a time through the core's group engine. */
 static void
 driver_step(struct job *j)
@@ -979,9 +997,20 @@ driver_step(struct job *j)
 			j->driver_next++;
 			continue;
 		}
+		/* A VF the kernel made a moment ago may not be in the inventory
+		 * yet (its uevent is on its way): look again shortly, within
+		 * the module's deadline. */
+		if (id == -ENOENT && vfio && j->waited_ms < st->timeout_ms) {
+			j->wait_timer = st->ops->timer_add(st->core, DRIVER_WAIT_MS, driver_wait_cb, j);
+			if (j->wait_timer > 0)
+				return;
+		}
 		if (id < 0) {
+			const char *why = HDD_CORE_HAS(st->ops, last_error) ? st->ops->last_error(st->core) : "";
+
 			job_fail(j, id == -EPERM ? HDD_ERR_REFUSED : id == -EBUSY ? HDD_ERR_BUSY : HDD_ERR_FAILED,
-				 "VF %s: the IOMMU-group engine refused: %s", addr, strerror((int)-id));
+				 "VF %s: the IOMMU-group engine refused: %s", addr,
+				 why && why[0] ? why : strerror((int)-id));
 			return;
 		}
 		j->call = id;
@@ -1614,6 +1643,10 @@ sriov_stop(void *state)
 	if (st->running && st->running->call > 0) {
 		st->ops->call_cancel(st->core, st->running->call);
 		st->running->call = -1;
+	}
+	if (st->running && st->running->wait_timer > 0) {
+		st->ops->timer_cancel(st->core, st->running->wait_timer);
+		st->running->wait_timer = -1;
 	}
 	if (st->running && st->running->req)
 		st->ops->reply_error(st->running->req, HDD_ERR_FAILED,

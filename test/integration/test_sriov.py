@@ -618,7 +618,24 @@ def test_count_change_wipes_and_reapplies_settings(sriov_daemon, host):
 def test_vfio_pci_driver(sriov_daemon, host):
     d = sriov_daemon()
     c = d.client(timeout=60)
-    resp = c.request("sriov.configure", {"pf": PF, "num_vfs": 2, "vf_driver": "vfio-pci"}, timeout=60)
+    # A simulated host sends no uevents: the new VFs reach the inventory
+    # through rescans, which the module waits for before it moves them.
+    stop = threading.Event()
+
+    def rescanner():
+        while not stop.wait(0.2):
+            try:
+                d.call("daemon.rescan")
+            except Exception:
+                pass
+    t = threading.Thread(target=rescanner)
+    t.start()
+    try:
+        resp = c.request("sriov.configure", {"pf": PF, "num_vfs": 2, "vf_driver": "vfio-pci"},
+                         timeout=60)
+    finally:
+        stop.set()
+        t.join()
     c.close()
     if "error" in resp and "no IOMMU-group engine" in resp["error"]["message"]:
         assert host.numvfs() == 0, "nothing changed"

@@ -198,7 +198,7 @@ static const struct hdd_method bad_methods[] = {
 	{ .name = NULL },
 };
 static const struct hdd_method core_methods[] = {
-	{ .name = "pci.claim", .params = none, .call = m_call },
+	{ .name = "claims.list", .params = none, .call = m_call },
 	{ .name = NULL },
 };
 
@@ -217,7 +217,7 @@ test_loader(void)
 	struct hdd_module v3 = { HDD_MODULE_HEADER, .name = "v3" };
 	struct hdd_module wrong = { HDD_MODULE_HEADER, .name = "wrong", .methods = bad_methods };
 	struct hdd_module newer = { HDD_MODULE_HEADER, .name = "newer" };
-	struct hdd_module shadow = { HDD_MODULE_HEADER, .name = "pci", .methods = core_methods };
+	struct hdd_module shadow = { HDD_MODULE_HEADER, .name = "claims", .methods = core_methods };
 	unsigned char big[sizeof(struct hdd_module) + 64];
 
 	v3.abi_major = 3;
