@@ -425,6 +425,11 @@ daemon_modules_json(struct daemon *d)
 			      "subsystems", subs,
 			      "methods", methods,
 			      "devices", (json_int_t)owned);
+		if (m->active) {
+			json_object_set_new(o, "ready", json_boolean(!m->unready));
+			json_object_set_new(o, "reason", m->unready && m->unready_reason
+						   ? json_string(m->unready_reason) : json_null());
+		}
 		json_array_append_new(out, o);
 	}
 	return out;

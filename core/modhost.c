@@ -14,6 +14,7 @@
 #include "dp-names.h"
 #include "dp-server.h"
 #include "dp.h"
+#include "fsroot.h"
 #include "log.h"
 #include "loop.h"
 #include "modhost.h"
@@ -767,6 +768,28 @@ core_config_ms(struct hdd_core *core, const char *key)
 	return -ENOENT;
 }
 
+static void
+core_set_ready(struct hdd_core *core, bool ready, const char *reason)
+{
+	struct module *m = mod_of(core);
+	char *copy = NULL;
+
+	if (!ready && reason)
+		copy = strndup(reason, 512);
+	if (m->unready != !ready || (copy && (m->unready_reason == NULL ||
+					       strcmp(copy, m->unready_reason) != 0)))
+		log_info(m->desc->name, ready ? "ready%s" : "not ready: %s", ready ? "" : copy ? copy : "no reason given");
+	free(m->unready_reason);
+	m->unready_reason = copy;
+	m->unready = !ready;
+}
+
+static int
+core_proc_path(struct hdd_core *core, const char *rel, char *buf, size_t size)
+{
+	return proc_path(buf, size, rel ? rel : "");
+}
+
 const struct hdd_core_ops modhost_ops = {
 	.size = sizeof(struct hdd_core_ops),
 	.log = core_log,
@@ -808,6 +831,8 @@ const struct hdd_core_ops modhost_ops = {
 	.resource_rule = core_resource_rule,
 	.config_ms = core_config_ms,
 	.resource_name_check = dp_resource_name_check,
+	.set_ready = core_set_ready,
+	.proc_path = core_proc_path,
 };
 
 void

@@ -315,6 +315,7 @@ modules_free(struct module_set *set)
 			dlclose(m->handle);
 		free(m->path);
 		free(m->error);
+		free(m->unready_reason);
 		free(m);
 	}
 	free(set->v);

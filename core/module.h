@@ -19,6 +19,8 @@ struct module {
 	void *state;
 	char *error;			/* why it is not active, or NULL */
 	int active;
+	bool unready;			/* the module said it cannot work now (set_ready) */
+	char *unready_reason;
 	struct daemon *d;		/* its core, for the services (modhost.c) */
 	struct modhost *host;		/* timers, calls, resource members it holds */
 };

@@ -44,6 +44,9 @@ extern "C" {
 /* Name of the one symbol a module exports: a const struct hdd_module. */
 #define HDD_MODULE_SYMBOL "hostdevd_module"
 
+/* Where worker operations find the proc root (--proc-root); see proc_path. */
+#define HDD_PROC_ROOT_ENV "HOSTDEVD_PROC_ROOT"
+
 /* The longest device or resource-member id, without its NUL (a UUID is 36). */
 #define HDD_ID_MAX 64
 
@@ -232,7 +235,9 @@ struct hdd_core_ops {
 	/* This module's section of state.json: the value it last put (borrowed,
 	 * valid until the next state_put), or NULL when it has none. Returns
 	 * -EBADMSG in *err when state.json could not be trusted (fail closed:
-	 * make no kernel change the section would have to record). */
+	 * make no kernel change the section would have to record). state.json
+	 * is read after every module's init: ask from the start hook (or the
+	 * first probe) on; in init it answers NULL. */
 	const json_t *(*state_get)(struct hdd_core *core, int *err);
 	/* Replaces the section (borrowed; NULL removes it) and writes
 	 * state.json before returning: temporary file, fsync, rename, fsync of
@@ -357,6 +362,20 @@ struct hdd_core_ops {
 	/* Whether `name` is a resource name the kubelet takes ("<domain>/<name>",
 	 * DNS domain, not kubernetes.io): 0, or -EINVAL with why. */
 	int (*resource_name_check)(const char *name, char *why, size_t whylen);
+
+	/* --- since 2.1: the module's condition, /proc --- */
+
+	/* Says whether the module can do its work now (its library loads, its
+	 * hardware answers): modules.list shows "ready" and, when false, the
+	 * reason ("cannot load libnvidia-ml.so.1: ..."). A module is ready
+	 * until it says otherwise; its hooks and methods are called either way. */
+	void (*set_ready)(struct hdd_core *core, bool ready, const char *reason);
+	/* The absolute path of `rel` under the proc root (--proc-root):
+	 * "self/mountinfo", "1234/comm", "driver/nvidia/gpus". Worker
+	 * operations have no core services: they find the root in the
+	 * environment variable HDD_PROC_ROOT_ENV (unset or empty: /proc).
+	 * Returns 0 or -ENAMETOOLONG. */
+	int (*proc_path)(struct hdd_core *core, const char *rel, char *buf, size_t size);
 };
 
 /* Whether the core's ops table has `field` (it may be an older minor). */

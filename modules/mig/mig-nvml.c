@@ -466,10 +466,11 @@ procs_json(const struct proc *p, size_t n)
 	json_t *a = json_array();
 
 	for (size_t i = 0; i < n; i++) {
-		char path[64], comm[64] = "";
+		const char *root = getenv(HDD_PROC_ROOT_ENV);
+		char path[4200], comm[64] = "";
 		int fd;
 
-		snprintf(path, sizeof(path), "/proc/%u/comm", p[i].pid);
+		snprintf(path, sizeof(path), "%s/%u/comm", root && root[0] ? root : "/proc", p[i].pid);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd >= 0) {
 			ssize_t len = read(fd, comm, sizeof(comm) - 1);

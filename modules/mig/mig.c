@@ -466,6 +466,8 @@ nvml_status(struct mig *st, int result, const json_t *out)
 				     "inactive: %s", why);
 		st->nvml_loaded = false;
 		snprintf(st->nvml_error, sizeof(st->nvml_error), "%s", why);
+		if (HDD_CORE_HAS(st->ops, set_ready))
+			st->ops->set_ready(st->core, false, why);
 		return;
 	}
 	if (result == 0 || json_object_get(out, "gpus")) {
@@ -474,6 +476,8 @@ nvml_status(struct mig *st, int result, const json_t *out)
 				     st->library, ver ? ", driver " : "", ver ? ver : "");
 		st->nvml_loaded = true;
 		st->nvml_error[0] = '\0';
+		if (HDD_CORE_HAS(st->ops, set_ready))
+			st->ops->set_ready(st->core, true, NULL);
 		if (ver)
 			snprintf(st->driver_version, sizeof(st->driver_version), "%s", ver);
 	}

@@ -337,21 +337,17 @@ harvester_name(struct usb_state *st, int vendor, int product, int busnum, int de
 
 /* --- what the host needs: USB storage behind a mount or swap ------------------ */
 
-/* The mount table and swaps, from the proc root the core runs with (it
- * exports it to its own processes as HOSTDEVD_PROC_ROOT; the module ABI has
- * no service for it, and host_needs judges PCI functions only). */
+/* The mount table and swaps, from the proc root the core runs with
+ * (ops->proc_path; the core's host_needs judges PCI functions only). */
 static FILE *
-proc_open(const char *rel)
+proc_open(struct usb_state *st, const char *rel)
 {
-	const char *root = getenv("HOSTDEVD_PROC_ROOT");
 	char path[4096];
 
-	if (root && root[0])
-		snprintf(path, sizeof(path), "%s/%s", root,
-			 strcmp(rel, "mountinfo") == 0 ? "1/mountinfo" : rel);
-	else
-		snprintf(path, sizeof(path), "/proc/%s",
-			 strcmp(rel, "mountinfo") == 0 ? "self/mountinfo" : rel);
+	if (!HDD_CORE_HAS(st->ops, proc_path) ||
+	    st->ops->proc_path(st->core, strcmp(rel, "mountinfo") == 0 ? "self/mountinfo" : rel,
+			       path, sizeof(path)) < 0)
+		return NULL;
 	return fopen(path, "re");
 }
 
@@ -367,7 +363,7 @@ mounts_read(struct usb_state *st)
 		if (st->mounts == NULL)
 			return;
 	}
-	f = proc_open("mountinfo");
+	f = proc_open(st, "mountinfo");
 	while (f && st->nmounts < USB_MAX_MOUNTS && fgets(line, sizeof(line), f)) {
 		struct usb_mount *m = &st->mounts[st->nmounts];
 		const char *sep;
@@ -385,7 +381,7 @@ mounts_read(struct usb_state *st)
 	}
 	if (f)
 		fclose(f);
-	f = proc_open("swaps");
+	f = proc_open(st, "swaps");
 	while (f && st->nmounts < USB_MAX_MOUNTS && fgets(line, sizeof(line), f)) {
 		struct usb_mount *m = &st->mounts[st->nmounts];
 		struct stat sb;

@@ -1976,7 +1976,7 @@ w_enable_vfs(int fd, const json_t *args, json_t *out)
 {
 	const char *gpu = json_string_value(json_object_get(args, "gpu"));
 	const char *ids = json_string_value(json_object_get(args, "ids"));
-	char rel[128], drv[64], path[128], num[16], lock[128];
+	char rel[128], drv[64], path[128], num[16], lock[4200];
 	long total = 0, cur = 0;
 	int err;
 
@@ -1998,7 +1998,9 @@ w_enable_vfs(int fd, const json_t *args, json_t *out)
 	w_driver(fd, gpu, drv, sizeof(drv));
 	/* The NVIDIA driver's own lock: no client may hold the GPU (absent
 	 * without the driver, or on a simulated host). */
-	snprintf(lock, sizeof(lock), "/proc/driver/nvidia/gpus/%s/unbindLock", gpu);
+	snprintf(lock, sizeof(lock), "%s/driver/nvidia/gpus/%s/unbindLock",
+		 getenv(HDD_PROC_ROOT_ENV) && getenv(HDD_PROC_ROOT_ENV)[0] ? getenv(HDD_PROC_ROOT_ENV)
+									  : "/proc", gpu);
 	if (strcmp(drv, "nvidia") == 0 && access(lock, F_OK) == 0) {
 		long v = 0;
 

@@ -116,6 +116,10 @@ def test_without_library_inactive_with_reason(make_daemon, tmp_path):
     assert e.value.code == FAILED and "cannot load" in e.value.message
     # Nothing else changes: the daemon's own devices are all there.
     assert any(x["address"] == A100 for x in d.call("devices.list", {"class": "pci"}))
+    # modules.list says the module cannot work, and why (ABI 2.1 set_ready).
+    mig = next(m for m in d.call("modules.list") if m["name"] == "mig")
+    assert mig["active"] is True and mig["ready"] is False, mig
+    assert "cannot load" in mig["reason"] and "libnvidia-ml.so.1" in mig["reason"], mig
 
 
 # --- listing ----------------------------------------------------------------------
@@ -125,6 +129,8 @@ def test_list_matches_profile_tables(mig_daemon, host):
     r = d.call("mig.list")
     assert r["nvml"] == {"loaded": True, "library": LIB, "driver_version": "550.90.07",
                          "error": None}
+    mig = next(m for m in d.call("modules.list") if m["name"] == "mig")
+    assert mig["ready"] is True and mig["reason"] is None, mig
     g = {x["bus_id"]: x for x in r["gpus"]}
     assert set(g) == {A100, H100, A100_80, H200}
     for bus, model in ((A100, "A100-40GB"), (H100, "H100-80GB"), (A100_80, "A100-80GB"),
