@@ -790,6 +790,56 @@ core_proc_path(struct hdd_core *core, const char *rel, char *buf, size_t size)
 	return proc_path(buf, size, rel ? rel : "");
 }
 
+static int
+core_alloc_vfio_pci(struct hdd_core *core, struct hdd_alloc *a, const char *resource,
+		    const struct hdd_device_view *const *devs, size_t n)
+{
+	char env[320], path[64], *value;
+	bool all_cdevs = true;
+	size_t len = 0;
+	int err;
+
+	for (size_t i = 0; i < n; i++)
+		if (devs[i]->pci == NULL)
+			return -EINVAL;
+	value = calloc(n ? n : 1, 16);
+	if (value == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(value + len, 16, "%s%s", i ? "," : "", devs[i]->pci->address);
+	err = dp_env_name("PCI_RESOURCE", resource, env, sizeof(env));
+	if (err == 0)
+		err = dp_alloc_env(a, env, value);
+	free(value);
+	for (size_t i = 0; i < n; i++)
+		all_cdevs &= devs[i]->pci->vfio_cdev != NULL;
+	if (err == 0 && all_cdevs && dp_alloc_prefer_iommufd(a) && core_dev_exists(core, "iommu")) {
+		/* seed 002, PreferIommuFD: the iommufd API device and the
+		 * per-device cdevs instead of container and groups. */
+		err = dp_alloc_device(a, "/dev/iommu", "/dev/iommu", "mrw");
+		for (size_t i = 0; i < n && err == 0; i++) {
+			snprintf(path, sizeof(path), "/dev/vfio/devices/%s", devs[i]->pci->vfio_cdev);
+			err = dp_alloc_device(a, path, path, "mrw");
+		}
+		return err;
+	}
+	if (err == 0)
+		err = dp_alloc_device(a, "/dev/vfio/vfio", "/dev/vfio/vfio", "mrw");
+	for (size_t i = 0; i < n && err == 0; i++) {
+		const struct hdd_pci_facts *f = devs[i]->pci;
+
+		if (f->iommu_group < 0)
+			return -ENODEV;
+		snprintf(path, sizeof(path), "/dev/vfio/%d", f->iommu_group);
+		err = dp_alloc_device(a, path, path, "mrw");
+		if (err == 0 && f->vfio_cdev) {
+			snprintf(path, sizeof(path), "/dev/vfio/devices/%s", f->vfio_cdev);
+			err = dp_alloc_device(a, path, path, "mrw");
+		}
+	}
+	return err;
+}
+
 const struct hdd_core_ops modhost_ops = {
 	.size = sizeof(struct hdd_core_ops),
 	.log = core_log,
@@ -833,6 +883,7 @@ const struct hdd_core_ops modhost_ops = {
 	.resource_name_check = dp_resource_name_check,
 	.set_ready = core_set_ready,
 	.proc_path = core_proc_path,
+	.alloc_vfio_pci = core_alloc_vfio_pci,
 };
 
 void

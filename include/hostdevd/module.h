@@ -376,6 +376,14 @@ struct hdd_core_ops {
 	 * environment variable HDD_PROC_ROOT_ENV (unset or empty: /proc).
 	 * Returns 0 or -ENAMETOOLONG. */
 	int (*proc_path)(struct hdd_core *core, const char *rel, char *buf, size_t size);
+	/* KubeVirt's Allocate contract for `n` PCI functions on vfio-pci (the
+	 * views' pci facts): PCI_RESOURCE_<NAME> = the addresses, comma-joined;
+	 * /dev/vfio/vfio, each group's node and each function's vfio cdev, all
+	 * "mrw" — or, under the resource's iommufd policy with every function
+	 * having a cdev, /dev/iommu and the cdevs. Returns 0, -ENODEV for a
+	 * function without an IOMMU group, or -errno. */
+	int (*alloc_vfio_pci)(struct hdd_core *core, struct hdd_alloc *a, const char *resource,
+			      const struct hdd_device_view *const *devs, size_t n);
 };
 
 /* Whether the core's ops table has `field` (it may be an older minor). */

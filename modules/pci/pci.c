@@ -195,56 +195,17 @@ pci_advertise(void *state, const struct hdd_device_view *dev, char *name, size_t
 }
 
 /* KubeVirt's contract: PCI_RESOURCE_<NAME> = the addresses, and the VFIO
- * container, each group's node and each device's cdev, all "mrw". */
+ * container, each group's node and each device's cdev, all "mrw" (the
+ * core's builder, shared with every module that hands out PCI functions). */
 static int
 pci_allocate(void *state, const char *resource, const struct hdd_device_view *const *devs,
 	     size_t n, struct hdd_alloc *alloc)
 {
 	struct pci_state *st = state;
-	char env[320], path[64], *value;
-	size_t len = 0;
-	int err;
 
-	value = calloc(n, 16);
-	if (value == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		len += (size_t)snprintf(value + len, 16, "%s%s", i ? "," : "", devs[i]->pci->address);
-	err = st->ops->env_name("PCI_RESOURCE", resource, env, sizeof(env));
-	if (err == 0)
-		err = st->ops->alloc_env(alloc, env, value);
-	free(value);
-	if (err == 0 && st->ops->alloc_prefer_iommufd(alloc) && st->ops->dev_exists(st->core, "iommu")) {
-		bool all_cdevs = true;
-
-		for (size_t i = 0; i < n; i++)
-			all_cdevs &= devs[i]->pci->vfio_cdev != NULL;
-		if (all_cdevs) {
-			/* seed 002, PreferIommuFD: the iommufd API device and the
-			 * per-device cdevs instead of container and groups. */
-			err = st->ops->alloc_device(alloc, "/dev/iommu", "/dev/iommu", "mrw");
-			for (size_t i = 0; i < n && err == 0; i++) {
-				snprintf(path, sizeof(path), "/dev/vfio/devices/%s", devs[i]->pci->vfio_cdev);
-				err = st->ops->alloc_device(alloc, path, path, "mrw");
-			}
-			return err;
-		}
-	}
-	if (err == 0)
-		err = st->ops->alloc_device(alloc, "/dev/vfio/vfio", "/dev/vfio/vfio", "mrw");
-	for (size_t i = 0; i < n && err == 0; i++) {
-		const struct hdd_pci_facts *f = devs[i]->pci;
-
-		if (f->iommu_group < 0)
-			return -ENODEV;
-		snprintf(path, sizeof(path), "/dev/vfio/%d", f->iommu_group);
-		err = st->ops->alloc_device(alloc, path, path, "mrw");
-		if (err == 0 && f->vfio_cdev) {
-			snprintf(path, sizeof(path), "/dev/vfio/devices/%s", f->vfio_cdev);
-			err = st->ops->alloc_device(alloc, path, path, "mrw");
-		}
-	}
-	return err;
+	if (!HDD_CORE_HAS(st->ops, alloc_vfio_pci))
+		return -EOPNOTSUPP;
+	return st->ops->alloc_vfio_pci(st->core, alloc, resource, devs, n);
 }
 
 static const char *const pci_subsystems[] = { "pci", NULL };
