@@ -38,6 +38,8 @@ struct pf_live {
 enum job_step {
 	STEP_INSPECT = 0,
 	STEP_NUMVFS,
+	STEP_RELEASE,			/* a count change: this module's VF groups go back first */
+	STEP_COUNT,
 	STEP_SETVFS,
 	STEP_DRIVER,
 	STEP_DONE,
@@ -64,6 +66,8 @@ struct job {
 	bool journaled;			/* the intent is in state.json */
 	enum job_step step;
 	size_t driver_next;		/* next VF for the driver step */
+	size_t release_next;		/* next VF for the release step */
+	int released;			/* VF groups the release step gave back */
 	int64_t call;
 	int64_t wait_timer;		/* waiting for a new VF to reach the inventory */
 	int waited_ms;
@@ -951,6 +955,75 @@ group_done(void *arg, int result, const json_t *out)
 static void driver_step(struct job *j);
 
 static void
+release_done(void *arg, int result, const json_t *out)
+{
+	struct job *j = arg;
+
+	j->call = -1;
+	if (result < 0) {
+		const char *e = json_string_value(json_object_get(out, "error"));
+
+		/* What was given back is moved again (the previous record). */
+		j->maybe_changed = true;
+		job_fail(j, result == -EBUSY ? HDD_ERR_BUSY : HDD_ERR_FAILED,
+			 "giving VF %zu's IOMMU group back before the count change: %s", j->release_next,
+			 e ? e : strerror(-result));
+		return;
+	}
+	j->release_next++;
+	j->released++;
+	job_step(j);
+}
+
+/* Before a count change removes the VFs: the groups this module moved to
+ * vfio-pci go back to their drivers through the engine (refused while a VF
+ * is allocated or a process holds its group), one VF at a time. */
+static void
+release_step(struct job *j)
+{
+	struct sriov *st = j->st;
+	json_t *vf;
+
+	if (!HDD_CORE_HAS(st->ops, vfio_group_holder)) {
+		j->step = STEP_COUNT;
+		job_step(j);
+		return;
+	}
+	pf_read(st, j->pf, &j->live);
+	while ((vf = json_array_get(j->live.vfs, j->release_next)) != NULL) {
+		const char *addr = json_string_value(json_object_get(vf, "address"));
+		char owner[32] = "";
+		bool allocated = false;
+		int64_t id;
+
+		if (st->ops->vfio_group_holder(st->core, addr, owner, sizeof(owner), &allocated) != 1 ||
+		    strcmp(owner, MOD) != 0) {
+			j->release_next++;
+			continue;
+		}
+		j->maybe_changed |= j->released > 0;
+		if (allocated) {
+			job_fail(j, HDD_ERR_BUSY, "VF %zu (%s) is allocated by %s: changing the count would remove it",
+				 j->release_next, addr, MOD);
+			return;
+		}
+		id = st->ops->vfio_group_unbind(st->core, addr, false, st->timeout_ms, release_done, j);
+		if (id < 0) {
+			const char *why = HDD_CORE_HAS(st->ops, last_error) ? st->ops->last_error(st->core) : "";
+
+			job_fail(j, id == -EBUSY ? HDD_ERR_BUSY : HDD_ERR_FAILED,
+				 "VF %zu (%s): the IOMMU-group engine cannot give it back: %s", j->release_next,
+				 addr, why && why[0] ? why : strerror((int)-id));
+			return;
+		}
+		j->call = id;
+		return;
+	}
+	j->step = STEP_COUNT;
+	job_step(j);
+}
+
+static void
 driver_wait_cb(void *arg)
 {
 	struct job *j = arg;
@@ -1000,7 +1073,13 @@ driver_step(struct job *j)
 		/* A VF the kernel made a moment ago may not be in the inventory
 		 * yet (its uevent is on its way): look again shortly, within
 		 * the module's deadline. */
-		if (id == -ENOENT && vfio && j->waited_ms < st->timeout_ms) {
+		/* So may a VF that came back (the count reset by hand, a
+		 * reboot) while the engine moves its recorded group again. */
+		if (vfio && j->waited_ms < st->timeout_ms &&
+		    (id == -ENOENT ||
+		     (id == -EBUSY && st->ops->vfio_group_holder(st->core, addr, owner, sizeof(owner),
+								 &allocated) == 1 &&
+		      strcmp(owner, MOD) == 0))) {
 			j->wait_timer = st->ops->timer_add(st->core, DRIVER_WAIT_MS, driver_wait_cb, j);
 			if (j->wait_timer > 0)
 				return;
@@ -1126,6 +1205,17 @@ job_step(struct job *j)
 			}
 			j->journaled = true;
 		}
+		if (j->live.numvfs == num) {
+			j->step = STEP_SETVFS;
+			job_step(j);
+			return;
+		}
+		j->step = STEP_RELEASE;
+		/* fall through */
+	case STEP_RELEASE:
+		release_step(j);
+		return;
+	case STEP_COUNT:
 		if (j->live.numvfs != num) {
 			j->count_changed = true;
 			args = json_pack("{s:s, s:i, s:i}", "pf", j->pf, "num", num, "wait_ms",
@@ -1434,16 +1524,21 @@ m_configure(void *state, struct hdd_request *req, const json_t *params)
 			goto out;
 		}
 	}
-	/* A count change removes every VF: refused while one is claimed. */
+	/* A count change removes every VF: refused while one is allocated or
+	 * claimed by someone else. The groups this module moved go back to
+	 * their drivers first (the job's release step). */
 	if (l.numvfs >= 0 && num != l.numvfs) {
 		json_array_foreach(l.vfs, i, vf) {
 			const char *drv = json_string_value(json_object_get(vf, "driver"));
 			const char *va = json_string_value(json_object_get(vf, "address"));
 			char owner[32] = "";
 			bool allocated = false;
+			int held = HDD_CORE_HAS(st->ops, vfio_group_holder) ?
+				   st->ops->vfio_group_holder(st->core, va, owner, sizeof(owner), &allocated) : 0;
 
-			if (HDD_CORE_HAS(st->ops, vfio_group_holder) &&
-			    st->ops->vfio_group_holder(st->core, va, owner, sizeof(owner), &allocated) == 1) {
+			if (held == 1 && strcmp(owner, MOD) == 0 && !allocated)
+				continue;
+			if (held == 1) {
 				st->ops->reply_error(req, HDD_ERR_BUSY,
 						     "%s: VF %d (%s) is %s by %s: changing the count would remove it",
 						     addr, (int)i, va, allocated ? "allocated" : "claimed", owner);
@@ -1479,7 +1574,9 @@ m_forget(void *state, struct hdd_request *req, const json_t *params)
 	struct sriov *st = state;
 	const char *name = json_string_value(json_object_get(params, "pf"));
 	char addr[16];
-	json_t *rec;
+	struct pf_live l = { 0 };
+	json_t *rec, *vf;
+	size_t i;
 
 	if (name == NULL) {
 		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "pf: expected the PF's PCI address or netdev name");
@@ -1493,6 +1590,23 @@ m_forget(void *state, struct hdd_request *req, const json_t *params)
 		st->ops->reply_error(req, HDD_ERR_BUSY, "%s: a change of this PF is in flight", addr);
 		return 0;
 	}
+	/* The groups it moved would stay held for a PF without a record. */
+	if (pf_read(st, addr, &l) == 0 && HDD_CORE_HAS(st->ops, vfio_group_holder)) {
+		json_array_foreach(l.vfs, i, vf) {
+			const char *va = json_string_value(json_object_get(vf, "address"));
+			char owner[32] = "";
+
+			if (st->ops->vfio_group_holder(st->core, va, owner, sizeof(owner), NULL) == 1 &&
+			    strcmp(owner, MOD) == 0) {
+				st->ops->reply_error(req, HDD_ERR_BUSY,
+						     "%s: VF %d (%s) is on vfio-pci through this module: configure vf_driver \"default\" first (nothing changed)",
+						     addr, (int)i, va);
+				pf_live_clear(&l);
+				return 0;
+			}
+		}
+	}
+	pf_live_clear(&l);
 	rec = json_incref(json_object_get(st->records, addr));
 	json_object_del(st->records, addr);
 	if (records_save(st) < 0) {
@@ -1778,12 +1892,14 @@ sriov_advertise(void *state, const struct hdd_device_view *dev, char *name, size
 
 	if (f->driver == NULL || strcmp(f->driver, "vfio-pci") != 0)
 		return 0;
-	if (res)
-		snprintf(name, size, "%s", res);
-	else
-		st->ops->pci_resource_name(st->core, f, name, size);
 	snprintf(node, sizeof(node), "vfio/%d", f->iommu_group);
 	*healthy = f->iommu_group >= 0 && st->ops->dev_exists(st->core, node);
+	if (res) {
+		/* The record's own name: final, as a claim's resource name. */
+		snprintf(name, size, "%s", res);
+		return 2;
+	}
+	st->ops->pci_resource_name(st->core, f, name, size);
 	return 1;
 }
 
@@ -1807,6 +1923,21 @@ sriov_allocate(void *state, const char *resource, const struct hdd_device_view *
 	if (err == 0)
 		err = st->ops->alloc_env(alloc, env, value);
 	free(value);
+	if (err == 0 && st->ops->alloc_prefer_iommufd(alloc) && st->ops->dev_exists(st->core, "iommu")) {
+		bool all_cdevs = true;
+
+		for (size_t i = 0; i < n; i++)
+			all_cdevs &= devs[i]->pci->vfio_cdev != NULL;
+		if (all_cdevs) {
+			/* The resource's policy: /dev/iommu and each VF's cdev. */
+			err = st->ops->alloc_device(alloc, "/dev/iommu", "/dev/iommu", "mrw");
+			for (size_t i = 0; i < n && err == 0; i++) {
+				snprintf(path, sizeof(path), "/dev/vfio/devices/%s", devs[i]->pci->vfio_cdev);
+				err = st->ops->alloc_device(alloc, path, path, "mrw");
+			}
+			return err;
+		}
+	}
 	if (err == 0)
 		err = st->ops->alloc_device(alloc, "/dev/vfio/vfio", "/dev/vfio/vfio", "mrw");
 	for (size_t i = 0; i < n && err == 0; i++) {

@@ -293,6 +293,31 @@ class SimKernel:
                 with self.lock:
                     self._events()
 
+    def rescan(self):
+        """Meets what appeared since the start: driver directories (their
+        bind and unbind become FIFOs), devices, and devices re-created at an
+        address seen before (VFs after a count change): their new
+        driver_override is watched and their driver is their original one.
+        Call it with the lock held around the change (self.lock) so that no
+        write to the new devices is taken before."""
+        with self.lock:
+            for drvdir in glob.glob(os.path.join(self.sys, "bus/pci/drivers/*")):
+                self._driver_dir(os.path.basename(drvdir))
+            for link in glob.glob(os.path.join(self.sys, "bus/pci/devices/*")):
+                addr = os.path.basename(link)
+                over = os.path.join(link, "driver_override")
+                if addr in self.known and os.path.isfile(over):
+                    real = os.path.realpath(over)
+                    wd = _libc.inotify_add_watch(self.ino, os.fsencode(real), IN_CLOSE_WRITE)
+                    if wd < 0 or wd in self.wds:
+                        continue        # the same file: watched already
+                    # A new file (inotify never reuses a wd): a new device.
+                    self.wds[wd] = real
+                    self.known.discard(addr)
+                    self.original.pop(addr, None)
+                    self.overrides.pop(addr, None)
+                self._device(addr)
+
     def slow_unbind(self, drv, delay):
         """The next unbind written to drv blocks its writer for `delay` s:
         nobody reads the FIFO meanwhile, so the writer's open waits."""

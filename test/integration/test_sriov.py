@@ -28,6 +28,8 @@ import pytest
 
 import hdtest
 import simhost
+from kubelet import Kubelet
+from simkernel import SimKernel
 
 PF = "0000:01:00.0"
 PF_IF = "enp1s0"
@@ -293,6 +295,7 @@ class SimSriov:
         self.seen = []         # (pf, value) as read at each write
         self.stop_flag = threading.Event()
         self.counts = {pf: 0 for pf in pfs}
+        self.kernel = None     # a SimKernel that plays bind, unbind, drivers_probe
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.mtimes = {}
         self.thread.start()
@@ -321,6 +324,16 @@ class SimSriov:
         return self.pfs[pf][2](i)
 
     def apply(self, pf, n):
+        if self.kernel is None:
+            self._apply(pf, n)
+            return
+        # The simulated kernel takes no write to the new VFs before it
+        # watches them (their driver_override, igbvf's bind and unbind).
+        with self.kernel.lock:
+            self._apply(pf, n)
+            self.kernel.rescan()
+
+    def _apply(self, pf, n):
         t = self.tree
         device, prefix, _ = self.pfs[pf]
         for i in range(self.counts[pf]):
@@ -335,8 +348,11 @@ class SimSriov:
                     os.unlink(t.path(f"bus/pci/drivers/{drv}/{addr}"))
             if prefix and os.path.lexists(t.path(f"class/net/{prefix}v{i}")):
                 os.unlink(t.path(f"class/net/{prefix}v{i}"))
-            shutil.rmtree(t.path(f"kernel/iommu_groups/{200 + i + (10 if prefix is None else 0)}"),
-                          ignore_errors=True)
+            group = 200 + i + (10 if prefix is None else 0)
+            shutil.rmtree(t.path(f"kernel/iommu_groups/{group}"), ignore_errors=True)
+            # A VF on vfio-pci takes its group's node along.
+            if os.path.exists(os.path.join(t.dev, "vfio", str(group))):
+                os.unlink(os.path.join(t.dev, "vfio", str(group)))
             shutil.rmtree(full, ignore_errors=True)
         vendor = 0x8086 if prefix else 0x144d
         parent = "0000:00:01.0" if prefix else "0000:00:03.0"
@@ -365,6 +381,7 @@ def build_host(root):
     t.pci("0000:00:01.0", 0x8086, 0x29c1, 0x060400, driver="pcieport", group=1)
     t.pci("0000:00:02.0", 0x8086, 0x29c1, 0x060400, driver="pcieport", group=2)
     t.pci("0000:00:03.0", 0x8086, 0x29c1, 0x060400, driver="pcieport", group=3)
+    t.driver_dir("pci", "igbvf")    # loaded: its VFs come and go
     t.pci(PF, 0x8086, 0x10c9, 0x020000, parent="0000:00:01.0", driver="igb", group=10)
     t.sriov(PF, [], TOTALVFS, offset_bdf=128)
     t.netdev(PF, PF_IF)
@@ -382,6 +399,7 @@ class Host:
     def __init__(self, tmp):
         self.root = os.path.join(tmp, "host")
         self.tree = build_host(self.root)
+        self.kernel = None
         self.sock = os.path.join(tmp, "nl.sock")
         self.nl = SimNetlink(self.sock, self.tree.sys)
         self.nl.add_link(1, "lo")
@@ -396,6 +414,13 @@ class Host:
             NVME: (0xa824, None, lambda i: f"0000:03:00.{i + 1}"),
         })
 
+    def start_kernel(self):
+        """A simulated kernel for driver_override, unbind and drivers_probe
+        (the IOMMU-group engine's writes), new VFs included."""
+        self.kernel = SimKernel(self.root)
+        self.sim.kernel = self.kernel
+        return self.kernel
+
     def numvfs(self, pf=PF):
         with open(self.sim.path(pf)) as f:
             return int(f.read().strip())
@@ -407,6 +432,8 @@ class Host:
     def stop(self):
         self.sim.stop()
         self.nl.stop()
+        if self.kernel:
+            self.kernel.stop()
 
 
 @pytest.fixture
@@ -615,38 +642,89 @@ def test_count_change_wipes_and_reapplies_settings(sriov_daemon, host):
     assert host.numvfs() == 0 and not os.path.lexists(host.tree.path("bus/pci/devices/0000:01:10.0"))
 
 
-def test_vfio_pci_driver(sriov_daemon, host):
-    d = sriov_daemon()
-    c = d.client(timeout=60)
-    # A simulated host sends no uevents: the new VFs reach the inventory
-    # through rescans, which the module waits for before it moves them.
-    stop = threading.Event()
+class rescanning:
+    """A simulated host sends no uevents: while the module waits for new VFs
+    to reach the inventory (before it moves them), rescans bring them."""
 
-    def rescanner():
-        while not stop.wait(0.2):
+    def __init__(self, d):
+        self.d = d
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(0.2):
             try:
-                d.call("daemon.rescan")
-            except Exception:
+                self.d.call("daemon.rescan")
+            except Exception:   # noqa: BLE001 - the daemon may be restarting
                 pass
-    t = threading.Thread(target=rescanner)
-    t.start()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+SRIOV_RES = "example.com/sriov_vf"
+VFS2 = ["0000:01:10.0", "0000:01:10.1"]
+
+
+def sriov_held(d):
+    return sorted(c["address"] for c in d.call("claims.list")["claims"] if c.get("owner") == "sriov")
+
+
+def test_vfio_pci_driver(sriov_daemon, host):
+    k = host.start_kernel()
+    d = sriov_daemon()
+    kubelet = Kubelet(d.kubelet)
     try:
-        resp = c.request("sriov.configure", {"pf": PF, "num_vfs": 2, "vf_driver": "vfio-pci"},
-                         timeout=60)
+        with rescanning(d):
+            r = configure(d, pf=PF, num_vfs=2, vf_driver="vfio-pci", resource_name=SRIOV_RES)
+        assert r["num_vfs"] == 2 and [v["address"] for v in r["vf_devices"]] == VFS2
+        assert [k.driver_of(vf) for vf in VFS2] == ["vfio-pci", "vfio-pci"], k.log
+        assert [("unbind", vf, "igbvf") in k.log and ("bind", vf, "vfio-pci") in k.log for vf in VFS2] == [True] * 2
+        # The MAC each VF driver used is pinned as its admin MAC, and recorded.
+        assert [v["mac"] for v in host.vfs()] == ["02:00:00:00:01:00", "02:00:00:00:01:01"]
+        assert {v["index"]: v["mac"] for v in r["vfs"]} == {0: "02:00:00:00:01:00", 1: "02:00:00:00:01:01"}
+        p = next(x for x in d.call("sriov.list") if x["address"] == PF)
+        assert [v["mac"] for v in p["recorded"]["vfs"]] == ["02:00:00:00:01:00", "02:00:00:00:01:01"]
+        # The engine holds both groups for sriov.
+        assert sriov_held(d) == VFS2
+        # Offered under resource_name only (not under pci's default name too).
+        plugin = kubelet.wait_registered(SRIOV_RES)
+        plugin.wait_devices(lambda x: sorted(x) == [(vf, "Healthy", []) for vf in VFS2])
+        d.call("daemon.rescan")
+        assert [r["name"] for r in d.call("resources.list") if any(
+            x["id"] in VFS2 for x in r["devices"])] == [SRIOV_RES]
+        assert d.call("devices.get", {"address": VFS2[0]})["module"] == "sriov"
+        resp = plugin.allocate(VFS2).container_responses[0]
+        assert dict(resp.envs) == {"PCI_RESOURCE_EXAMPLE_COM_SRIOV_VF": ",".join(VFS2)}
+        assert [s.host_path for s in resp.devices] == ["/dev/vfio/vfio", "/dev/vfio/200", "/dev/vfio/201"]
+        # Allocated: a count change (which would remove them) is refused, nothing changed.
+        e = call_error(d, "sriov.configure", {"pf": PF, "num_vfs": 3, "vf_driver": "vfio-pci",
+                                              "resource_name": SRIOV_RES})
+        assert e.code == -32005 and "VF 0 (0000:01:10.0) is allocated by sriov" in e.message, e.message
+        assert host.numvfs() == 2 and [k.driver_of(vf) for vf in VFS2] == ["vfio-pci", "vfio-pci"]
+        # A restart: still on vfio-pci, still held and offered.
+        n = len(k.log)
+        d.stop()
+        d.start()
+        kubelet.wait_registered(SRIOV_RES, count=2, timeout=20).wait_devices(
+            lambda x: sorted(x) == [(vf, "Healthy", []) for vf in VFS2])
+        assert [k.driver_of(vf) for vf in VFS2] == ["vfio-pci", "vfio-pci"]
+        assert k.log[n:] == [] and sriov_held(d) == VFS2
+        assert d.call("sriov.check")["drifted"] == []
+        # Back to the default driver: the VFs return to igbvf, withdrawn.
+        r = configure(d, pf=PF, num_vfs=2, resource_name=SRIOV_RES)
+        assert [k.driver_of(vf) for vf in VFS2] == ["igbvf", "igbvf"], k.log
+        assert sriov_held(d) == [] and host.numvfs() == 2
+        kubelet.plugins[SRIOV_RES].wait_devices(lambda x: x == [])
+        # The count may change again.
+        assert configure(d, pf=PF, num_vfs=1)["num_vfs"] == 1
     finally:
-        stop.set()
-        t.join()
-    c.close()
-    if "error" in resp and "no IOMMU-group engine" in resp["error"]["message"]:
-        assert host.numvfs() == 0, "nothing changed"
-        pytest.skip("this hostdevd has no IOMMU-group engine yet (vfio_group_bind): "
-                    "vf_driver vfio-pci is refused with nothing changed")
-    assert "result" in resp, resp
-    for i in range(2):
-        vf = f"0000:01:10.{i}"
-        assert os.path.basename(os.readlink(host.tree.path(f"bus/pci/devices/{vf}/driver"))) == "vfio-pci"
-    # The MAC the VF driver used is pinned as the admin MAC.
-    assert host.vfs()[0]["mac"] == "02:00:00:00:01:00"
+        kubelet.stop()
 
 
 def test_vfs_show_their_pf_and_settings_and_go_under_resource_name(sriov_daemon, host):
@@ -884,3 +962,65 @@ def test_simulated_host_without_responder_says_no_netdev(make_daemon, host):
     assert "no netdev" in p["netlink_error"] and "HOSTDEVD_SRIOV_NETLINK" in p["netlink_error"]
     e = call_error(d, "sriov.configure", {"pf": PF, "num_vfs": 1})
     assert "no netdev" in e.message and host.numvfs() == 0
+
+
+def test_vfio_pci_vfs_made_before_the_record_go_under_resource_name(sriov_daemon, host):
+    """VFs made by hand before the PF had a record (the pci module's then)
+    are the sriov module's once it moves them: offered once, under its
+    resource_name, never under the pci module's default name."""
+    k = host.start_kernel()
+    d = sriov_daemon()
+    with open(host.sim.path(PF), "w") as f:
+        f.write("2\n")
+    hdtest.wait_until(lambda: host.sim.counts[PF] == 2, what="the VFs made by hand")
+    d.call("daemon.rescan")
+    assert d.call("devices.get", {"address": VFS2[0]})["module"] == "pci"
+    kubelet = Kubelet(d.kubelet)
+    try:
+        r = configure(d, pf=PF, num_vfs=2, vf_driver="vfio-pci", resource_name=SRIOV_RES)
+        assert r["num_vfs"] == 2 and [k.driver_of(vf) for vf in VFS2] == ["vfio-pci", "vfio-pci"]
+        assert sriov_held(d) == VFS2
+        plugin = kubelet.wait_registered(SRIOV_RES)
+        plugin.wait_devices(lambda x: sorted(x) == [(vf, "Healthy", []) for vf in VFS2])
+        d.call("daemon.rescan")
+        names = [r["name"] for r in d.call("resources.list") if any(x["id"] in VFS2 for x in r["devices"])]
+        assert names == [SRIOV_RES], names
+        assert [d.call("devices.get", {"address": vf})["module"] for vf in VFS2] == ["sriov", "sriov"]
+        resp = plugin.allocate([VFS2[1]]).container_responses[0]
+        assert dict(resp.envs) == {"PCI_RESOURCE_EXAMPLE_COM_SRIOV_VF": VFS2[1]}
+    finally:
+        kubelet.stop()
+
+
+def test_vfio_pci_count_change_and_vfs_gone_by_hand(sriov_daemon, host):
+    """A count change gives the VFs this module moved back to igbvf first
+    (nothing allocated), then moves the new ones; VFs taken away by hand
+    while hostdevd is down come back on vfio-pci at the next start."""
+    k = host.start_kernel()
+    d = sriov_daemon()
+    spec = {"pf": PF, "vf_driver": "vfio-pci", "resource_name": SRIOV_RES}
+    with rescanning(d):
+        configure(d, num_vfs=2, **spec)
+        assert sriov_held(d) == VFS2
+        n = len(k.log)
+        r = configure(d, num_vfs=3, **spec)
+    vfs3 = VFS2 + ["0000:01:10.2"]
+    assert r["num_vfs"] == 3 and host.numvfs() == 3
+    assert [k.driver_of(vf) for vf in vfs3] == ["vfio-pci"] * 3 and sriov_held(d) == vfs3
+    # Each old VF left vfio-pci (through the engine) before the count changed.
+    assert [e for e in k.log[n:] if e[0] == "unbind"][:2] == [("unbind", vf, "vfio-pci") for vf in VFS2]
+    # sriov.forget would leave the groups held for a PF without a record.
+    e = call_error(d, "sriov.forget", {"pf": PF})
+    assert e.code == -32005 and "vf_driver \"default\" first" in e.message
+    # Down, the VFs go (a reboot, someone's echo 0); at the start they come back on vfio-pci.
+    d.stop()
+    with open(host.sim.path(PF), "w") as f:
+        f.write("0\n")
+    hdtest.wait_until(lambda: host.sim.counts[PF] == 0, what="the VFs to go")
+    d.start()
+    with rescanning(d):
+        hdtest.wait_until(lambda: host.numvfs() == 3 and all(k.driver_of(vf) == "vfio-pci" for vf in vfs3),
+                          timeout=30, what="the VFs back on vfio-pci")
+        hdtest.wait_until(lambda: sriov_held(d) == vfs3 and d.call("sriov.check")["drifted"] == [],
+                          timeout=30, what="the record applied again")
+    assert "num_vfs drifted" in d.log_text()

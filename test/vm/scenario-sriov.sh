@@ -88,19 +88,37 @@ check "no default route left" sh -c "! /sbin/ip route show default | grep -q . &
 scenario_end
 
 scenario vfio
-rpc sriov.configure "{\"pf\": \"$PF\", \"num_vfs\": 3, \"vf_driver\": \"vfio-pci\", \"vfs\": [{\"index\": 0, \"mac\": \"52:54:00:12:34:56\"}]}" >$G/vf.json
-if jq -e '.error.message | test("no IOMMU-group engine")' $G/vf.json >/dev/null; then
-	ok "vf_driver vfio-pci # SKIP this hostdevd has no IOMMU-group engine yet (refused, nothing changed)"
-	check "nothing changed" sh -c "test $(numvfs) = 3 && test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn0/driver)) = igbvf"
-else
-	check "vf_driver vfio-pci applied" jq -e '.result.num_vfs == 3' $G/vf.json
-	VF1=$(basename "$(readlink /sys/bus/pci/devices/$PF/virtfn1)")
-	check "VF 1 is on vfio-pci" test "$(driver_of "$VF1")" = vfio-pci
-	check "its MAC was pinned as the admin MAC" sh -c "/sbin/ip link show $IF | grep 'vf 1 ' | grep -vq '00:00:00:00:00:00'"
-	check "the kubelet is offered it and Allocate answers" /usr/bin/python3 $G/kubelet_check.py $HD/kubelet \
-		intel.com/82576_VIRTUAL_FUNCTION "$VF1" "$(group_of "$VF1")"
-	ctl sriov configure pf="$PF" num_vfs=3 vfs="$VFS" >/dev/null
-fi
+# vf_driver vfio-pci: every VF's IOMMU group moves through the core's engine
+# (igbvf -> vfio-pci), its MAC pinned first; offered under resource_name.
+RES=example.com/igb_vf
+rpc sriov.configure "{\"pf\": \"$PF\", \"num_vfs\": 3, \"vf_driver\": \"vfio-pci\", \"resource_name\": \"$RES\", \"vfs\": [{\"index\": 0, \"mac\": \"52:54:00:12:34:56\"}]}" >$G/vf.json
+check "vf_driver vfio-pci applied" jq -e '.result.num_vfs == 3' $G/vf.json || sed 's/^/# /' $G/vf.json
+VF1=$(basename "$(readlink /sys/bus/pci/devices/$PF/virtfn1)")
+for i in 0 1 2; do
+	check "VF $i is on vfio-pci (readlink driver)" sh -c \
+		"test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn$i/driver)) = vfio-pci"
+done
+check "each VF's /dev/vfio node is there" test -e "/dev/vfio/$(group_of "$VF1")"
+check "VF 1's MAC (igbvf's) was pinned as its admin MAC" sh -c "vfline 1 | grep -vq '00:00:00:00:00:00'"
+check "VF 0 got the MAC it was given" sh -c "vfline 0 | grep -q '52:54:00:12:34:56'"
+check "the engine holds the groups for sriov" sh -c \
+	"rpc claims.list | jq -e '[.result.claims[] | select(.owner == \"sriov\")] | length == 3'"
+check "the kubelet is offered them under $RES and Allocate answers" /usr/bin/python3 $G/kubelet_check.py $HD/kubelet \
+	"$RES" "$VF1" "$(group_of "$VF1")"
+check "no VF under the pci module's default name" sh -c \
+	"rpc resources.list | jq -e '[.result[] | select(.devices[]?.id == \"$VF1\") | .name] == [\"$RES\"]'"
+rpc sriov.configure "{\"pf\": \"$PF\", \"num_vfs\": 2, \"vf_driver\": \"vfio-pci\", \"resource_name\": \"$RES\"}" >$G/vfc.json
+check "a count change while VF 1 is allocated is refused" jq -e \
+	".error.code == -32005 and (.error.message | test(\"$VF1\\\\) is allocated\"))" $G/vfc.json || sed 's/^/# /' $G/vfc.json
+check "nothing changed" sh -c "test \$(cat /sys/bus/pci/devices/$PF/sriov_numvfs) = 3 && test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn1/driver)) = vfio-pci"
+check "back to vf_driver default" ctl sriov configure pf="$PF" num_vfs=3 vfs="$VFS"
+for i in 0 1 2; do
+	check "VF $i is back on igbvf" sh -c \
+		"test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn$i/driver)) = igbvf"
+done
+check "the engine holds nothing for sriov" sh -c \
+	"rpc claims.list | jq -e '[.result.claims[] | select(.owner == \"sriov\")] | length == 0'"
+check "VF 0's settings are the record's again" sh -c "vfline 0 | grep -q '52:54:00:12:34:56' && vfline 0 | grep -q 'vlan 100, qos 3'"
 scenario_end
 
 scenario restart
