@@ -1914,6 +1914,9 @@ sriov_allocate(void *state, const char *resource, const struct hdd_device_view *
 	size_t len = 0;
 	int err;
 
+	if (HDD_CORE_HAS(st->ops, alloc_vfio_pci))
+		return st->ops->alloc_vfio_pci(st->core, alloc, resource, devs, n);
+	/* An older core: the same contract, built here. */
 	value = calloc(n, 16);
 	if (value == NULL)
 		return -ENOMEM;
