@@ -6,8 +6,12 @@
 # refuses (802.1ad, link state) names itself and is rolled back; a count
 # change goes through 0 (igb answers EBUSY otherwise); the default route
 # through the PF (or a VLAN over it) makes it the management uplink, refused;
-# the count reset by hand is applied again at the next start, and after igb
-# is reloaded while hostdevd runs.
+# vf_driver vfio-pci moves every VF through the core's IOMMU-group engine,
+# offered to the kubelet stand-in under resource_name, a count change refused
+# while one is allocated (given back first otherwise), VFs reset by hand
+# moved again at the next start, and back to igbvf; the count reset by hand
+# is applied again at the next start, and after igb is reloaded while
+# hostdevd runs.
 . /run/vmtest/lib.sh
 G=/run/vmtest
 modprobe igb 2>/dev/null
@@ -119,6 +123,26 @@ done
 check "the engine holds nothing for sriov" sh -c \
 	"rpc claims.list | jq -e '[.result.claims[] | select(.owner == \"sriov\")] | length == 0'"
 check "VF 0's settings are the record's again" sh -c "vfline 0 | grep -q '52:54:00:12:34:56' && vfline 0 | grep -q 'vlan 100, qos 3'"
+scenario_end
+
+scenario vfio-count
+# Nothing allocated: a count change gives the groups back, then moves the new VFs.
+check "3 VFs on vfio-pci again" ctl sriov configure pf="$PF" num_vfs=3 vf_driver=vfio-pci resource_name=$RES
+check "3 -> 2 VFs on vfio-pci (the groups given back first)" ctl sriov configure pf="$PF" num_vfs=2 vf_driver=vfio-pci resource_name=$RES
+check "2 VFs, both on vfio-pci" sh -c "test \$(cat /sys/bus/pci/devices/$PF/sriov_numvfs) = 2 && \
+	test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn0/driver)) = vfio-pci && \
+	test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn1/driver)) = vfio-pci"
+check "the engine holds exactly those for sriov" sh -c \
+	"rpc claims.list | jq -e '[.result.claims[] | select(.owner == \"sriov\")] | length == 2'"
+check "hostdevd stops" hd_stop
+echo 0 >/sys/bus/pci/devices/$PF/sriov_numvfs
+check "hostdevd starts (the VFs reset by hand)" hd_start state-sriov
+check "the VFs are made and moved to vfio-pci again" wait_for 40 sh -c \
+	"test \$(cat /sys/bus/pci/devices/$PF/sriov_numvfs) = 2 && \
+	test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn1/driver)) = vfio-pci && \
+	rpc claims.list | jq -e '[.result.claims[] | select(.owner == \"sriov\" and .state == \"claimed\")] | length == 2'"
+check "back to 3 VFs on their driver" ctl sriov configure pf="$PF" num_vfs=3 vfs="$VFS"
+check "VF 1 is on igbvf" sh -c "test \$(basename \$(readlink /sys/bus/pci/devices/$PF/virtfn1/driver)) = igbvf"
 scenario_end
 
 scenario restart
