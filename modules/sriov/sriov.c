@@ -1835,8 +1835,16 @@ sriov_probe(void *state, const struct hdd_device_view *dev)
 {
 	struct sriov *st = state;
 
+	char owner[32] = "";
+
 	if (dev->cls != HDD_DEV_PCI || dev->pci->physfn == NULL)
 		return 0;
+	/* A VF whose group this module holds stays its own (offered under
+	 * its resource name, never the pci module's), record or not. */
+	if (HDD_CORE_HAS(st->ops, vfio_group_holder) &&
+	    st->ops->vfio_group_holder(st->core, dev->id, owner, sizeof(owner), NULL) == 1 &&
+	    strcmp(owner, MOD) == 0)
+		return 20;
 	if (records_load(st) < 0)
 		return 0;
 	return json_object_get(st->records, dev->pci->physfn) ? 20 : 0;
@@ -1875,6 +1883,19 @@ sriov_describe(void *state, const struct hdd_device_view *dev, json_t *out)
 		json_object_set(out, "resource_name", json_object_get(desired, "resource_name"));
 	json_object_set_new(out, "vfio_bound",
 			    json_boolean(dev->pci->driver && strcmp(dev->pci->driver, "vfio-pci") == 0));
+	/* The engine's view of its group while this module holds it. */
+	if (HDD_CORE_HAS(st->ops, vfio_group_info)) {
+		json_t *held = st->ops->vfio_group_info(st->core, dev->id);
+
+		if (held)
+			json_object_set_new(out, "held",
+					    json_pack("{s:O?, s:O?, s:O?, s:O?}", "state",
+						      json_object_get(held, "state"), "iommu_group",
+						      json_object_get(held, "iommu_group"), "allocations",
+						      json_object_get(held, "allocations"), "advertised_as",
+						      json_object_get(held, "advertised_as")));
+		json_decref(held);
+	}
 	return 0;
 }
 

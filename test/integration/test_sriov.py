@@ -698,7 +698,10 @@ def test_vfio_pci_driver(sriov_daemon, host):
         d.call("daemon.rescan")
         assert [r["name"] for r in d.call("resources.list") if any(
             x["id"] in VFS2 for x in r["devices"])] == [SRIOV_RES]
-        assert d.call("devices.get", {"address": VFS2[0]})["module"] == "sriov"
+        dev = d.call("devices.get", {"address": VFS2[0]})
+        assert dev["module"] == "sriov" and dev["module_info"]["vfio_bound"] is True
+        assert dev["module_info"]["held"]["state"] == "claimed"
+        assert dev["module_info"]["held"]["advertised_as"] == SRIOV_RES
         resp = plugin.allocate(VFS2).container_responses[0]
         assert dict(resp.envs) == {"PCI_RESOURCE_EXAMPLE_COM_SRIOV_VF": ",".join(VFS2)}
         assert [s.host_path for s in resp.devices] == ["/dev/vfio/vfio", "/dev/vfio/200", "/dev/vfio/201"]
@@ -720,6 +723,7 @@ def test_vfio_pci_driver(sriov_daemon, host):
         r = configure(d, pf=PF, num_vfs=2, resource_name=SRIOV_RES)
         assert [k.driver_of(vf) for vf in VFS2] == ["igbvf", "igbvf"], k.log
         assert sriov_held(d) == [] and host.numvfs() == 2
+        assert "held" not in d.call("devices.get", {"address": VFS2[0]})["module_info"]
         kubelet.plugins[SRIOV_RES].wait_devices(lambda x: x == [])
         # The count may change again.
         assert configure(d, pf=PF, num_vfs=1)["num_vfs"] == 1
