@@ -1028,3 +1028,28 @@ def test_vfio_pci_count_change_and_vfs_gone_by_hand(sriov_daemon, host):
         hdtest.wait_until(lambda: sriov_held(d) == vfs3 and d.call("sriov.check")["drifted"] == [],
                           timeout=30, what="the record applied again")
     assert "num_vfs drifted" in d.log_text()
+
+
+def test_vfio_pci_kill9_while_moving_a_vf(sriov_daemon, host):
+    """kill -9 while the engine moves VF 0 (its igbvf unbind blocks): the
+    next start finishes the job, both VFs end on vfio-pci, held, recorded."""
+    k = host.start_kernel()
+    d = sriov_daemon()
+    c = d.client(timeout=60)
+    with rescanning(d):
+        k.slow_unbind("igbvf", 3)
+        c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "sriov.configure",
+                                "params": {"pf": PF, "num_vfs": 2, "vf_driver": "vfio-pci",
+                                           "resource_name": SRIOV_RES}}) + "\n").encode())
+        hdtest.wait_until(lambda: ("override", VFS2[0], "vfio-pci") in k.log, timeout=20,
+                          what="VF 0's move under way")
+        assert '"applying"' in sriov_state_text(d)
+        kill9(d)
+        c.close()
+        d.start()
+        hdtest.wait_until(lambda: [k.driver_of(vf) for vf in VFS2] == ["vfio-pci"] * 2, timeout=30,
+                          what=f"both VFs on vfio-pci {k.log}")
+        hdtest.wait_until(lambda: sriov_held(d) == VFS2 and '"applied"' in sriov_state_text(d),
+                          timeout=30, what="the record applied")
+    assert host.numvfs() == 2 and host.vfs()[0]["mac"] == "02:00:00:00:01:00"
+    assert all(x["state"] == "claimed" for x in d.call("claims.list")["claims"] if x.get("owner") == "sriov")
