@@ -172,9 +172,13 @@ pci_advertise(void *state, const struct hdd_device_view *dev, char *name, size_t
 	struct pci_state *st = state;
 	const struct hdd_pci_facts *f = dev->pci;
 	char node[32], owner[32] = "";
+	int held = st->ops->vfio_group_holder(st->core, f->address, owner, sizeof(owner), NULL);
 
-	if (st->ops->vfio_group_holder(st->core, f->address, owner, sizeof(owner), NULL) == 1 &&
-	    strcmp(owner, PCI_NAME) == 0) {
+	/* Held in the engine for another module (sriov's VFs): that module
+	 * offers it under its own name, never this one as well. */
+	if (held == 1 && strcmp(owner, PCI_NAME) != 0)
+		return 0;
+	if (held == 1) {
 		struct pci_claim *cl = pci_claim_find(st, f->address);
 
 		*healthy = true;

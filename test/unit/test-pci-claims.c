@@ -68,6 +68,7 @@ struct held {
 	char address[16];
 	int group;
 	bool refused;
+	char owner[16];		/* "" : this module */
 } held[8];
 static size_t nheld;
 
@@ -192,7 +193,7 @@ f_holder(struct hdd_core *core, const char *address, char *owner, size_t size, b
 	if (allocated)
 		*allocated = false;
 	if (h && owner && size)
-		snprintf(owner, size, "pci");
+		snprintf(owner, size, "%s", h->owner[0] ? h->owner : "pci");
 	return h ? 1 : dev_index(address) < 0 ? -ENOENT : 0;
 }
 
@@ -672,6 +673,30 @@ test_drift_and_restart(void)
 	M->fini(st);
 }
 
+/* A function on vfio-pci whose group the engine holds for another module
+ * (sriov's VFs) is that module's to offer: never under this one's name too. */
+static void
+test_held_for_another_module(void)
+{
+	void *st = fresh();
+	struct hdd_device_view v;
+	char name[256];
+	bool healthy = false;
+
+	snprintf(drivers[2], sizeof(drivers[2]), "vfio-pci");
+	view_of(2, &v);
+	is_int(M->advertise(st, &v, name, sizeof(name), &healthy), 1,
+	       "a function on vfio-pci nobody holds is offered");
+	held[nheld] = (struct held){ .group = 2 };
+	snprintf(held[nheld].address, sizeof(held[nheld].address), "%s", v.id);
+	snprintf(held[nheld].owner, sizeof(held[nheld].owner), "sriov");
+	nheld++;
+	is_int(M->advertise(st, &v, name, sizeof(name), &healthy), 0,
+	       "held for the sriov module: not offered by pci");
+	nheld--;
+	M->fini(st);
+}
+
 int
 main(void)
 {
@@ -680,6 +705,7 @@ main(void)
 	test_refused_by_host_needs();
 	test_gpu_hand_off();
 	test_drift_and_restart();
+	test_held_for_another_module();
 	json_decref(section);
 	json_decref(answer.result);
 	json_decref(work.args);
