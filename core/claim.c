@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "claim.h"
 #include "daemon.h"
 #include "dp-names.h"
@@ -604,7 +605,7 @@ emit(struct claims *c, const char *type, const struct claim *cl, const char *ext
 
 	if (p && extra_key)
 		json_object_set_new(p, extra_key, json_string(extra ? extra : ""));
-	daemon_emit(c->d, type, p);
+	bus_publish(c->d->bus, NULL, type, p);
 }
 
 static void
@@ -612,10 +613,7 @@ refresh_members(struct claims *c, struct claim *cl)
 {
 	for (size_t i = 0; i < cl->n; i++)
 		inventory_refresh(c->d->inv, HDD_DEV_PCI, cl->members[i].address, "claim");
-	if (c->d->dp) {
-		c->d->dp->dirty = true;
-		dp_server_kick(c->d->dps);
-	}
+	dp_resources_changed(c->d->dp);
 }
 
 static void
@@ -1193,10 +1191,7 @@ ph_rl_intent(struct claim_job *j, const struct look *lk)
 		return;
 	}
 	/* Out of the kubelet's resource before the kernel writes. */
-	if (c->d->dp) {
-		c->d->dp->dirty = true;
-		dp_server_kick(c->d->dps);
-	}
+	dp_resources_changed(c->d->dp);
 	maybe_crash(j);
 	emit(c, "claim.progress", j->cl, NULL, NULL);
 	j->member = 0;
@@ -1814,10 +1809,7 @@ claim_refuse(struct claims *c, struct claim *cl, const char *why)
 		  cl->address, claim_state_to_string(cl->recorded), STATE_FILE, why);
 	emit(c, "claim.refused", cl, "reason", why);
 	claims_save(c);		/* what follows the claims (early binding) drops it */
-	if (c->d->dp) {
-		c->d->dp->dirty = true;
-		dp_server_kick(c->d->dps);
-	}
+	dp_resources_changed(c->d->dp);
 }
 
 /* Validates before a recorded claim is applied again; false when refused. */

@@ -16,9 +16,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "ctl-server.h"
 #include "ctl.h"
-#include "daemon.h"
 #include "log.h"
 
 /* Stop reading a client's requests while this much output waits for it. */
@@ -45,7 +45,8 @@ struct ctl_client {
 };
 
 struct ctl_server {
-	struct daemon *d;
+	struct ctl_server_hooks hooks;
+	struct ctl_server_limits limits;
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *backoff;
@@ -56,9 +57,8 @@ struct ctl_server {
 	struct event *refuse_timer;	/* while pending, refusals are only counted */
 	unsigned refused_quiet;
 	int nclients, nsubscribers;
+	uint64_t events_sent;		/* notifications queued to subscribers */
 	uint64_t next_serial;
-	int max_clients;
-	size_t max_output;
 };
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
@@ -98,7 +98,7 @@ client_kill(struct ctl_client *c)
 	s->dead = c;
 	event_active(s->reaper, EV_TIMEOUT, 0);
 	/* A slot is free again; resume accepting if we had paused for it. */
-	if (s->nclients == s->max_clients - 1 && s->listener && !evtimer_pending(s->backoff, NULL))
+	if (s->nclients == s->limits.max_clients - 1 && s->listener && !evtimer_pending(s->backoff, NULL))
 		evconnlistener_enable(s->listener);
 }
 
@@ -158,7 +158,7 @@ static void
 client_set_timeouts(struct ctl_client *c)
 {
 	struct timeval idle = { CTL_IDLE_TIMEOUT_S, 0 };
-	struct timeval stall = { c->srv->d->cfg->control_stall_timeout_s, 0 };
+	struct timeval stall = { c->srv->limits.stall_timeout_s, 0 };
 
 	bufferevent_set_timeouts(c->bev, c->peer.subscribed ? NULL : &idle, &stall);
 }
@@ -177,7 +177,7 @@ static void
 client_handle(struct ctl_client *c, const char *line, size_t len)
 {
 	bool was = c->peer.subscribed;
-	json_t *resp = ctl_handle_line(c->srv->d, &c->peer, line, len);
+	json_t *resp = c->srv->hooks.handle_line(c->srv->hooks.arg, &c->peer, line, len);
 
 	if (resp) {
 		client_send(c, resp);
@@ -198,7 +198,7 @@ client_within_budget(struct ctl_client *c)
 	if (c->peer.uid == 0)
 		return true;
 	total = total_output(s);
-	if (total < s->d->cfg->control_max_total_output)
+	if (total < s->limits.max_total_output)
 		return true;
 	log_debug("ctl", "client pid %d: %zu bytes wait for all clients; request refused",
 		  (int)c->peer.pid, total);
@@ -359,7 +359,7 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 	} else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
 		log_info("ctl", "client pid %d read nothing of its %zu waiting bytes for %d s; closing",
 			 (int)c->peer.pid, evbuffer_get_length(bufferevent_get_output(bev)),
-			 c->srv->d->cfg->control_stall_timeout_s);
+			 c->srv->limits.stall_timeout_s);
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		log_debug("ctl", "client pid %d idle; closing", (int)c->peer.pid);
 	} else if (what & BEV_EVENT_ERROR) {
@@ -448,7 +448,7 @@ refuse(struct ctl_server *s, int fd, const struct ctl_peer *p)
 	}
 	log_warnx("ctl", "refused a client (pid %d uid %u): %d clients connected "
 		  "(control.max_clients %d, one slot kept for root)", (int)p->pid, (unsigned)p->uid,
-		  s->nclients, s->max_clients);
+		  s->nclients, s->limits.max_clients);
 	evtimer_add(s->refuse_timer, &tv);
 }
 
@@ -475,7 +475,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 	}
 	/* The last slot is root's: clients stuck at their limits cannot lock
 	 * the administrator's hostdevctl out. */
-	limit = s->max_clients > 1 && peer.uid != 0 ? s->max_clients - 1 : s->max_clients;
+	limit = s->limits.max_clients > 1 && peer.uid != 0 ? s->limits.max_clients - 1 : s->limits.max_clients;
 	if (s->nclients >= limit) {
 		refuse(s, fd, &peer);
 		return;
@@ -585,8 +585,8 @@ make_parent(const char *path)
 }
 
 int
-ctl_server_new(struct daemon *d, struct event_base *base, const char *path,
-	       struct ctl_server **ret)
+ctl_server_new(const struct ctl_server_hooks *hooks, const struct ctl_server_limits *limits,
+	       struct event_base *base, const char *path, struct ctl_server **ret)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct ctl_server *s;
@@ -609,10 +609,9 @@ ctl_server_new(struct daemon *d, struct event_base *base, const char *path,
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
-	s->d = d;
+	s->hooks = *hooks;
+	s->limits = *limits;
 	s->base = base;
-	s->max_clients = d->cfg->control_max_clients;
-	s->max_output = d->cfg->control_max_output;
 	s->path = strdup(path);
 	s->backoff = evtimer_new(base, backoff_cb, s);
 	s->reaper = event_new(base, -1, 0, reaper_cb, s);
@@ -639,8 +638,8 @@ ctl_server_new(struct daemon *d, struct event_base *base, const char *path,
 		ctl_server_free(s);
 		return err;
 	}
-	if (d->cfg->control_group && chown(path, (uid_t)-1, d->cfg->control_gid) < 0)
-		log_warn("ctl", "cannot give %s to group %s", path, d->cfg->control_group);
+	if (limits->group && chown(path, (uid_t)-1, limits->gid) < 0)
+		log_warn("ctl", "cannot give %s to group %s", path, limits->group);
 	s->listener = evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
 					 -1, fd);
 	if (s->listener == NULL) {
@@ -681,10 +680,10 @@ ctl_server_free(struct ctl_server *s)
 }
 
 void
-ctl_server_set_limits(struct ctl_server *s, int max_clients, size_t max_output)
+ctl_server_set_limits(struct ctl_server *s, const struct ctl_server_limits *limits)
 {
-	s->max_clients = max_clients;
-	s->max_output = max_output;
+	s->limits = *limits;
+	s->limits.group = NULL;		/* only used while creating the socket */
 }
 
 /* One answer that came later is on its way: a client that has closed its
@@ -699,10 +698,8 @@ client_answered(struct ctl_client *c)
 }
 
 void
-ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp)
+ctl_server_send_to(struct ctl_server *s, uint64_t serial, json_t *resp)
 {
-	struct ctl_server *s = d->ctl;
-
 	for (struct ctl_client *c = s ? s->clients : NULL; c && resp; c = c->next) {
 		if (c->peer.serial != serial || c->closing)
 			continue;
@@ -715,10 +712,8 @@ ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp)
 }
 
 void
-ctl_server_send_text_to(struct daemon *d, uint64_t serial, char *text, size_t len)
+ctl_server_send_text_to(struct ctl_server *s, uint64_t serial, char *text, size_t len)
 {
-	struct ctl_server *s = d->ctl;
-
 	for (struct ctl_client *c = s ? s->clients : NULL; c && text; c = c->next) {
 		struct evbuffer *out;
 
@@ -736,9 +731,9 @@ ctl_server_send_text_to(struct daemon *d, uint64_t serial, char *text, size_t le
 }
 
 void
-ctl_server_list_done(struct daemon *d, uint64_t serial)
+ctl_server_list_done(struct ctl_server *s, uint64_t serial)
 {
-	for (struct ctl_client *c = d->ctl ? d->ctl->clients : NULL; c; c = c->next) {
+	for (struct ctl_client *c = s ? s->clients : NULL; c; c = c->next) {
 		if (c->peer.serial != serial)
 			continue;
 		if (c->peer.lists > 0 && --c->peer.lists == 0 && !c->dead && !c->closing &&
@@ -754,24 +749,50 @@ ctl_server_list_done(struct daemon *d, uint64_t serial)
 }
 
 bool
-ctl_server_serial_alive(const struct daemon *d, uint64_t serial)
+ctl_server_serial_alive(const struct ctl_server *s, uint64_t serial)
 {
-	for (const struct ctl_client *c = d->ctl ? d->ctl->clients : NULL; c; c = c->next)
+	for (const struct ctl_client *c = s ? s->clients : NULL; c; c = c->next)
 		if (c->peer.serial == serial)
 			return !c->closing && !c->dead;
 	return false;
 }
 
 size_t
-ctl_server_total_output(const struct daemon *d)
+ctl_server_total_output(const struct ctl_server *s)
 {
-	return d->ctl ? total_output(d->ctl) : 0;
+	return s ? total_output(s) : 0;
 }
 
 bool
 ctl_server_has_subscribers(const struct ctl_server *s)
 {
 	return s->nsubscribers > 0;
+}
+
+bool
+ctl_server_wants_events(void *arg)
+{
+	return ctl_server_has_subscribers(arg);
+}
+
+void
+ctl_server_event(void *arg, const struct bus_event *ev)
+{
+	struct ctl_server *s = arg;
+	json_t *note = json_pack("{s:s, s:s, s:O}", "jsonrpc", "2.0", "method", "event", "params",
+				 (json_t *)ev->params);
+
+	if (note == NULL)
+		return;
+	s->events_sent++;
+	ctl_server_broadcast(s, note, ev->type);
+	json_decref(note);
+}
+
+uint64_t
+ctl_server_events_sent(const struct ctl_server *s)
+{
+	return s ? s->events_sent : 0;
 }
 
 int
@@ -789,7 +810,7 @@ ctl_server_subscribers(const struct ctl_server *s)
 void
 ctl_server_broadcast(struct ctl_server *s, const json_t *note, const char *type)
 {
-	size_t total = total_output(s), budget = s->d->cfg->control_max_total_output;
+	size_t total = total_output(s), budget = s->limits.max_total_output;
 	struct ctl_client *c, *next;
 	char *text = NULL;
 	size_t len = 0;
@@ -805,10 +826,10 @@ ctl_server_broadcast(struct ctl_server *s, const json_t *note, const char *type)
 		unread = evbuffer_get_length(out);
 		/* Too far behind; or, while all clients together hold more than
 		 * the budget, more than a paused client may hold. */
-		if (unread > s->max_output || (total > budget && unread > CTL_OUTPUT_HIGH)) {
+		if (unread > s->limits.max_output || (total > budget && unread > CTL_OUTPUT_HIGH)) {
 			log_warnx("ctl", "subscriber pid %d has %zu bytes unread; disconnecting it%s",
 				  (int)c->peer.pid, unread,
-				  unread > s->max_output ? "" : " (control.max_total_output_bytes)");
+				  unread > s->limits.max_output ? "" : " (control.max_total_output_bytes)");
 			total -= unread;
 			client_kill(c);	/* it may be the client being answered */
 			continue;

@@ -2,13 +2,17 @@
 /* JSON-RPC 2.0 on the control socket: request parsing, errors, method table. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "bus.h"
+#include "ctl-server.h"
 #include "ctl.h"
 #include "claim.h"
 #include "daemon.h"
@@ -17,6 +21,7 @@
 #include "loop.h"
 #include "scan.h"
 #include "sysfs.h"
+#include "worker.h"
 
 /* A handler returns the result, or NULL after filling *code and *msg. */
 /* What a method returns when its answer comes later (ctl_server_send_to). */
@@ -135,13 +140,201 @@ ctl_peer_wants(const struct ctl_peer *peer, const char *type)
 	return false;
 }
 
+/* --- views: the methods' JSON (status, modules.list, devices.*, mdev parents) --- */
+
+static int64_t
+mono_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+json_t *
+ctl_mdev_parents_json(struct daemon *d)
+{
+	json_t *out = json_array();
+	struct dirent *de;
+	DIR *dir;
+	int fd = fsroot_open_dir(d->sys, "class/mdev_bus");
+
+	if (fd < 0)
+		return out;
+	dir = fdopendir(fd);
+	if (dir == NULL) {
+		close(fd);
+		return out;
+	}
+	while ((de = readdir(dir)) != NULL) {
+		char target[1024];
+		json_t *types;
+
+		if (de->d_name[0] == '.' ||
+		    fsroot_readlink(d->sys, "class/mdev_bus", -1, de->d_name, target, sizeof(target)) < 0)
+			continue;
+		types = scan_mdev_types(d->sys, target);
+		json_array_append_new(out, json_pack("{s:s, s:b, s:o}", "parent", de->d_name, "pci",
+						     pci_address_valid(de->d_name), "types",
+						     types ? types : json_array()));
+	}
+	closedir(dir);
+	return out;
+}
+
+json_t *
+ctl_device_json(struct daemon *d, struct device *dev)
+{
+	json_t *o = device_facts_json(dev);
+
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "module", dev->owner ? json_string(dev->owner->desc->name)
+						     : json_null());
+	if (dev->cls == HDD_DEV_PCI) {
+		struct device *members[64];
+		size_t n = inventory_group_members(d->inv, dev->pci.f.iommu_group, members, 64);
+		json_t *peers = json_array();
+
+		for (size_t i = 0; i < n && i < 64; i++)
+			if (members[i] != dev)
+				json_array_append_new(peers, json_string(members[i]->id));
+		json_object_set_new(o, "iommu_group_members", peers);
+	}
+	if (dev->owner) {
+		struct hdd_device_view view;
+		json_t *info;
+
+		device_view(dev, &view);
+		info = module_describe(dev->owner, &view);
+		if (info)
+			json_object_set_new(o, "module_info", info);
+	}
+	return o;
+}
+
+json_t *
+ctl_modules_json(struct daemon *d)
+{
+	json_t *out = json_array();
+
+	for (size_t i = 0; out && d->mods && i < d->mods->n; i++) {
+		const struct module *m = d->mods->v[i];
+		json_t *subs = json_array(), *methods = json_array(), *o;
+		size_t owned = 0;
+		char abi[24];
+
+		if (m->desc && m->desc->subsystems)
+			for (const char *const *s = m->desc->subsystems; *s; s++)
+				json_array_append_new(subs, json_string(*s));
+		for (const struct hdd_method *x = m->desc ? m->desc->methods : NULL; x && x->name; x++)
+			json_array_append_new(methods, json_string(x->name));
+		module_abi_string(m, abi, sizeof(abi));
+		for (size_t j = 0; j < inventory_count(d->inv); j++)
+			owned += inventory_at(d->inv, j)->owner == m;
+		o = json_pack("{s:s?, s:s?, s:s?, s:i, s:s, s:b, s:s?, s:o, s:o, s:I}",
+			      "name", m->desc ? m->desc->name : NULL,
+			      "description", m->desc ? m->desc->description : NULL,
+			      "path", m->path,
+			      "abi_version", m->abi_major ? (int)m->abi_major : -1,
+			      "abi", abi,
+			      "active", m->active,
+			      "error", m->error,
+			      "subsystems", subs,
+			      "methods", methods,
+			      "devices", (json_int_t)owned);
+		if (m->active) {
+			json_object_set_new(o, "ready", json_boolean(!m->unready));
+			json_object_set_new(o, "reason", m->unready && m->unready_reason
+						   ? json_string(m->unready_reason) : json_null());
+		}
+		json_array_append_new(out, o);
+	}
+	return out;
+}
+
+static json_t *status_base(struct daemon *d);
+static json_t *status_claims(struct daemon *d);
+
+json_t *
+ctl_status_json(struct daemon *d)
+{
+	json_t *o = status_base(d);
+
+	if (o) {
+		json_object_set_new(o, "claims", status_claims(d));
+		json_object_set_new(o, "worker", d->worker ? json_pack("{s:i, s:I}", "pid",
+			worker_pid(d->worker), "restarts", (json_int_t)worker_restarts(d->worker))
+			: json_null());
+	}
+	return o;
+}
+
+static json_t *
+status_base(struct daemon *d)
+{
+	size_t npci = 0, nusb = 0, nmdev = 0, nmods = 0;
+
+	for (size_t i = 0; i < inventory_count(d->inv); i++) {
+		enum hdd_dev_class cls = inventory_at(d->inv, i)->cls;
+
+		npci += cls == HDD_DEV_PCI;
+		nusb += cls == HDD_DEV_USB;
+		nmdev += cls == HDD_DEV_MDEV;
+	}
+	for (size_t i = 0; d->mods && i < d->mods->n; i++)
+		nmods += d->mods->v[i]->active;
+	return json_pack("{s:s, s:s, s:i, s:f, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:s,"
+			 " s:{s:I, s:I, s:I}, s:I, s:O, s:{s:I, s:f, s:i},"
+			 " s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i}}",
+			 "version", PACKAGE_VERSION,
+			 "node_name", d->node_name,
+			 "pid", (int)getpid(),
+			 "uptime_s", (double)(mono_usec() - d->started_usec) / 1e6,
+			 "paths",
+			 "sysfs_root", d->opts.sysfs_root,
+			 "dev_root", d->opts.dev_root,
+			 "kubelet_dir", d->opts.kubelet_dir,
+			 "control_socket", d->opts.control_socket,
+			 "state_dir", d->opts.state_dir,
+			 "config", d->opts.config_file,
+			 "module_dir", d->opts.module_dir,
+			 "log_level", log_level_to_string(log_get_level()),
+			 "devices", "pci", (json_int_t)npci, "usb", (json_int_t)nusb, "mdev",
+			 (json_int_t)nmdev,
+			 "modules", (json_int_t)nmods,
+			 "iommu", d->iommu ? d->iommu : json_null(),
+			 "resync",
+			 "last", (json_int_t)d->last_resync_wall,
+			 "last_duration_ms", (double)inventory_last_resync_usec(d->inv) / 1000.0,
+			 "interval_s", d->cfg->resync_interval,
+			 "stats",
+			 "uevents", (json_int_t)d->stats.uevents,
+			 "uevents_ignored", (json_int_t)d->stats.uevents_ignored,
+			 "resyncs", (json_int_t)d->stats.resyncs,
+			 "debounced_bursts", (json_int_t)d->stats.debounced_bursts,
+			 "events_sent", (json_int_t)ctl_server_events_sent(d->ctl),
+			 "control",
+			 "clients", d->ctl ? ctl_server_clients(d->ctl) : 0,
+			 "subscribers", d->ctl ? ctl_server_subscribers(d->ctl) : 0);
+}
+
+static json_t *
+status_claims(struct daemon *d)
+{
+	return d->claims ? json_pack("{s:I, s:b, s:s?}", "count", (json_int_t)d->claims->n,
+				     "fail_closed", d->claims->fail_closed, "fail_reason",
+				     d->claims->fail_closed ? d->claims->fail_reason : NULL)
+			 : json_null();
+}
+
 /* --- methods ------------------------------------------------------------ */
 
 static json_t *
 m_daemon_status(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 		size_t msglen)
 {
-	return daemon_status_json(d);
+	return ctl_status_json(d);
 }
 
 static json_t *
@@ -164,7 +357,7 @@ static json_t *
 m_modules_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
 {
-	return daemon_modules_json(d);
+	return ctl_modules_json(d);
 }
 
 /* Filter values are compared as the API prints them: hex without 0x in any
@@ -348,7 +541,7 @@ list_job_pop(struct daemon *d)
 	struct ctl_list_job *j = d->list_jobs;
 
 	d->list_jobs = j->next;
-	ctl_server_list_done(d, j->serial);
+	ctl_server_list_done(d->ctl, j->serial);
 	list_job_free(j);
 	if (d->list_jobs && loop_call_later(d->loop, 0, list_job_step, d) < 0)
 		log_warnx("ctl", "cannot schedule the next devices.list: out of memory");
@@ -357,7 +550,7 @@ list_job_pop(struct daemon *d)
 static void
 list_job_fail(struct daemon *d, struct ctl_list_job *j, int code, const char *why)
 {
-	ctl_server_send_to(d, j->serial, ctl_error_response(j->id, code, why));
+	ctl_server_send_to(d->ctl, j->serial, ctl_error_response(j->id, code, why));
 	list_job_pop(d);
 }
 
@@ -370,15 +563,15 @@ list_job_step(void *arg)
 
 	if (j == NULL)
 		return;
-	if (!ctl_server_serial_alive(d, j->serial)) {
+	if (!ctl_server_serial_alive(d->ctl, j->serial)) {
 		list_job_pop(d);	/* nobody waits for it any more */
 		return;
 	}
-	if (!j->root && ctl_server_total_output(d) >= d->cfg->control_max_total_output) {
+	if (!j->root && ctl_server_total_output(d->ctl) >= d->cfg->control_max_total_output) {
 		/* As for any request while the clients hold their budget of
 		 * unsent output (root's are let through). */
 		log_debug("ctl", "devices.list: %zu bytes wait for all clients; request refused",
-			  ctl_server_total_output(d));
+			  ctl_server_total_output(d->ctl));
 		list_job_fail(d, j, CTL_ERR_TOO_LARGE,
 			      "the daemon holds too much unsent output for its clients "
 			      "(control.max_total_output_bytes); try again later");
@@ -394,7 +587,7 @@ list_job_step(void *arg)
 				     slash + 1);
 		if (dev == NULL || (j->params && !device_matches(dev, j->params)))
 			continue;
-		dj = daemon_device_json(d, dev);
+		dj = ctl_device_json(d, dev);
 		if (dj == NULL || (j->written && fputc(',', j->mem) == EOF) ||
 		    json_dumpf(dj, j->mem, JSON_COMPACT) < 0) {
 			json_decref(dj);
@@ -442,7 +635,7 @@ list_job_step(void *arg)
 		return;
 	}
 	j->mem = NULL;
-	ctl_server_send_text_to(d, j->serial, j->text, j->len);
+	ctl_server_send_text_to(d->ctl, j->serial, j->text, j->len);
 	j->text = NULL;
 	list_job_pop(d);
 }
@@ -567,7 +760,7 @@ m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 
 		if (params && !device_matches(dev, params))
 			continue;
-		dj = daemon_device_json(d, dev);
+		dj = ctl_device_json(d, dev);
 		if (dj == NULL) {
 			json_decref(out);
 			goto oom;
@@ -618,7 +811,7 @@ m_devices_get(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code
 		snprintf(msg, msglen, "no such device: %s", id);
 		return NULL;
 	}
-	return daemon_device_json(d, dev);
+	return ctl_device_json(d, dev);
 }
 
 static const char *const subscribe_params[] = { "types", NULL };
@@ -651,7 +844,7 @@ m_events_subscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, int 
 	json_decref(peer->event_types);
 	peer->event_types = types ? json_deep_copy(types) : NULL;
 	peer->subscribed = true;
-	return json_pack("{s:b, s:I}", "subscribed", 1, "seq", (json_int_t)d->event_seq);
+	return json_pack("{s:b, s:I}", "subscribed", 1, "seq", (json_int_t)bus_seq(d->bus));
 }
 
 static json_t *
@@ -718,7 +911,7 @@ static json_t *
 m_mdev_parents(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
 {
-	return daemon_mdev_parents_json(d);
+	return ctl_mdev_parents_json(d);
 }
 
 static const char *const no_params[] = { NULL };
@@ -773,7 +966,7 @@ request_answer(struct hdd_request *req, json_t *resp)
 	}
 	request_unlink(req);
 	if (req->id && resp)
-		ctl_server_send_to(req->d, req->serial, resp);
+		ctl_server_send_to(req->d->ctl, req->serial, resp);
 	else
 		json_decref(resp);
 	json_decref(req->id);
@@ -878,19 +1071,18 @@ id_valid(json_t *id)
 	return json_is_string(id) || json_is_integer(id) || json_is_real(id) || json_is_null(id);
 }
 
+/* The request's envelope: an object with "jsonrpc": "2.0", an id that is a
+ * string, a number or null (or none: a notification), a string method and
+ * nothing else. Returns NULL when it is one (*ret_id: the id, borrowed),
+ * else the error response. */
 static json_t *
-handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
+check_envelope(json_t *req, json_t **ret_id)
 {
-	const struct ctl_method *m;
-	struct ctl_method modm;
-	const struct hdd_method *modmethod = NULL;
-	struct module *modmod = NULL;
-	json_t *id, *method, *params, *result;
-	char msg[512] = "";
-	int code = CTL_INTERNAL_ERROR;
+	char msg[128];
 	const char *key;
-	json_t *v;
+	json_t *id, *v;
 
+	*ret_id = NULL;
 	if (!json_is_object(req))
 		return ctl_error_response(NULL, CTL_INVALID_REQUEST, "request must be a JSON object");
 	id = json_object_get(req, "id");
@@ -900,8 +1092,7 @@ handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 	v = json_object_get(req, "jsonrpc");
 	if (!json_is_string(v) || strcmp(json_string_value(v), "2.0") != 0)
 		return ctl_error_response(id, CTL_INVALID_REQUEST, "jsonrpc must be \"2.0\"");
-	method = json_object_get(req, "method");
-	if (!json_is_string(method))
+	if (!json_is_string(json_object_get(req, "method")))
 		return ctl_error_response(id, CTL_INVALID_REQUEST, "method must be a string");
 	json_object_foreach(req, key, v) {
 		if (strcmp(key, "jsonrpc") && strcmp(key, "id") && strcmp(key, "method") &&
@@ -910,66 +1101,112 @@ handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 			return ctl_error_response(id, CTL_INVALID_REQUEST, msg);
 		}
 	}
-	m = find_method(json_string_value(method));
-	if (m == NULL) {
-		struct module *mod = NULL;
-		const struct hdd_method *mm = modules_find_method(d->mods, json_string_value(method),
-								 &mod);
+	*ret_id = id;
+	return NULL;
+}
 
-		if (mm) {
-			/* The same checks as the core's own methods, from its table. */
-			modm.name = mm->name;
-			modm.mutating = mm->mutating;
-			modm.params = mm->params;
-			modm.fn = NULL;
-			m = &modm;
-			modmethod = mm;
-			modmod = mod;
+/* The core's method `name`, or a module's as a table entry in `modm` (the
+ * same checks apply) with *ret_mm and *ret_mod set; NULL when none. */
+static const struct ctl_method *
+resolve_method(struct daemon *d, const char *name, struct ctl_method *modm,
+	       const struct hdd_method **ret_mm, struct module **ret_mod)
+{
+	const struct ctl_method *m = find_method(name);
+	const struct hdd_method *mm;
+
+	*ret_mm = NULL;
+	*ret_mod = NULL;
+	if (m)
+		return m;
+	mm = modules_find_method(d->mods, name, ret_mod);
+	if (mm == NULL)
+		return NULL;
+	modm->name = mm->name;
+	modm->mutating = mm->mutating;
+	modm->params = mm->params;
+	modm->fn = NULL;
+	*ret_mm = mm;
+	return modm;
+}
+
+/* The request's params for `m`: *ret NULL for none (absent, null, [] or
+ * {}), else an object whose names `m` all takes. Returns 0, or an error
+ * code with why in msg. */
+static int
+check_params(const struct ctl_method *m, json_t *req, json_t **ret, char *msg, size_t msglen)
+{
+	json_t *params = json_object_get(req, "params"), *v;
+	const char *key;
+
+	*ret = NULL;
+	if (params == NULL || json_is_null(params) ||
+	    (json_is_array(params) && json_array_size(params) == 0))
+		return 0;
+	if (!json_is_object(params)) {
+		snprintf(msg, msglen, "params must be an object of named parameters");
+		return CTL_INVALID_PARAMS;
+	}
+	json_object_foreach(params, key, v) {
+		bool known = false;
+
+		for (const char *const *p = m->params; *p; p++)
+			known |= strcmp(*p, key) == 0;
+		if (!known) {
+			snprintf(msg, msglen, "%s: unknown parameter \"%.64s\"", m->name, key);
+			return CTL_INVALID_PARAMS;
 		}
 	}
+	*ret = json_object_size(params) ? params : NULL;
+	return 0;
+}
+
+/* A mutating method needs root or the configured group. Returns 0, or an
+ * error code with why in msg (logged once here). */
+static int
+check_privilege(struct daemon *d, struct ctl_peer *peer, const struct ctl_method *m, char *msg,
+		size_t msglen)
+{
+	if (!m->mutating || ctl_peer_privileged(d, peer))
+		return 0;
+	log_info("ctl", "refused %s to uid %u pid %d: not privileged", m->name,
+		 (unsigned)peer->uid, (int)peer->pid);
+	snprintf(msg, msglen, "%s: permission denied (needs root%s%s)", m->name,
+		 d->cfg->control_group ? " or group " : "",
+		 d->cfg->control_group ? d->cfg->control_group : "");
+	return CTL_ERR_PERMISSION;
+}
+
+static json_t *
+handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
+{
+	const struct ctl_method *m;
+	struct ctl_method modm;
+	const struct hdd_method *modmethod;
+	struct module *modmod;
+	json_t *id, *params, *result;
+	char msg[512] = "";
+	int code = CTL_INTERNAL_ERROR;
+	const char *name;
+
+	result = check_envelope(req, &id);
+	if (result)
+		return result;
+	name = json_string_value(json_object_get(req, "method"));
+	m = resolve_method(d, name, &modm, &modmethod, &modmod);
 	if (m == NULL) {
-		snprintf(msg, sizeof(msg), "no method \"%.64s\"", json_string_value(method));
+		snprintf(msg, sizeof(msg), "no method \"%.64s\"", name);
 		return id ? ctl_error_response(id, CTL_METHOD_NOT_FOUND, msg) : NULL;
 	}
-	params = json_object_get(req, "params");
-	if (params && json_is_null(params))
-		params = NULL;
-	if (params && !json_is_object(params)) {
-		if (json_is_array(params) && json_array_size(params) == 0) {
-			params = NULL;
-		} else {
-			return id ? ctl_error_response(id, CTL_INVALID_PARAMS,
-						       "params must be an object of named parameters")
-				  : NULL;
-		}
-	}
-	if (params && json_object_size(params) == 0)
-		params = NULL;
-	if (params) {
-		json_object_foreach(params, key, v) {
-			bool known = false;
-
-			for (const char *const *p = m->params; *p; p++)
-				known |= strcmp(*p, key) == 0;
-			if (!known) {
-				snprintf(msg, sizeof(msg), "%s: unknown parameter \"%.64s\"", m->name,
-					 key);
-				return id ? ctl_error_response(id, CTL_INVALID_PARAMS, msg) : NULL;
-			}
-		}
-	}
-	if (m->mutating && !ctl_peer_privileged(d, peer)) {
-		log_info("ctl", "refused %s to uid %u pid %d: not privileged", m->name,
-			 (unsigned)peer->uid, (int)peer->pid);
-		snprintf(msg, sizeof(msg), "%s: permission denied (needs root%s%s)", m->name,
-			 d->cfg->control_group ? " or group " : "",
-			 d->cfg->control_group ? d->cfg->control_group : "");
-		return id ? ctl_error_response(id, CTL_ERR_PERMISSION, msg) : NULL;
-	}
+	code = check_params(m, req, &params, msg, sizeof(msg));
+	if (code == 0)
+		code = check_privilege(d, peer, m, msg, sizeof(msg));
+	if (code != 0)
+		return id ? ctl_error_response(id, code, msg) : NULL;
 	if (modmethod) {
 		result = call_module_method(d, peer, modmod, modmethod, params, id);
 		return result == CTL_PENDING ? NULL : result;
 	}
+	code = CTL_INTERNAL_ERROR;
 	peer->current_id = id;
 	result = m->fn(d, peer, params, &code, msg, sizeof(msg));
 	peer->current_id = NULL;

@@ -26,6 +26,7 @@
 #define CTL_ERR_FAILED		-32010	/* the operation failed; data says why */
 
 struct daemon;
+struct device;
 
 /* What the protocol layer knows of a connected client. */
 struct ctl_peer {
@@ -73,19 +74,13 @@ json_t *ctl_error_response(json_t *id, int code, const char *message);
 /* Whether a subscribed peer wants an event of this type. */
 bool ctl_peer_wants(const struct ctl_peer *peer, const char *type);
 
-/* Sends a response to the connection with `serial`, if it is still there
- * (ctl-server.c). Steals `resp`. */
-void ctl_server_send_to(struct daemon *d, uint64_t serial, json_t *resp);
-/* The same for an answer already serialised: `text` (malloc'd, `len` bytes,
- * without the newline) is stolen. */
-void ctl_server_send_text_to(struct daemon *d, uint64_t serial, char *text, size_t len);
-/* A devices.list answer of the connection's was sent or failed: its
- * waiting requests are read again. */
-void ctl_server_list_done(struct daemon *d, uint64_t serial);
-/* Whether the connection with `serial` is still there to be answered. */
-bool ctl_server_serial_alive(const struct daemon *d, uint64_t serial);
-/* Bytes of unsent output held for all clients together. */
-size_t ctl_server_total_output(const struct daemon *d);
+/* JSON views of the control methods (also the device.* events' "device"
+ * and the metrics). New references; NULL when out of memory. */
+json_t *ctl_status_json(struct daemon *d);
+json_t *ctl_modules_json(struct daemon *d);
+json_t *ctl_device_json(struct daemon *d, struct device *dev);
+/* Every mdev parent (class/mdev_bus) and the types it offers. */
+json_t *ctl_mdev_parents_json(struct daemon *d);
 
 /* Drops the whole lists still being built (at shutdown). */
 void ctl_jobs_free(struct daemon *d);

@@ -14,9 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "ctl.h"
 #include "ctl-server.h"
-#include "ctl.h"
 #include "claim.h"
 #include "daemon.h"
 #include "dp-names.h"
@@ -51,30 +51,45 @@ mono_usec(void)
 
 /* --- events --------------------------------------------------------------- */
 
-void
-daemon_emit(struct daemon *d, const char *type, json_t *params)
+/* The modules' event hooks as one deferred bus subscriber: each active
+ * module with the hook gets every event but its own. */
+static bool
+modules_want_events(void *arg)
 {
-	struct timespec ts;
-	json_t *note;
+	const struct module_set *set = arg;
 
-	if (params == NULL)
-		return;
-	d->event_seq++;
-	if (d->ctl == NULL || !ctl_server_has_subscribers(d->ctl)) {
-		json_decref(params);
-		return;
+	for (size_t i = 0; i < set->n; i++)
+		if (set->v[i]->active && set->v[i]->desc && set->v[i]->desc->event)
+			return true;
+	return false;
+}
+
+static void
+modules_deliver_event(void *arg, const struct bus_event *ev)
+{
+	const struct module_set *set = arg;
+
+	for (size_t i = 0; i < set->n; i++) {
+		const struct module *m = set->v[i];
+
+		if (!m->active || m->desc == NULL || m->desc->event == NULL ||
+		    (ev->origin && strcmp(ev->origin, m->desc->name) == 0))
+			continue;
+		m->desc->event(m->state, ev->type, ev->params);
 	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	json_object_set_new(params, "seq", json_integer((json_int_t)d->event_seq));
-	json_object_set_new(params, "type", json_string(type));
-	json_object_set_new(params, "time",
-			    json_real((double)ts.tv_sec + (double)ts.tv_nsec / 1e9));
-	note = json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", "event", "params", params);
-	if (note == NULL)
-		return;
-	d->stats.events_sent++;
-	ctl_server_broadcast(d->ctl, note, type);
-	json_decref(note);
+}
+
+static int
+subscribe_modules(struct daemon *d)
+{
+	const struct bus_subscriber sub = {
+		.wants = modules_want_events,
+		.deliver = modules_deliver_event,
+		.arg = d->mods,
+		.deferred = true,
+	};
+
+	return bus_subscribe(d->bus, &sub);
 }
 
 static void
@@ -138,16 +153,16 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 	}
 	/* The event goes out before the claims react to it: what they do
 	 * (a refresh of the same device) comes as events of its own, after. */
-	if (d->ctl == NULL || !ctl_server_has_subscribers(d->ctl)) {
-		d->event_seq++;
+	snprintf(type, sizeof(type), "device.%s", inv_event_to_string(ev));
+	if (!bus_wanted(d->bus)) {
+		bus_publish(d->bus, NULL, type, NULL);
 	} else {
-		snprintf(type, sizeof(type), "device.%s", inv_event_to_string(ev));
 		params = json_pack("{s:s, s:s, s:s, s:o}", "class", dev_class_to_string(dev->cls),
 				   "id", dev->id, "source", source, "device",
-				   daemon_device_json(d, dev));
+				   ctl_device_json(d, dev));
 		if (params && changed)
 			json_object_set(params, "changed", (json_t *)changed);
-		daemon_emit(d, type, params);
+		bus_publish(d->bus, NULL, type, params);
 	}
 	/* Claimed devices that moved or vanished; config claim rules. Not
 	 * before the worker exists: start-up reconciles them all at once. */
@@ -176,11 +191,8 @@ daemon_resync(struct daemon *d, const char *source, json_t **ret_summary)
 	names_trim(d->names);
 	d->stats.resyncs++;
 	d->last_resync_wall = time(NULL);
-	if (d->dp) {
-		/* Health reads /dev too, which no uevent announces. */
-		d->dp->dirty = true;
-		dp_server_kick(d->dps);
-	}
+	/* Health reads /dev too, which no uevent announces. */
+	dp_resources_changed(d->dp);
 	json_decref(d->iommu);
 	d->iommu = daemon_read_iommu_state(d);
 	if (counts.added || counts.removed || counts.changed)
@@ -261,37 +273,6 @@ mdev_uevent(struct daemon *d, const char *action, const char *sysname, const cha
 		refresh_pci(d, parent, source);
 }
 
-json_t *
-daemon_mdev_parents_json(struct daemon *d)
-{
-	json_t *out = json_array();
-	struct dirent *de;
-	DIR *dir;
-	int fd = fsroot_open_dir(d->sys, "class/mdev_bus");
-
-	if (fd < 0)
-		return out;
-	dir = fdopendir(fd);
-	if (dir == NULL) {
-		close(fd);
-		return out;
-	}
-	while ((de = readdir(dir)) != NULL) {
-		char target[1024];
-		json_t *types;
-
-		if (de->d_name[0] == '.' ||
-		    fsroot_readlink(d->sys, "class/mdev_bus", -1, de->d_name, target, sizeof(target)) < 0)
-			continue;
-		types = scan_mdev_types(d->sys, target);
-		json_array_append_new(out, json_pack("{s:s, s:b, s:o}", "parent", de->d_name, "pci",
-						     pci_address_valid(de->d_name), "types",
-						     types ? types : json_array()));
-	}
-	closedir(dir);
-	return out;
-}
-
 void
 daemon_uevent(struct daemon *d, const char *action, const char *subsystem, const char *devtype,
 	      const char *sysname, const char *devpath)
@@ -362,79 +343,6 @@ daemon_debounce_expired(struct daemon *d)
 	}
 }
 
-/* --- views ---------------------------------------------------------------- */
-
-json_t *
-daemon_device_json(struct daemon *d, struct device *dev)
-{
-	json_t *o = device_facts_json(dev);
-
-	if (o == NULL)
-		return NULL;
-	json_object_set_new(o, "module", dev->owner ? json_string(dev->owner->desc->name)
-						     : json_null());
-	if (dev->cls == HDD_DEV_PCI) {
-		struct device *members[64];
-		size_t n = inventory_group_members(d->inv, dev->pci.f.iommu_group, members, 64);
-		json_t *peers = json_array();
-
-		for (size_t i = 0; i < n && i < 64; i++)
-			if (members[i] != dev)
-				json_array_append_new(peers, json_string(members[i]->id));
-		json_object_set_new(o, "iommu_group_members", peers);
-	}
-	if (dev->owner) {
-		struct hdd_device_view view;
-		json_t *info;
-
-		device_view(dev, &view);
-		info = module_describe(dev->owner, &view);
-		if (info)
-			json_object_set_new(o, "module_info", info);
-	}
-	return o;
-}
-
-json_t *
-daemon_modules_json(struct daemon *d)
-{
-	json_t *out = json_array();
-
-	for (size_t i = 0; out && d->mods && i < d->mods->n; i++) {
-		const struct module *m = d->mods->v[i];
-		json_t *subs = json_array(), *methods = json_array(), *o;
-		size_t owned = 0;
-		char abi[24];
-
-		if (m->desc && m->desc->subsystems)
-			for (const char *const *s = m->desc->subsystems; *s; s++)
-				json_array_append_new(subs, json_string(*s));
-		for (const struct hdd_method *x = m->desc ? m->desc->methods : NULL; x && x->name; x++)
-			json_array_append_new(methods, json_string(x->name));
-		module_abi_string(m, abi, sizeof(abi));
-		for (size_t j = 0; j < inventory_count(d->inv); j++)
-			owned += inventory_at(d->inv, j)->owner == m;
-		o = json_pack("{s:s?, s:s?, s:s?, s:i, s:s, s:b, s:s?, s:o, s:o, s:I}",
-			      "name", m->desc ? m->desc->name : NULL,
-			      "description", m->desc ? m->desc->description : NULL,
-			      "path", m->path,
-			      "abi_version", m->abi_major ? (int)m->abi_major : -1,
-			      "abi", abi,
-			      "active", m->active,
-			      "error", m->error,
-			      "subsystems", subs,
-			      "methods", methods,
-			      "devices", (json_int_t)owned);
-		if (m->active) {
-			json_object_set_new(o, "ready", json_boolean(!m->unready));
-			json_object_set_new(o, "reason", m->unready && m->unready_reason
-						   ? json_string(m->unready_reason) : json_null());
-		}
-		json_array_append_new(out, o);
-	}
-	return out;
-}
-
 json_t *
 daemon_read_iommu_state(struct daemon *d)
 {
@@ -470,80 +378,6 @@ daemon_read_iommu_state(struct daemon *d)
 }
 
 json_t *daemon_status_claims(struct daemon *d);
-
-static json_t *daemon_status_base(struct daemon *d);
-
-json_t *
-daemon_status_json(struct daemon *d)
-{
-	json_t *o = daemon_status_base(d);
-
-	if (o) {
-		json_object_set_new(o, "claims", daemon_status_claims(d));
-		json_object_set_new(o, "worker", d->worker ? json_pack("{s:i, s:I}", "pid",
-			worker_pid(d->worker), "restarts", (json_int_t)worker_restarts(d->worker))
-			: json_null());
-	}
-	return o;
-}
-
-static json_t *
-daemon_status_base(struct daemon *d)
-{
-	size_t npci = 0, nusb = 0, nmdev = 0, nmods = 0;
-
-	for (size_t i = 0; i < inventory_count(d->inv); i++) {
-		enum hdd_dev_class cls = inventory_at(d->inv, i)->cls;
-
-		npci += cls == HDD_DEV_PCI;
-		nusb += cls == HDD_DEV_USB;
-		nmdev += cls == HDD_DEV_MDEV;
-	}
-	for (size_t i = 0; d->mods && i < d->mods->n; i++)
-		nmods += d->mods->v[i]->active;
-	return json_pack("{s:s, s:s, s:i, s:f, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:s,"
-			 " s:{s:I, s:I, s:I}, s:I, s:O, s:{s:I, s:f, s:i},"
-			 " s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i}}",
-			 "version", PACKAGE_VERSION,
-			 "node_name", d->node_name,
-			 "pid", (int)getpid(),
-			 "uptime_s", (double)(mono_usec() - d->started_usec) / 1e6,
-			 "paths",
-			 "sysfs_root", d->opts.sysfs_root,
-			 "dev_root", d->opts.dev_root,
-			 "kubelet_dir", d->opts.kubelet_dir,
-			 "control_socket", d->opts.control_socket,
-			 "state_dir", d->opts.state_dir,
-			 "config", d->opts.config_file,
-			 "module_dir", d->opts.module_dir,
-			 "log_level", log_level_to_string(log_get_level()),
-			 "devices", "pci", (json_int_t)npci, "usb", (json_int_t)nusb, "mdev",
-			 (json_int_t)nmdev,
-			 "modules", (json_int_t)nmods,
-			 "iommu", d->iommu ? d->iommu : json_null(),
-			 "resync",
-			 "last", (json_int_t)d->last_resync_wall,
-			 "last_duration_ms", (double)inventory_last_resync_usec(d->inv) / 1000.0,
-			 "interval_s", d->cfg->resync_interval,
-			 "stats",
-			 "uevents", (json_int_t)d->stats.uevents,
-			 "uevents_ignored", (json_int_t)d->stats.uevents_ignored,
-			 "resyncs", (json_int_t)d->stats.resyncs,
-			 "debounced_bursts", (json_int_t)d->stats.debounced_bursts,
-			 "events_sent", (json_int_t)d->stats.events_sent,
-			 "control",
-			 "clients", d->ctl ? ctl_server_clients(d->ctl) : 0,
-			 "subscribers", d->ctl ? ctl_server_subscribers(d->ctl) : 0);
-}
-
-json_t *
-daemon_status_claims(struct daemon *d)
-{
-	return d->claims ? json_pack("{s:I, s:b, s:s?}", "count", (json_int_t)d->claims->n,
-				     "fail_closed", d->claims->fail_closed, "fail_reason",
-				     d->claims->fail_closed ? d->claims->fail_reason : NULL)
-			 : json_null();
-}
 
 /* --- start-up and reload ------------------------------------------------- */
 
@@ -630,10 +464,134 @@ check_sections(struct daemon *d, const struct config *cfg)
 	return 0;
 }
 
+/* --- what the reactor calls (loop.h, udev.h) ------------------------------------ */
+
+static void
+uevent_cb(void *arg, const char *action, const char *subsystem, const char *devtype,
+	  const char *sysname, const char *devpath)
+{
+	daemon_uevent(arg, action, subsystem, devtype, sysname, devpath);
+}
+
+static void
+reload_cb(void *arg)
+{
+	daemon_reload(arg);
+}
+
+static void
+udev_readable_cb(void *arg)
+{
+	struct daemon *d = arg;
+
+	if (d->udev)
+		udev_watch_drain(d->udev);
+}
+
+static void
+resync_cb(void *arg)
+{
+	daemon_resync(arg, "periodic", NULL);
+}
+
+static void
+debounce_cb(void *arg)
+{
+	daemon_debounce_expired(arg);
+}
+
+static json_t *
+ctl_line_cb(void *arg, struct ctl_peer *peer, const char *line, size_t len)
+{
+	return ctl_handle_line(arg, peer, line, len);
+}
+
+static void
+ctl_limits(const struct config *cfg, struct ctl_server_limits *limits)
+{
+	*limits = (struct ctl_server_limits){
+		.max_clients = cfg->control_max_clients,
+		.max_output = cfg->control_max_output,
+		.max_total_output = cfg->control_max_total_output,
+		.stall_timeout_s = cfg->control_stall_timeout_s,
+		.group = cfg->control_group,
+		.gid = cfg->control_gid,
+	};
+}
+
+int
+daemon_open_control(struct daemon *d, struct event_base *base)
+{
+	const struct ctl_server_hooks hooks = { .handle_line = ctl_line_cb, .arg = d };
+	struct ctl_server_limits limits;
+	int err;
+
+	ctl_limits(d->cfg, &limits);
+	err = ctl_server_new(&hooks, &limits, base, d->opts.control_socket, &d->ctl);
+	if (err < 0)
+		return err;
+	/* events.subscribe streams are one subscriber of the bus */
+	err = bus_subscribe(d->bus, &(const struct bus_subscriber){
+		.wants = ctl_server_wants_events, .deliver = ctl_server_event, .arg = d->ctl });
+	if (err < 0)
+		daemon_close_control(d);
+	return err;
+}
+
+void
+daemon_close_control(struct daemon *d)
+{
+	if (d->ctl == NULL)
+		return;
+	bus_unsubscribe(d->bus, d->ctl);
+	ctl_server_free(d->ctl);
+	d->ctl = NULL;
+}
+
+void
+daemon_loop_hooks(struct daemon *d, struct loop_hooks *hooks)
+{
+	*hooks = (struct loop_hooks){
+		.reload = reload_cb,
+		.udev_readable = udev_readable_cb,
+		.resync = resync_cb,
+		.debounce_expired = debounce_cb,
+		.arg = d,
+	};
+}
+
+/* The udev monitor, then the coldplug scan: a device that appears in
+ * between is in the monitor's queue. The monitor's filter is the core's
+ * subsystems and the modules'. */
+static void
+coldplug(struct daemon *d)
+{
+	const char **subsystems;
+	int err;
+
+	subsystems = modules_subsystems(d->mods);
+	err = subsystems ? udev_watch_new(subsystems, uevent_cb, d, &d->udev) : -ENOMEM;
+	free((void *)subsystems);
+	if (err < 0) {
+		log_warnx("udev", "no udev monitor (%s): hotplug is seen by the periodic resync and daemon.rescan only",
+			  strerror(-err));
+		d->udev = NULL;
+	}
+	d->quiet = true;
+	err = daemon_resync(d, "coldplug", NULL);
+	d->quiet = false;
+	if (err < 0)
+		log_warnx("daemon", "coldplug scan of %s was incomplete: %s", d->opts.sysfs_root,
+			  strerror(-err));
+	log_info("daemon", "%zu devices on %s (sysfs %s) in %.1f ms; %s", inventory_count(d->inv),
+		 d->node_name, d->opts.sysfs_root, (double)inventory_last_resync_usec(d->inv) / 1000.0,
+		 json_is_true(json_object_get(d->iommu, "enabled")) ? "IOMMU on"
+		 : "IOMMU off or no groups (intel_iommu=on / amd_iommu=on, VT-d / AMD-Vi in firmware)");
+}
+
 int
 daemon_init(struct daemon *d, const struct options *opts)
 {
-	const char **subsystems;
 	char errbuf[512];
 	int err, level;
 
@@ -642,6 +600,9 @@ daemon_init(struct daemon *d, const struct options *opts)
 	d->lock_fd = -1;
 	d->state_dirfd = -1;
 	d->started_usec = mono_usec();
+	err = bus_new(&d->bus);
+	if (err < 0)
+		return err;
 	if (opts->node_name) {
 		snprintf(d->node_name, sizeof(d->node_name), "%s", opts->node_name);
 	} else if (gethostname(d->node_name, sizeof(d->node_name) - 1) < 0) {
@@ -679,6 +640,9 @@ daemon_init(struct daemon *d, const struct options *opts)
 	err = modules_load_dir(opts->module_dir, d->cfg, &modhost_ops, d, &d->mods);
 	if (err < 0)
 		return err;
+	err = subscribe_modules(d);
+	if (err < 0)
+		return err;
 	err = check_sections(d, d->cfg);
 	if (err < 0)
 		return err;
@@ -689,27 +653,7 @@ daemon_init(struct daemon *d, const struct options *opts)
 	if (err < 0)
 		return err;
 
-	/* Monitor first, enumerate second: a device that appears in between is
-	 * in the monitor's queue. Its filter: the core's subsystems and the
-	 * modules'. */
-	subsystems = modules_subsystems(d->mods);
-	err = subsystems ? udev_watch_new(subsystems, &d->udev) : -ENOMEM;
-	free((void *)subsystems);
-	if (err < 0) {
-		log_warnx("udev", "no udev monitor (%s): hotplug is seen by the periodic resync and daemon.rescan only",
-			  strerror(-err));
-		d->udev = NULL;
-	}
-	d->quiet = true;
-	err = daemon_resync(d, "coldplug", NULL);
-	d->quiet = false;
-	if (err < 0)
-		log_warnx("daemon", "coldplug scan of %s was incomplete: %s", opts->sysfs_root,
-			  strerror(-err));
-	log_info("daemon", "%zu devices on %s (sysfs %s) in %.1f ms; %s", inventory_count(d->inv),
-		 d->node_name, opts->sysfs_root, (double)inventory_last_resync_usec(d->inv) / 1000.0,
-		 json_is_true(json_object_get(d->iommu, "enabled")) ? "IOMMU on"
-		 : "IOMMU off or no groups (intel_iommu=on / amd_iommu=on, VT-d / AMD-Vi in firmware)");
+	coldplug(d);
 	return 0;
 }
 
@@ -722,6 +666,7 @@ daemon_fini(struct daemon *d)
 	dp_free(d->dp);
 	inventory_free(d->inv);
 	modules_free(d->mods);
+	bus_free(d->bus);
 	udev_watch_free(d->udev);
 	names_free(d->names);
 	fsroot_free(d->sys);
@@ -758,7 +703,7 @@ daemon_reload(struct daemon *d)
 	}
 	if (err < 0) {
 		log_errx("config", "reload failed, keeping the old configuration: %s", errbuf);
-		daemon_emit(d, "config.reload_failed", json_pack("{s:s}", "error", errbuf));
+		bus_publish(d->bus, NULL, "config.reload_failed", json_pack("{s:s}", "error", errbuf));
 		sd_notify_sendf("READY=1\nSTATUS=reload failed, old configuration kept: %s", errbuf);
 		return err;
 	}
@@ -768,16 +713,16 @@ daemon_reload(struct daemon *d)
 	d->cfg = cfg;
 	if (d->loop)
 		loop_set_resync_interval(d->loop, cfg->resync_interval);
-	if (d->ctl)
-		ctl_server_set_limits(d->ctl, cfg->control_max_clients, cfg->control_max_output);
-	if (d->dp) {
-		/* Resource rules may have changed. */
-		d->dp->dirty = true;
-		dp_server_kick(d->dps);
+	if (d->ctl) {
+		struct ctl_server_limits limits;
+
+		ctl_limits(cfg, &limits);
+		ctl_server_set_limits(d->ctl, &limits);
 	}
+	dp_resources_changed(d->dp);	/* resource rules may have changed */
 	log_info("config", "reloaded %s (module changes take effect at the next start)",
 		 d->opts.config_file);
-	daemon_emit(d, "config.reloaded", json_pack("{s:s}", "config", d->opts.config_file));
+	bus_publish(d->bus, NULL, "config.reloaded", json_pack("{s:s}", "config", d->opts.config_file));
 	sd_notify_send("READY=1\nSTATUS=configuration reloaded");
 	return 0;
 }

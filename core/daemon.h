@@ -15,6 +15,7 @@
 #include "module.h"
 #include "names.h"
 
+struct bus;
 struct loop;
 struct ctl_server;
 struct dp;
@@ -45,7 +46,6 @@ struct daemon_stats {
 	uint64_t uevents_ignored;
 	uint64_t resyncs;
 	uint64_t debounced_bursts;
-	uint64_t events_sent;
 };
 
 struct daemon {
@@ -59,6 +59,7 @@ struct daemon {
 	struct module_set *mods;
 	struct loop *loop;		/* libevent side, see loop.h */
 	struct ctl_server *ctl;
+	struct bus *bus;		/* events, see bus.h */
 	struct ctl_list_job *list_jobs;	/* whole devices.list answers being built (ctl.c) */
 	struct dp *dp;			/* kubelet resources */
 	struct dp_server *dps;		/* their sockets, see dp-server.h */
@@ -67,7 +68,6 @@ struct daemon {
 	struct worker *worker;		/* the process that does the kernel writes */
 	int state_dirfd;
 	json_t *iommu;			/* IOMMU state read at start and on rescan */
-	uint64_t event_seq;
 	int64_t started_usec;		/* CLOCK_MONOTONIC */
 	int64_t last_resync_wall;	/* unix time of the last full resync */
 	int burst_count;		/* uevents in the current debounce window */
@@ -92,18 +92,18 @@ void daemon_uevent(struct daemon *d, const char *action, const char *subsystem,
 /* End of a debounce window (called by the loop's timer). */
 void daemon_debounce_expired(struct daemon *d);
 
+/* The control socket (opts.control_socket), its requests handled by ctl.c,
+ * subscribed to the bus for events.subscribe. Returns 0 or -errno. */
+struct event_base;
+int daemon_open_control(struct daemon *d, struct event_base *base);
+void daemon_close_control(struct daemon *d);
+
+/* The loop's hooks (loop.h) for this daemon. */
+struct loop_hooks;
+void daemon_loop_hooks(struct daemon *d, struct loop_hooks *hooks);
+
 /* SIGHUP: reload the configuration, keeping the old one on error. */
 int daemon_reload(struct daemon *d);
-
-/* JSON views for the control socket. */
-json_t *daemon_status_json(struct daemon *d);
-json_t *daemon_modules_json(struct daemon *d);
-json_t *daemon_device_json(struct daemon *d, struct device *dev);
-/* Every mdev parent (class/mdev_bus) and the types it offers. */
-json_t *daemon_mdev_parents_json(struct daemon *d);
-
-/* Sends an event notification to every subscriber; steals `params`. */
-void daemon_emit(struct daemon *d, const char *type, json_t *params);
 
 /* Re-reads the IOMMU state (groups, /dev/iommu, vfio modules). */
 json_t *daemon_read_iommu_state(struct daemon *d);

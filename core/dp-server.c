@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "bus.h"
 #include "dp-server.h"
 #include "dp.h"
 #include "grpc.h"
@@ -78,7 +78,9 @@ struct dp_endpoint {
 };
 
 struct dp_server {
-	struct daemon *d;
+	struct dp *dp;			/* the resources this server serves */
+	struct bus *bus;		/* resource.registered / resource.removed */
+	char *kubelet_dir, *dev_root;
 	struct event_base *base;
 	int dirfd, cwdfd;
 	int ifd;
@@ -162,7 +164,7 @@ g_request(void *arg, struct grpc_call *call, const char *path, const uint8_t *ms
 	struct dp_resource *r = c->r;
 	struct dp_endpoint *ep = c->ep;
 
-	dp_handle(c->srv->d->dp, r, call, path, msg, len);
+	dp_handle(c->srv->dp, r, call, path, msg, len);
 	if (r == NULL || ep == NULL || ep->reg_gen == 0 || !dp_is_watch(r, call))
 		return;
 	/* The current registration's stream: the first ListAndWatch on a
@@ -193,7 +195,7 @@ g_call_closed(void *arg, struct grpc_call *call)
 		return;
 	/* The kubelet never reopens ListAndWatch itself: register again when
 	 * its stream for the current registration ends. */
-	if (dp_call_closed(s->d->dp, c->r, call) && c->r->ep) {
+	if (dp_call_closed(s->dp, c->r, call) && c->r->ep) {
 		c->r->backoff_step = 0;
 		endpoint_register_soon(c->r->ep, "the registration's ListAndWatch stream ended");
 	}
@@ -238,7 +240,7 @@ g_response(void *arg, struct grpc_call *call, int status, const char *message, c
 	else
 		log_info("dp", "%s: registered with the kubelet", r->name);
 	ep->failures = 0;
-	daemon_emit(c->srv->d, "resource.registered", json_pack("{s:s}", "resource", r->name));
+	bus_publish(c->srv->bus, NULL, "resource.registered", json_pack("{s:s}", "resource", r->name));
 }
 
 static const struct grpc_conn_ops server_ops = {
@@ -708,7 +710,7 @@ endpoint_listen(struct dp_endpoint *ep)
 
 	if (s->dirfd < 0) {
 		snprintf(r->last_error, sizeof(r->last_error), "no kubelet directory %s",
-			 s->d->opts.kubelet_dir);
+			 s->kubelet_dir);
 		dp_reg_set_state(r, DP_REG_WAIT_KUBELET, "no kubelet directory");
 		return -ENOENT;
 	}
@@ -833,7 +835,7 @@ dp_server_resource_removed(struct dp_server *s, struct dp_resource *r)
 			conn_flush(c);
 		}
 	}
-	daemon_emit(s->d, "resource.removed", json_pack("{s:s}", "resource", r->name));
+	bus_publish(s->bus, NULL, "resource.removed", json_pack("{s:s}", "resource", r->name));
 	if (r->ep)
 		endpoint_free(r->ep);
 }
@@ -843,7 +845,7 @@ dp_server_resource_removed(struct dp_server *s, struct dp_resource *r)
 static void
 register_all(struct dp_server *s, const char *why)
 {
-	struct dp *dp = s->d->dp;
+	struct dp *dp = s->dp;
 
 	log_info("dp", "%s: registering every resource again", why);
 	for (size_t i = 0; i < dp->n; i++) {
@@ -856,7 +858,7 @@ register_all(struct dp_server *s, const char *why)
 static int
 open_dir(struct dp_server *s)
 {
-	const char *dir = s->d->opts.kubelet_dir;
+	const char *dir = s->kubelet_dir;
 	struct stat st;
 
 	if (s->dirfd >= 0)
@@ -884,9 +886,9 @@ static void
 dir_lost(struct dp_server *s)
 {
 	struct timeval tv = { DIR_POLL_S, 0 };
-	struct dp *dp = s->d->dp;
+	struct dp *dp = s->dp;
 
-	log_warnx("dp", "%s went away; waiting for it to come back", s->d->opts.kubelet_dir);
+	log_warnx("dp", "%s went away; waiting for it to come back", s->kubelet_dir);
 	for (size_t i = 0; i < dp->n; i++) {
 		struct dp_endpoint *ep = dp->v[i]->ep;
 
@@ -912,7 +914,7 @@ dir_poll_cb(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv = { DIR_POLL_S, 0 };
 	struct stat st;
 
-	if (stat(s->d->opts.kubelet_dir, &st) < 0 || open_dir(s) < 0) {
+	if (stat(s->kubelet_dir, &st) < 0 || open_dir(s) < 0) {
 		evtimer_add(s->dir_poll, &tv);
 		return;
 	}
@@ -922,7 +924,7 @@ dir_poll_cb(evutil_socket_t fd, short what, void *arg)
 static struct dp_endpoint *
 endpoint_by_sock(struct dp_server *s, const char *name)
 {
-	struct dp *dp = s->d->dp;
+	struct dp *dp = s->dp;
 
 	for (size_t i = 0; i < dp->n; i++)
 		if (dp->v[i]->ep && strcmp(dp->v[i]->sock, name) == 0)
@@ -939,12 +941,12 @@ vfio_watch(struct dp_server *s)
 
 	if (s->ifd < 0 || s->vfio_wd >= 0)
 		return;
-	snprintf(vfio, sizeof(vfio), "%s/vfio", s->d->opts.dev_root);
+	snprintf(vfio, sizeof(vfio), "%s/vfio", s->dev_root);
 	s->vfio_wd = inotify_add_watch(s->ifd, vfio, IN_CREATE | IN_DELETE | IN_MOVED_FROM |
 							     IN_MOVED_TO | IN_DELETE_SELF |
 							     IN_MOVE_SELF | IN_ONLYDIR);
-	if (s->d->dp)
-		dp_vfio_watched(s->d->dp, s->vfio_wd >= 0);
+	if (s->dp)
+		dp_vfio_watched(s->dp, s->vfio_wd >= 0);
 }
 
 static void
@@ -953,10 +955,9 @@ vfio_unwatch(struct dp_server *s)
 	if (s->vfio_wd >= 0)
 		inotify_rm_watch(s->ifd, s->vfio_wd);
 	s->vfio_wd = -1;
-	if (s->d->dp) {
-		dp_vfio_watched(s->d->dp, false);
-		s->d->dp->dirty = true;
-		dp_server_kick(s);
+	if (s->dp) {
+		dp_vfio_watched(s->dp, false);
+		dp_resources_changed(s->dp);
 	}
 }
 
@@ -987,8 +988,8 @@ inotify_cb(evutil_socket_t fd, short what, void *arg)
 				 * health changes now, not at the next resync. */
 				if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
 					vfio_lost = true;
-				else if (s->d->dp)
-					dp_vfio_event(s->d->dp, name,
+				else if (s->dp)
+					dp_vfio_event(s->dp, name,
 						      (ev->mask & (IN_CREATE | IN_MOVED_TO)) != 0);
 				continue;
 			}
@@ -1034,7 +1035,7 @@ static void
 kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dp_server *s = arg;
-	struct dp *dp = s->d->dp;
+	struct dp *dp = s->dp;
 	struct dp_conn *next;
 
 	if (dp->dirty)
@@ -1064,8 +1065,7 @@ aer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dp_server *s = arg;
 
-	s->d->dp->dirty = true;
-	dp_server_kick(s);
+	dp_resources_changed(s->dp);
 }
 
 /* Deadlines of the server connections: the handshake, a request's body,
@@ -1074,7 +1074,7 @@ static void
 sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct dp_server *s = arg;
-	struct dp *dp = s->d->dp;
+	struct dp *dp = s->dp;
 	int64_t now = now_ms();
 	struct dp_conn *next;
 	bool any = false;
@@ -1132,14 +1132,24 @@ dp_server_kick(struct dp_server *s)
 }
 
 int
-dp_server_new(struct daemon *d, struct event_base *base, struct dp_server **ret)
+dp_server_new(struct dp *dp, struct bus *bus, const char *kubelet_dir, const char *dev_root,
+	      struct event_base *base, struct dp_server **ret)
 {
 	struct dp_server *s = calloc(1, sizeof(*s));
 	int err;
 
 	if (s == NULL)
 		return -ENOMEM;
-	s->d = d;
+	s->dp = dp;
+	s->bus = bus;
+	s->kubelet_dir = strdup(kubelet_dir);
+	s->dev_root = strdup(dev_root);
+	if (s->kubelet_dir == NULL || s->dev_root == NULL) {
+		free(s->kubelet_dir);
+		free(s->dev_root);
+		free(s);
+		return -ENOMEM;
+	}
 	s->base = base;
 	s->dirfd = -1;
 	s->dir_wd = s->vfio_wd = -1;
@@ -1186,7 +1196,7 @@ dp_server_new(struct daemon *d, struct event_base *base, struct dp_server **ret)
 	if (err < 0) {
 		struct timeval tv = { DIR_POLL_S, 0 };
 
-		log_warnx("dp", "kubelet directory %s: %s; waiting for it", d->opts.kubelet_dir,
+		log_warnx("dp", "kubelet directory %s: %s; waiting for it", s->kubelet_dir,
 			  strerror(-err));
 		evtimer_add(s->dir_poll, &tv);
 	}
@@ -1232,7 +1242,7 @@ dp_server_free(struct dp_server *s)
 
 	if (s == NULL)
 		return;
-	dp = s->d->dp;
+	dp = s->dp;
 	if (dp) {
 		dp_stop_all(dp);
 		for (size_t i = 0; i < dp->n; i++)
@@ -1260,5 +1270,7 @@ dp_server_free(struct dp_server *s)
 		close(s->dirfd);
 	if (s->cwdfd >= 0)
 		close(s->cwdfd);
+	free(s->kubelet_dir);
+	free(s->dev_root);
 	free(s);
 }

@@ -45,6 +45,15 @@ dp_reg_set_state(struct dp_resource *r, enum dp_reg_state s, const char *why)
 	r->state = s;
 }
 
+void
+dp_resources_changed(struct dp *dp)
+{
+	if (dp == NULL)
+		return;
+	dp->dirty = true;
+	dp_server_kick(dp->d->dps);
+}
+
 int
 dp_new(struct daemon *d, struct dp **ret)
 {
@@ -247,8 +256,7 @@ dp_vfio_event(struct dp *dp, const char *name, bool present)
 		vfio_cache_set(dp, group, present ? 1 : 2);
 	n = inventory_group_members(dp->d->inv, group, members, 256);
 	if (n > 256) {
-		dp->dirty = true;
-		dp_server_kick(dp->d->dps);
+		dp_resources_changed(dp);
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -948,6 +956,91 @@ alloc_clear(struct hdd_alloc *a)
 	free(a->resp.mounts);
 }
 
+/* The views of the devices one container asks for: each a healthy member
+ * of `r`, none twice. Returns a gRPC status, with why. */
+static int
+container_views(struct dp_resource *r, const V1beta1__ContainerAllocateRequest *creq,
+		const struct hdd_device_view **views, struct hdd_device_view *vs, bool *taken,
+		char *why, size_t whylen)
+{
+	for (size_t i = 0; i < creq->n_devices_ids; i++) {
+		const char *id = creq->devices_ids[i];
+		struct dp_member *m = member_find(r, id);
+
+		if (m == NULL) {
+			snprintf(why, whylen, "unknown device \"%.64s\" for resource %s", id, r->name);
+			return GRPC_STATUS_INVALID_ARGUMENT;
+		}
+		if (!m->healthy) {
+			snprintf(why, whylen, "device %s of resource %s is unhealthy", id, r->name);
+			return GRPC_STATUS_FAILED_PRECONDITION;
+		}
+		if (taken[m - r->members]) {
+			snprintf(why, whylen, "device %s is asked for twice", id);
+			return GRPC_STATUS_INVALID_ARGUMENT;
+		}
+		taken[m - r->members] = true;
+		if (m->dev) {
+			device_view(m->dev, &vs[i]);
+		} else {
+			/* A module's own member: only its id. */
+			vs[i].cls = HDD_DEV_NONE;
+			vs[i].id = m->id;
+		}
+		views[i] = &vs[i];
+	}
+	return GRPC_STATUS_OK;
+}
+
+/* One container's answer, filled by the resource's module. Returns a gRPC
+ * status, with why. */
+static int
+allocate_container(struct dp *dp, struct dp_resource *r,
+		   const V1beta1__ContainerAllocateRequest *creq, size_t c, struct hdd_alloc *alloc,
+		   char *why, size_t whylen)
+{
+	const struct hdd_device_view **views;
+	struct hdd_device_view *vs;
+	bool *taken;		/* by member: asked for already */
+	size_t n = creq->n_devices_ids;
+	int status, err;
+
+	if (n == 0 || n > DP_MAX_IDS) {
+		snprintf(why, whylen, "container request %zu asks for %zu devices", c, n);
+		return GRPC_STATUS_INVALID_ARGUMENT;
+	}
+	views = calloc(n, sizeof(*views));
+	vs = calloc(n, sizeof(*vs));
+	taken = calloc(r->n ? r->n : 1, sizeof(*taken));
+	if (views == NULL || vs == NULL || taken == NULL) {
+		status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		snprintf(why, whylen, "out of memory");
+		goto out;
+	}
+	status = container_views(r, creq, views, vs, taken, why, whylen);
+	if (status != GRPC_STATUS_OK)
+		goto out;
+	if (dp->d && views[0]->pci) {
+		const struct resource_rule *rule =
+			config_match_rule(dp->d->cfg, views[0]->id, views[0]->pci->vendor_id,
+					  views[0]->pci->device_id, views[0]->pci->class_code);
+		alloc->prefer_iommufd = rule && rule->prefer_iommufd;
+	}
+	err = r->module->desc->allocate
+		      ? r->module->desc->allocate(r->module->state, r->name, views, n, alloc)
+		      : -EOPNOTSUPP;
+	if (err < 0) {
+		status = GRPC_STATUS_INTERNAL;
+		snprintf(why, whylen, "module %s cannot allocate: %s", r->module->desc->name,
+			 strerror(-err));
+	}
+out:
+	free(views);
+	free(vs);
+	free(taken);
+	return status;
+}
+
 static void
 handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, const uint8_t *msg,
 		size_t len)
@@ -982,79 +1075,10 @@ handle_allocate(struct dp *dp, struct dp_resource *r, struct grpc_call *call, co
 		goto out;
 	}
 	for (size_t c = 0; c < ncont && status == GRPC_STATUS_OK; c++) {
-		V1beta1__ContainerAllocateRequest *creq = req->container_requests[c];
-		const struct hdd_device_view **views;
-		struct hdd_device_view *vs;
-		bool *taken;		/* by member: asked for already */
-		size_t n = creq->n_devices_ids;
-		int err;
-
 		v1beta1__container_allocate_response__init(&allocs[c].resp);
 		ptrs[c] = &allocs[c].resp;
-		if (n == 0 || n > DP_MAX_IDS) {
-			status = GRPC_STATUS_INVALID_ARGUMENT;
-			snprintf(why, sizeof(why), "container request %zu asks for %zu devices", c, n);
-			break;
-		}
-		views = calloc(n, sizeof(*views));
-		vs = calloc(n, sizeof(*vs));
-		taken = calloc(r->n ? r->n : 1, sizeof(*taken));
-		if (views == NULL || vs == NULL || taken == NULL) {
-			free(views);
-			free(vs);
-			free(taken);
-			status = GRPC_STATUS_RESOURCE_EXHAUSTED;
-			snprintf(why, sizeof(why), "out of memory");
-			break;
-		}
-		for (size_t i = 0; i < n && status == GRPC_STATUS_OK; i++) {
-			const char *id = creq->devices_ids[i];
-			struct dp_member *m = member_find(r, id);
-
-			if (m == NULL) {
-				status = GRPC_STATUS_INVALID_ARGUMENT;
-				snprintf(why, sizeof(why), "unknown device \"%.64s\" for resource %s", id,
-					 r->name);
-			} else if (!m->healthy) {
-				status = GRPC_STATUS_FAILED_PRECONDITION;
-				snprintf(why, sizeof(why), "device %s of resource %s is unhealthy", id,
-					 r->name);
-			} else {
-				if (taken[m - r->members]) {
-					status = GRPC_STATUS_INVALID_ARGUMENT;
-					snprintf(why, sizeof(why), "device %s is asked for twice", id);
-				}
-				taken[m - r->members] = true;
-				if (m->dev) {
-					device_view(m->dev, &vs[i]);
-				} else {
-					/* A module's own member: only its id. */
-					vs[i].cls = HDD_DEV_NONE;
-					vs[i].id = m->id;
-				}
-				views[i] = &vs[i];
-			}
-		}
-		if (status == GRPC_STATUS_OK && dp->d && views[0]->pci) {
-			const struct resource_rule *rule =
-				config_match_rule(dp->d->cfg, views[0]->id, views[0]->pci->vendor_id,
-						  views[0]->pci->device_id, views[0]->pci->class_code);
-			allocs[c].prefer_iommufd = rule && rule->prefer_iommufd;
-		}
-		if (status == GRPC_STATUS_OK) {
-			err = r->module->desc->allocate
-				      ? r->module->desc->allocate(r->module->state, r->name, views, n,
-								  &allocs[c])
-				      : -EOPNOTSUPP;
-			if (err < 0) {
-				status = GRPC_STATUS_INTERNAL;
-				snprintf(why, sizeof(why), "module %s cannot allocate: %s",
-					 r->module->desc->name, strerror(-err));
-			}
-		}
-		free(views);
-		free(vs);
-		free(taken);
+		status = allocate_container(dp, r, req->container_requests[c], c, &allocs[c], why,
+					    sizeof(why));
 	}
 	if (status == GRPC_STATUS_OK) {
 		resp.n_container_responses = ncont;
@@ -1209,6 +1233,58 @@ level_best(struct pref_level *l, const bool *used, size_t n)
 	return l->nheap ? l->heap[0] : n;
 }
 
+/* Each id once, and each a member: avail[i] is the member of
+ * available[i], pos maps a member to its place there. Returns 0 or -EINVAL
+ * with why. */
+static int
+map_available(const struct dp_resource *r, char *const *available, size_t n,
+	      const struct dp_member **avail, size_t *pos, char *why, size_t whylen)
+{
+	for (size_t i = 0; i < r->n; i++)
+		pos[i] = SIZE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		size_t m;
+
+		avail[i] = member_find(r, available[i]);
+		if (avail[i] == NULL) {
+			snprintf(why, whylen, "unknown device \"%.64s\" in available_deviceIDs",
+				 available[i]);
+			return -EINVAL;
+		}
+		m = (size_t)(avail[i] - r->members);
+		if (pos[m] != SIZE_MAX) {
+			snprintf(why, whylen, "device %s is listed twice", available[i]);
+			return -EINVAL;
+		}
+		pos[m] = i;
+	}
+	return 0;
+}
+
+/* The three levels' entries (IOMMU group, NUMA node, switch), sorted, with
+ * each device's run of equal keys. */
+static void
+levels_build(struct pref_level *lv, const struct dp_member *const *avail, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct dp_member *m = avail[i];
+
+		lv[0].e[i] = (struct pref_entry){ .key = m->iommu_group >= 0 ? m->iommu_group : -1,
+						  .idx = i };
+		lv[1].e[i] = (struct pref_entry){ .key = m->numa >= 0 ? m->numa : -1, .idx = i };
+		lv[2].e[i] = (struct pref_entry){ .key = -1, .idx = i };
+		lv[2].e[i].slen = switch_key(m->dev, &lv[2].e[i].s);
+	}
+	for (int l = 0; l < 3; l++) {
+		qsort(lv[l].e, n, sizeof(*lv[l].e), pref_entry_cmp);
+		for (size_t k = 0, start = 0; k < n; k++) {
+			if (k > 0 && !same_key(&lv[l].e[k], &lv[l].e[k - 1]))
+				start = k;
+			lv[l].run[lv[l].e[k].idx] = start;
+		}
+	}
+}
+
 int
 dp_preferred(const struct dp_resource *r, char *const *available, size_t navailable,
 	     char *const *must, size_t nmust, int size, const char **out, char *why, size_t whylen)
@@ -1245,43 +1321,9 @@ dp_preferred(const struct dp_resource *r, char *const *available, size_t navaila
 		err = -ENOMEM;
 		goto out;
 	}
-	/* Each id once, and each a member: pos maps a member to its place in
-	 * available_deviceIDs. */
-	for (size_t i = 0; i < r->n; i++)
-		pos[i] = SIZE_MAX;
-	for (size_t i = 0; i < n; i++) {
-		size_t m;
-
-		avail[i] = member_find(r, available[i]);
-		if (avail[i] == NULL) {
-			snprintf(why, whylen, "unknown device \"%.64s\" in available_deviceIDs",
-				 available[i]);
-			goto out;
-		}
-		m = (size_t)(avail[i] - r->members);
-		if (pos[m] != SIZE_MAX) {
-			snprintf(why, whylen, "device %s is listed twice", available[i]);
-			goto out;
-		}
-		pos[m] = i;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const struct dp_member *m = avail[i];
-
-		lv[0].e[i] = (struct pref_entry){ .key = m->iommu_group >= 0 ? m->iommu_group : -1,
-						  .idx = i };
-		lv[1].e[i] = (struct pref_entry){ .key = m->numa >= 0 ? m->numa : -1, .idx = i };
-		lv[2].e[i] = (struct pref_entry){ .key = -1, .idx = i };
-		lv[2].e[i].slen = switch_key(m->dev, &lv[2].e[i].s);
-	}
-	for (int l = 0; l < 3; l++) {
-		qsort(lv[l].e, n, sizeof(*lv[l].e), pref_entry_cmp);
-		for (size_t k = 0, start = 0; k < n; k++) {
-			if (k > 0 && !same_key(&lv[l].e[k], &lv[l].e[k - 1]))
-				start = k;
-			lv[l].run[lv[l].e[k].idx] = start;
-		}
-	}
+	if (map_available(r, available, n, avail, pos, why, whylen) < 0)
+		goto out;
+	levels_build(lv, avail, n);
 	for (size_t i = 0; i < nmust; i++) {
 		const struct dp_member *m = member_find(r, must[i]);
 		size_t k = m ? pos[m - r->members] : SIZE_MAX;

@@ -90,6 +90,11 @@ struct dp {
 };
 
 int dp_new(struct daemon *d, struct dp **ret);
+/* "Resources changed", the one call for it (modules' resources_changed,
+ * claims, rescans, reload, the /dev/vfio watch): every device's membership
+ * is recomputed and ListAndWatch updates go out once, at the end of this
+ * loop turn, however many calls come before. NULL: nothing. */
+void dp_resources_changed(struct dp *dp);
 /* Frees everything; the server side must have been stopped. */
 void dp_free(struct dp *dp);
 const char *dp_reg_state_to_string(enum dp_reg_state s);

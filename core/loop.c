@@ -8,16 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon.h"
 #include "log.h"
 #include "loop.h"
-#include "udev.h"
 
 struct later;
 static void later_unlink(struct later *t);
 
 struct loop {
-	struct daemon *d;
+	struct loop_hooks hooks;
 	struct event_base *base;
 	struct event *sigterm, *sigint, *sighup;
 	struct event *udev_ev;
@@ -34,7 +32,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	if (sig == SIGHUP) {
 		log_info("daemon", "SIGHUP: reloading the configuration");
-		daemon_reload(l->d);
+		l->hooks.reload(l->hooks.arg);
 		return;
 	}
 	log_info("daemon", "%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -46,7 +44,7 @@ udev_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct loop *l = arg;
 
-	udev_watch_drain(l->d->udev, l->d);
+	l->hooks.udev_readable(l->hooks.arg);
 }
 
 static void
@@ -54,7 +52,7 @@ resync_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct loop *l = arg;
 
-	daemon_resync(l->d, "periodic", NULL);
+	l->hooks.resync(l->hooks.arg);
 }
 
 static void
@@ -62,17 +60,17 @@ debounce_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct loop *l = arg;
 
-	daemon_debounce_expired(l->d);
+	l->hooks.debounce_expired(l->hooks.arg);
 }
 
 int
-loop_new(struct daemon *d, struct loop **ret)
+loop_new(const struct loop_hooks *hooks, int resync_interval, struct loop **ret)
 {
 	struct loop *l = calloc(1, sizeof(*l));
 
 	if (l == NULL)
 		return -ENOMEM;
-	l->d = d;
+	l->hooks = *hooks;
 	l->base = event_base_new();
 	if (l->base == NULL)
 		goto fail;
@@ -87,8 +85,7 @@ loop_new(struct daemon *d, struct loop **ret)
 	    event_add(l->sighup, NULL) < 0)
 		goto fail;
 	signal(SIGPIPE, SIG_IGN);
-	d->loop = l;
-	loop_set_resync_interval(l, d->cfg->resync_interval);
+	loop_set_resync_interval(l, resync_interval);
 	*ret = l;
 	return 0;
 fail:
@@ -101,8 +98,6 @@ loop_free(struct loop *l)
 {
 	if (l == NULL)
 		return;
-	if (l->d && l->d->loop == l)
-		l->d->loop = NULL;
 	/* Stopping: a second SIGTERM must not cut the clean-up short (freeing
 	 * libevent's signal events puts the default action back). */
 	if (l->sigterm) {

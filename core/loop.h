@@ -3,16 +3,23 @@
 #ifndef HOSTDEVD_LOOP_H
 #define HOSTDEVD_LOOP_H
 
-struct daemon;
 struct loop;
 struct event_base;
 
-int loop_new(struct daemon *d, struct loop **ret);
+/* What the loop calls: the policy, given at creation. */
+struct loop_hooks {
+	void (*reload)(void *arg);		/* SIGHUP */
+	void (*udev_readable)(void *arg);	/* the fd of loop_watch_udev */
+	void (*resync)(void *arg);		/* the periodic timer */
+	void (*debounce_expired)(void *arg);	/* the window of loop_arm_debounce */
+	void *arg;
+};
+
+int loop_new(const struct loop_hooks *hooks, int resync_interval, struct loop **ret);
 void loop_free(struct loop *l);
 struct event_base *loop_base(struct loop *l);
 
-/* Watches the udev monitor fd; after each readable batch, the daemon is
- * handed the uevents. */
+/* Watches the udev monitor fd: hooks.udev_readable when it is readable. */
 int loop_watch_udev(struct loop *l, int fd);
 
 /* Starts (or restarts) the periodic resync; 0 stops it. */

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "ctl-server.h"
 #include "claim.h"
 #include "daemon.h"
@@ -153,51 +154,50 @@ parse_fd(const char *s)
 	return (int)v;
 }
 
-int
-main(int argc, char **argv)
+/* The bus's deferred subscribers run from the loop, on its next turn. */
+static int
+bus_schedule(void *arg, void (*fn)(void *fnarg), void *fnarg)
 {
-	struct options opts = {
-		.config_file = "/etc/hostdevd/hostdevd.conf",
-		.sysfs_root = "/sys",
-		.dev_root = "/dev",
-		.kubelet_dir = "/var/lib/kubelet/device-plugins",
-		.control_socket = "/run/hostdevd/hostdevd.sock",
-		.state_dir = "/var/lib/hostdevd",
-		.module_dir = MODULEDIR,
-		.log_level = -1,
-		.ready_fd = -1,
-	};
-	struct daemon d;
-	struct loop *loop = NULL;
-	struct metrics_server *metrics = NULL;
-	int c, err, rc = EXIT_FAILURE, worker_fd = -1, worker_sysfs_fd = -1;
-	bool config_given = false;
+	return loop_call_later(arg, 0, fn, fnarg);
+}
+
+struct cmdline {
+	int worker_fd, worker_sysfs_fd;	/* --worker-fd: this is the worker process */
+	bool config_given;
+};
+
+/* Parses the command line into `opts`. Returns -1 to go on, else the exit
+ * status (--help, --version, a bad argument). */
+static int
+parse_args(int argc, char **argv, struct options *opts, struct cmdline *cl)
+{
+	int c;
 
 	while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
 		switch (c) {
-		case OPT_FOREGROUND: opts.foreground = true; break;
-		case OPT_CONFIG: opts.config_file = optarg; config_given = true; break;
-		case OPT_SYSFS_ROOT: opts.sysfs_root = optarg; break;
-		case OPT_DEV_ROOT: opts.dev_root = optarg; break;
-		case OPT_KUBELET_DIR: opts.kubelet_dir = optarg; break;
-		case OPT_CONTROL_SOCKET: opts.control_socket = optarg; break;
-		case OPT_STATE_DIR: opts.state_dir = optarg; break;
-		case OPT_MODULE_DIR: opts.module_dir = optarg; break;
-		case OPT_NODE_NAME: opts.node_name = optarg; break;
-		case OPT_PCI_IDS: opts.pci_ids = optarg; break;
-		case OPT_USB_IDS: opts.usb_ids = optarg; break;
-		case OPT_METRICS_ADDRESS: opts.metrics_address = optarg; break;
-		case OPT_PROC_ROOT: opts.proc_root = optarg; break;
+		case OPT_FOREGROUND: opts->foreground = true; break;
+		case OPT_CONFIG: opts->config_file = optarg; cl->config_given = true; break;
+		case OPT_SYSFS_ROOT: opts->sysfs_root = optarg; break;
+		case OPT_DEV_ROOT: opts->dev_root = optarg; break;
+		case OPT_KUBELET_DIR: opts->kubelet_dir = optarg; break;
+		case OPT_CONTROL_SOCKET: opts->control_socket = optarg; break;
+		case OPT_STATE_DIR: opts->state_dir = optarg; break;
+		case OPT_MODULE_DIR: opts->module_dir = optarg; break;
+		case OPT_NODE_NAME: opts->node_name = optarg; break;
+		case OPT_PCI_IDS: opts->pci_ids = optarg; break;
+		case OPT_USB_IDS: opts->usb_ids = optarg; break;
+		case OPT_METRICS_ADDRESS: opts->metrics_address = optarg; break;
+		case OPT_PROC_ROOT: opts->proc_root = optarg; break;
 		case OPT_LOG_LEVEL:
-			opts.log_level = log_level_from_string(optarg);
-			if (opts.log_level < 0) {
+			opts->log_level = log_level_from_string(optarg);
+			if (opts->log_level < 0) {
 				fprintf(stderr, "hostdevd: --log-level: expected error, warn, info or debug\n");
 				return 2;
 			}
 			break;
 		case OPT_READY_FD:
-			opts.ready_fd = parse_fd(optarg);
-			if (opts.ready_fd < 0) {
+			opts->ready_fd = parse_fd(optarg);
+			if (opts->ready_fd < 0) {
 				fprintf(stderr, "hostdevd: --ready-fd: expected a file descriptor number\n");
 				return 2;
 			}
@@ -209,7 +209,7 @@ main(int argc, char **argv)
 					c == OPT_WORKER_FD ? "worker-fd" : "worker-sysfs-fd");
 				return 2;
 			}
-			*(c == OPT_WORKER_FD ? &worker_fd : &worker_sysfs_fd) = parse_fd(optarg);
+			*(c == OPT_WORKER_FD ? &cl->worker_fd : &cl->worker_sysfs_fd) = parse_fd(optarg);
 			break;
 		case OPT_VERSION:
 			printf("hostdevd %s (module ABI %u.%u)\n", PACKAGE_VERSION, HDD_MODULE_ABI_MAJOR,
@@ -229,41 +229,64 @@ main(int argc, char **argv)
 		return 2;
 	}
 
-	if (worker_fd >= 0)
-		return worker_mode(worker_fd, worker_sysfs_fd, opts.dev_root);
+	return -1;
+}
 
-	/* Without --foreground we still do not fork: systemd (Type=notify) and
-	 * the DaemonSet both supervise a foreground process; only the log goes
-	 * to syslog instead of stderr. */
-	log_init(opts.log_level >= 0 ? (enum hdd_log_level)opts.log_level : HDD_LOG_INFO,
-		 !opts.foreground);
-	/* A typo in --config must not silently mean the defaults. */
-	if (access(opts.config_file, F_OK) < 0 && errno == ENOENT) {
-		if (config_given) {
-			log_errx("daemon", "--config %s: no such file", opts.config_file);
-			return EXIT_FAILURE;
-		}
-		log_info("daemon", "no configuration at %s; using the defaults", opts.config_file);
+/* The control socket, the kubelet's device plugins and the metrics
+ * listener. Returns 0 or -errno after logging why. */
+static int
+open_listeners(struct daemon *d, struct event_base *base, const struct options *opts,
+	       struct metrics_server **metrics)
+{
+	int err;
+
+	err = daemon_open_control(d, base);
+	if (err < 0) {
+		log_errx("daemon", "control socket %s: %s", opts->control_socket, strerror(-err));
+		return err;
 	}
-
-	if (opts.metrics_address) {
-		char host[256];
-		uint16_t port;
-
-		if (metrics_parse_address(opts.metrics_address, host, sizeof(host), &port) < 0) {
-			fprintf(stderr, "hostdevd: --metrics-address: expected HOST:PORT, [V6]:PORT or :PORT\n");
-			return 2;
-		}
+	err = dp_server_new(d->dp, d->bus, opts->kubelet_dir, opts->dev_root, base, &d->dps);
+	if (err < 0) {
+		log_errx("daemon", "device plugins: %s", strerror(-err));
+		return err;
 	}
+	dp_server_kick(d->dps);	/* first membership, sockets, Register */
+	if (opts->metrics_address) {
+		err = metrics_server_new(d, base, opts->metrics_address, metrics);
+		if (err < 0) {
+			log_errx("daemon", "metrics listener %s: %s", opts->metrics_address,
+				 strerror(-err));
+			return err;
+		}
+		log_info("daemon", "metrics on http://%s/metrics", opts->metrics_address);
+	}
+	return 0;
+}
+
+/* The daemon proper: start-up, the event loop, the orderly stop. Returns
+ * the exit status. */
+static int
+run(const struct options *o)
+{
+	struct options opts = *o;
+	struct daemon d;
+	struct loop *loop = NULL;
+	struct loop_hooks hooks;
+	struct metrics_server *metrics = NULL;
+	int err, rc = EXIT_FAILURE;
+
 	sd_notify_send("STATUS=reading the inventory and the recorded claims");
 	proc_root_set(opts.proc_root);	/* before the worker starts: it inherits it */
 	if (daemon_init(&d, &opts) < 0)
 		goto out;
-	err = loop_new(&d, &loop);
+	daemon_loop_hooks(&d, &hooks);
+	err = loop_new(&hooks, d.cfg->resync_interval, &loop);
 	if (err < 0) {
 		log_errx("daemon", "cannot set up the event loop: %s", strerror(-err));
 		goto out;
 	}
+	d.loop = loop;
+	bus_set_scheduler(d.bus, bus_schedule, loop);
 	if (d.udev && loop_watch_udev(loop, udev_watch_fd(d.udev)) < 0) {
 		log_errx("daemon", "cannot watch the udev monitor");
 		goto out;
@@ -280,26 +303,8 @@ main(int argc, char **argv)
 	/* Modules re-apply what their state sections record, before the control
 	 * socket opens and before any resource registers. */
 	modules_start(d.mods);
-	err = ctl_server_new(&d, loop_base(loop), opts.control_socket, &d.ctl);
-	if (err < 0) {
-		log_errx("daemon", "control socket %s: %s", opts.control_socket, strerror(-err));
+	if (open_listeners(&d, loop_base(loop), &opts, &metrics) < 0)
 		goto out;
-	}
-	err = dp_server_new(&d, loop_base(loop), &d.dps);
-	if (err < 0) {
-		log_errx("daemon", "device plugins: %s", strerror(-err));
-		goto out;
-	}
-	dp_server_kick(d.dps);	/* first membership, sockets, Register */
-	if (opts.metrics_address) {
-		err = metrics_server_new(&d, loop_base(loop), opts.metrics_address, &metrics);
-		if (err < 0) {
-			log_errx("daemon", "metrics listener %s: %s", opts.metrics_address,
-				 strerror(-err));
-			goto out;
-		}
-		log_info("daemon", "metrics on http://%s/metrics", opts.metrics_address);
-	}
 	if (sd_watchdog_start(loop_base(loop)) < 0)
 		log_warnx("daemon", "cannot start the systemd watchdog timer");
 	log_info("daemon", "hostdevd %s ready (pid %d)", PACKAGE_VERSION, (int)getpid());
@@ -318,11 +323,61 @@ out:
 		close(opts.ready_fd);
 	dp_server_free(d.dps);
 	d.dps = NULL;
-	ctl_server_free(d.ctl);
-	d.ctl = NULL;
+	daemon_close_control(&d);
 	worker_free(d.worker);
 	d.worker = NULL;
+	if (d.bus)
+		bus_set_scheduler(d.bus, NULL, NULL);
+	d.loop = NULL;
 	loop_free(loop);
 	daemon_fini(&d);
 	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options opts = {
+		.config_file = "/etc/hostdevd/hostdevd.conf",
+		.sysfs_root = "/sys",
+		.dev_root = "/dev",
+		.kubelet_dir = "/var/lib/kubelet/device-plugins",
+		.control_socket = "/run/hostdevd/hostdevd.sock",
+		.state_dir = "/var/lib/hostdevd",
+		.module_dir = MODULEDIR,
+		.log_level = -1,
+		.ready_fd = -1,
+	};
+	struct cmdline cl = { .worker_fd = -1, .worker_sysfs_fd = -1 };
+	int rc = parse_args(argc, argv, &opts, &cl);
+
+	if (rc >= 0)
+		return rc;
+	if (cl.worker_fd >= 0)
+		return worker_mode(cl.worker_fd, cl.worker_sysfs_fd, opts.dev_root);
+
+	/* Without --foreground we still do not fork: systemd (Type=notify) and
+	 * the DaemonSet both supervise a foreground process; only the log goes
+	 * to syslog instead of stderr. */
+	log_init(opts.log_level >= 0 ? (enum hdd_log_level)opts.log_level : HDD_LOG_INFO,
+		 !opts.foreground);
+	/* A typo in --config must not silently mean the defaults. */
+	if (access(opts.config_file, F_OK) < 0 && errno == ENOENT) {
+		if (cl.config_given) {
+			log_errx("daemon", "--config %s: no such file", opts.config_file);
+			return EXIT_FAILURE;
+		}
+		log_info("daemon", "no configuration at %s; using the defaults", opts.config_file);
+	}
+
+	if (opts.metrics_address) {
+		char host[256];
+		uint16_t port;
+
+		if (metrics_parse_address(opts.metrics_address, host, sizeof(host), &port) < 0) {
+			fprintf(stderr, "hostdevd: --metrics-address: expected HOST:PORT, [V6]:PORT or :PORT\n");
+			return 2;
+		}
+	}
+	return run(&opts);
 }

@@ -17,6 +17,8 @@
 #include <event2/keyvalq_struct.h>
 
 #include "claim.h"
+#include "ctl-server.h"
+#include "ctl.h"
 #include "daemon.h"
 #include "dp.h"
 #include "log.h"
@@ -229,7 +231,7 @@ render_resources(FILE *f, struct daemon *d)
 static void
 render_modules(FILE *f, struct daemon *d)
 {
-	json_t *mods = daemon_modules_json(d), *m;
+	json_t *mods = ctl_modules_json(d), *m;
 	size_t i;
 
 	head(f, "hostdevd_module_devices", "gauge", "Devices owned by each device-class module.");
@@ -250,7 +252,7 @@ render_modules(FILE *f, struct daemon *d)
 char *
 metrics_render(struct daemon *d)
 {
-	json_t *st = daemon_status_json(d), *devs = json_object_get(st, "devices");
+	json_t *st = ctl_status_json(d), *devs = json_object_get(st, "devices");
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
@@ -284,7 +286,7 @@ metrics_render(struct daemon *d)
 	one(f, "hostdevd_debounced_bursts_total", "counter",
 	    "Uevent bursts turned into one resync.", (double)d->stats.debounced_bursts);
 	one(f, "hostdevd_events_sent_total", "counter", "Event notifications sent to subscribers.",
-	    (double)d->stats.events_sent);
+	    (double)ctl_server_events_sent(d->ctl));
 	one(f, "hostdevd_worker_jobs_total", "counter", "Kernel-write operations run by the worker.",
 	    (double)m_state.counters[METRICS_WORKER_JOBS]);
 	one(f, "hostdevd_worker_failures_total", "counter", "Worker operations that failed.",

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus.h"
 #include "claim.h"
 #include "ctl.h"
 #include "daemon.h"
@@ -402,7 +403,7 @@ core_emit(struct hdd_core *core, const char *event, json_t *params)
 		return;
 	}
 	snprintf(type, sizeof(type), "%s.%.48s", m->desc->name, event);
-	daemon_emit(m->d, type, params);
+	bus_publish(m->d->bus, m->desc->name, type, params);
 }
 
 static void core_reply_error(struct hdd_request *req, int code, const char *fmt, ...)
@@ -425,10 +426,7 @@ core_resources_changed(struct hdd_core *core)
 {
 	struct daemon *d = daemon_of(core);
 
-	if (d->dp) {
-		d->dp->dirty = true;	/* recomputed once, at the end of this turn */
-		dp_server_kick(d->dps);
-	}
+	dp_resources_changed(d->dp);	/* recomputed once, at the end of this turn */
 }
 
 static void

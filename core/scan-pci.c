@@ -209,16 +209,75 @@ read_aer_total(int dfd, const char *name)
 	return (int)v;
 }
 
+/* driver, iommu_group and physfn: where the device's links point. */
+static void
+read_links(const struct fsroot *sys, struct device *dev, int dfd)
+{
+	struct pci_data *p = &dev->pci;
+	char name[128];
+
+	if (read_link_name(sys, dev, dfd, "driver", 1, name, sizeof(name)) == 0) {
+		p->driver = strdup(name);
+		p->f.driver = p->driver;
+	}
+	if (read_link_name(sys, dev, dfd, "iommu_group", 1, name, sizeof(name)) == 0) {
+		long g;
+
+		if (sysfs_parse_int(name, 0, 0x7fffffff, &g) == 0)
+			p->f.iommu_group = (int)g;
+		else
+			device_warn(dev, "iommu_group", "target is not a group number");
+	}
+	if (read_link_name(sys, dev, dfd, "physfn", 0, name, sizeof(name)) == 0) {
+		if (pci_address_valid(name)) {
+			p->physfn = strdup(name);
+			p->f.physfn = p->physfn;
+		} else {
+			device_warn(dev, "physfn", "target is not a PCI address");
+		}
+	}
+
+}
+
+/* SR-IOV counts (and the VFs), boot_vga and the AER totals. */
+static void
+read_sriov_and_aer(const struct fsroot *sys, struct device *dev, int dfd)
+{
+	struct pci_data *p = &dev->pci;
+	unsigned long v;
+	long numa;
+	int err, fatal, nonfatal;
+
+	err = sysfs_read_int(dfd, "sriov_totalvfs", 0, MAX_VFS, &numa);
+	if (err == 0)
+		p->f.sriov_totalvfs = (int)numa;
+	else if (err != -ENOENT)
+		warn_errno(dev, "sriov_totalvfs", err);
+	err = sysfs_read_int(dfd, "sriov_numvfs", 0, MAX_VFS, &numa);
+	if (err == 0)
+		p->f.sriov_numvfs = (int)numa;
+	else if (err != -ENOENT)
+		warn_errno(dev, "sriov_numvfs", err);
+	if (p->f.sriov_totalvfs > 0)
+		read_virtfns(sys, dev, dfd);
+
+	if (sysfs_read_hex(dfd, "boot_vga", 1, &v) == 0)
+		p->f.boot_vga = v == 1;
+	fatal = read_aer_total(dfd, "aer_dev_fatal");
+	nonfatal = read_aer_total(dfd, "aer_dev_nonfatal");
+	if (fatal >= 0 || nonfatal >= 0)
+		p->f.aer_errors = (fatal > 0 ? fatal : 0) + (nonfatal > 0 ? nonfatal : 0);
+}
+
 int
 scan_pci_device(const struct fsroot *sys, struct names *names, const char *address,
 		struct device **ret)
 {
 	struct device *dev;
 	struct pci_data *p;
-	char rel[128], path[1024], name[128];
+	char rel[128], path[1024];
 	long numa;
 	int dfd, err, cls;
-	unsigned long v;
 
 	if (!pci_address_valid(address))
 		return -EINVAL;
@@ -257,49 +316,8 @@ scan_pci_device(const struct fsroot *sys, struct names *names, const char *addre
 	else if (err != -ENOENT)
 		warn_errno(dev, "numa_node", err);
 
-	if (read_link_name(sys, dev, dfd, "driver", 1, name, sizeof(name)) == 0) {
-		p->driver = strdup(name);
-		p->f.driver = p->driver;
-	}
-	if (read_link_name(sys, dev, dfd, "iommu_group", 1, name, sizeof(name)) == 0) {
-		long g;
-
-		if (sysfs_parse_int(name, 0, 0x7fffffff, &g) == 0)
-			p->f.iommu_group = (int)g;
-		else
-			device_warn(dev, "iommu_group", "target is not a group number");
-	}
-	if (read_link_name(sys, dev, dfd, "physfn", 0, name, sizeof(name)) == 0) {
-		if (pci_address_valid(name)) {
-			p->physfn = strdup(name);
-			p->f.physfn = p->physfn;
-		} else {
-			device_warn(dev, "physfn", "target is not a PCI address");
-		}
-	}
-
-	err = sysfs_read_int(dfd, "sriov_totalvfs", 0, MAX_VFS, &numa);
-	if (err == 0)
-		p->f.sriov_totalvfs = (int)numa;
-	else if (err != -ENOENT)
-		warn_errno(dev, "sriov_totalvfs", err);
-	err = sysfs_read_int(dfd, "sriov_numvfs", 0, MAX_VFS, &numa);
-	if (err == 0)
-		p->f.sriov_numvfs = (int)numa;
-	else if (err != -ENOENT)
-		warn_errno(dev, "sriov_numvfs", err);
-	if (p->f.sriov_totalvfs > 0)
-		read_virtfns(sys, dev, dfd);
-
-	if (sysfs_read_hex(dfd, "boot_vga", 1, &v) == 0)
-		p->f.boot_vga = v == 1;
-	{
-		int fatal = read_aer_total(dfd, "aer_dev_fatal");
-		int nonfatal = read_aer_total(dfd, "aer_dev_nonfatal");
-
-		if (fatal >= 0 || nonfatal >= 0)
-			p->f.aer_errors = (fatal > 0 ? fatal : 0) + (nonfatal > 0 ? nonfatal : 0);
-	}
+	read_links(sys, dev, dfd);
+	read_sriov_and_aer(sys, dev, dfd);
 	read_vfio_cdev(dev, dfd);
 	close(dfd);
 

@@ -6,7 +6,6 @@
 #include <libudev.h>
 #include <stdlib.h>
 
-#include "daemon.h"
 #include "log.h"
 #include "udev.h"
 
@@ -16,16 +15,21 @@
 struct udev_watch {
 	struct udev *udev;
 	struct udev_monitor *mon;
+	udev_uevent_fn on_uevent;
+	void *arg;
 };
 
 int
-udev_watch_new(const char *const *subsystems, struct udev_watch **ret)
+udev_watch_new(const char *const *subsystems, udev_uevent_fn on_uevent, void *arg,
+	       struct udev_watch **ret)
 {
 	struct udev_watch *w = calloc(1, sizeof(*w));
 	int err;
 
 	if (w == NULL)
 		return -ENOMEM;
+	w->on_uevent = on_uevent;
+	w->arg = arg;
 	w->udev = udev_new();
 	if (w->udev == NULL) {
 		err = -ENOMEM;
@@ -73,7 +77,7 @@ udev_watch_fd(const struct udev_watch *w)
 }
 
 int
-udev_watch_drain(struct udev_watch *w, struct daemon *d)
+udev_watch_drain(struct udev_watch *w)
 {
 	int n = 0;
 
@@ -91,8 +95,8 @@ udev_watch_drain(struct udev_watch *w, struct daemon *d)
 		sysname = udev_device_get_sysname(ud);
 		devpath = udev_device_get_devpath(ud);
 		if (action && subsystem && sysname && devpath)
-			daemon_uevent(d, action, subsystem, udev_device_get_devtype(ud), sysname,
-				      devpath);
+			w->on_uevent(w->arg, action, subsystem, udev_device_get_devtype(ud),
+				     sysname, devpath);
 		udev_device_unref(ud);
 	}
 	return n;

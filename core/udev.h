@@ -4,17 +4,22 @@
 #define HOSTDEVD_UDEV_H
 
 struct udev_watch;
-struct daemon;
+
+/* One uevent, split into fields (devtype may be NULL). */
+typedef void (*udev_uevent_fn)(void *arg, const char *action, const char *subsystem,
+			       const char *devtype, const char *sysname, const char *devpath);
 
 /* Creates and enables the monitor for `subsystems` (NULL-terminated: the
  * union of the core's and the modules'), before any coldplug enumeration,
- * so no event falls between. Returns 0 or -errno. */
-int udev_watch_new(const char *const *subsystems, struct udev_watch **ret);
+ * so no event falls between; each uevent goes to on_uevent(arg, ...).
+ * Returns 0 or -errno. */
+int udev_watch_new(const char *const *subsystems, udev_uevent_fn on_uevent, void *arg,
+		   struct udev_watch **ret);
 void udev_watch_free(struct udev_watch *w);
 int udev_watch_fd(const struct udev_watch *w);
 
-/* Reads every queued uevent and hands each to daemon_uevent. Returns the
- * number handled. */
-int udev_watch_drain(struct udev_watch *w, struct daemon *d);
+/* Reads the queued uevents (a bounded batch) and hands each to the
+ * callback. Returns the number handled. */
+int udev_watch_drain(struct udev_watch *w);
 
 #endif

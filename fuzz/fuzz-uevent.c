@@ -23,9 +23,13 @@ static struct loop *loop;
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	struct loop_hooks hooks;
+
 	fuzz_daemon_init();
-	if (loop_new(&fuzz_d, &loop) < 0)
+	daemon_loop_hooks(&fuzz_d, &hooks);
+	if (loop_new(&hooks, fuzz_d.cfg ? fuzz_d.cfg->resync_interval : 0, &loop) < 0)
 		abort();
+	fuzz_d.loop = loop;
 	return 0;
 }
 

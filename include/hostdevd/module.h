@@ -491,6 +491,14 @@ struct hdd_module {
 	 * Groups held through vfio_group_bind by a module without this hook are
 	 * listed with the engine's view. Returns 0 or -errno. */
 	int (*list_held)(void *state, json_t *out);
+
+	/* Every event the core or another module emits (not the module's own:
+	 * "device.add", "claim.done", "sriov.configured", ...), on the loop
+	 * turn after it was emitted, from the event loop's start on. `params`
+	 * is the event's object as events.subscribe streams have it ("type",
+	 * "seq", "time" included); it is the core's, valid for the call only.
+	 * An event the module emits from here comes on a later turn. */
+	void (*event)(void *state, const char *type, const json_t *params);
 };
 
 /* The first fields of a descriptor, for a module that fills the rest. */

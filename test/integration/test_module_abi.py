@@ -22,7 +22,7 @@ RESOURCE = "example.com/demo"
 MIG = "MIG-0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0-gi1-ci0"   # 48 characters
 
 
-def module_dir(tmp, with_bad_abi=False):
+def module_dir(tmp, with_bad_abi=False, with_two=False):
     """The real modules and the demo one, in a directory of the test's own."""
     d = os.path.join(tmp, "modules")
     os.makedirs(d, exist_ok=True)
@@ -31,6 +31,8 @@ def module_dir(tmp, with_bad_abi=False):
     shutil.copy(os.path.join(DEMO_DIR, "demo.so"), d)
     if with_bad_abi:
         shutil.copy(os.path.join(DEMO_DIR, "demoabi.so"), d)
+    if with_two:    # the same module under another name
+        shutil.copy(os.path.join(DEMO_DIR, "demotwo.so"), d)
     for f in os.listdir(d):
         os.chmod(os.path.join(d, f), 0o755)
     return d
@@ -38,8 +40,8 @@ def module_dir(tmp, with_bad_abi=False):
 
 @pytest.fixture
 def demo_daemon(make_daemon, tmp_path):
-    def factory(config=None, start=True, with_bad_abi=False):
-        mods = module_dir(str(tmp_path), with_bad_abi)
+    def factory(config=None, start=True, with_bad_abi=False, with_two=False):
+        mods = module_dir(str(tmp_path), with_bad_abi, with_two)
         return make_daemon(config=config if config is not None else {},
                            extra_args=["--module-dir", mods], start=start)
     return factory
@@ -142,6 +144,29 @@ def test_module_events(demo_daemon):
     ev = c.next_event()
     assert ev["type"] == "demo.saved" and ev["value"] == "x" and ev["seq"] > 0
     c.close()
+
+
+def test_module_event_hook(demo_daemon):
+    """A module's event hook gets every event of the core and of the other
+    modules, in the order they were published, but never its own."""
+    d = demo_daemon(with_two=True)
+    d.call("demo.put", {"value": "a"})          # demo.saved: for demotwo only
+    d.call("demotwo.put", {"value": "b"})       # demotwo.saved: for demo only
+    hdtest.wait_until(lambda: "demotwo.saved" in d.call("demo.get")["events_seen"],
+                      what="demo to see demotwo.saved")
+    mine = d.call("demo.get")
+    assert "demo.saved" not in mine["events_seen"], mine
+    assert mine["last_event_seq"] > 0
+    # Published before demotwo.saved, so delivered before it too.
+    other = d.call("demotwo.get")
+    assert "demo.saved" in other["events_seen"], other
+    assert "demotwo.saved" not in other["events_seen"], other
+    # The core's events come too.
+    d.signal(signal.SIGHUP)
+    hdtest.wait_until(lambda: "config.reloaded" in d.call("demo.get")["events_seen"],
+                      what="demo to see config.reloaded")
+    hdtest.wait_until(lambda: "config.reloaded" in d.call("demotwo.get")["events_seen"],
+                      what="demotwo to see config.reloaded")
 
 
 def test_deferred_reply_from_timer(demo_daemon):

@@ -35,6 +35,9 @@ struct demo {
 	int own_vendor;			/* USB devices of this vendor are its own; -1 none */
 	char device_events[8][64];	/* the last ones, oldest first */
 	size_t ndevice_events;
+	char events[16][96];		/* types from the event hook, oldest first */
+	size_t nevents;
+	json_int_t last_event_seq;
 };
 
 /* --- configuration: {"demo": {"resource": "vendor.com/name",
@@ -147,6 +150,21 @@ demo_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *s
 	apply_config(st, section);
 	*ret_state = st;
 	return 0;
+}
+
+/* Every event the core or another module emits: the last types are kept. */
+static void
+demo_event(void *state, const char *type, const json_t *params)
+{
+	struct demo *st = state;
+	size_t n = sizeof(st->events) / sizeof(st->events[0]);
+
+	if (st->nevents == n) {
+		memmove(st->events[0], st->events[1], (n - 1) * sizeof(st->events[0]));
+		st->nevents--;
+	}
+	snprintf(st->events[st->nevents++], sizeof(st->events[0]), "%s", type);
+	st->last_event_seq = json_integer_value(json_object_get(params, "seq"));
 }
 
 static void
@@ -331,17 +349,20 @@ m_get(void *state, struct hdd_request *req, const json_t *params)
 {
 	struct demo *st = state;
 	const json_t *value = saved_value(st);
-	json_t *ids = json_array(), *events = json_array();
+	json_t *ids = json_array(), *events = json_array(), *seen = json_array();
 
 	for (size_t i = 0; i < st->nids; i++)
 		json_array_append_new(ids, json_string(st->ids[i]));
 	for (size_t i = 0; i < st->ndevice_events; i++)
 		json_array_append_new(events, json_string(st->device_events[i]));
-	st->ops->reply(req, json_pack("{s:O?, s:o, s:i, s:b, s:s, s:i, s:s, s:o}", "value", value,
-				      "members", ids, "starts", st->starts, "rebooted",
-				      st->ops->rebooted(st->core), "resource", st->resource,
-				      "uevents", st->uevents, "last_uevent", st->last_uevent,
-				      "device_events", events));
+	for (size_t i = 0; i < st->nevents; i++)
+		json_array_append_new(seen, json_string(st->events[i]));
+	st->ops->reply(req, json_pack("{s:O?, s:o, s:i, s:b, s:s, s:i, s:s, s:o, s:o, s:I}",
+				      "value", value, "members", ids, "starts", st->starts,
+				      "rebooted", st->ops->rebooted(st->core), "resource",
+				      st->resource, "uevents", st->uevents, "last_uevent",
+				      st->last_uevent, "device_events", events, "events_seen", seen,
+				      "last_event_seq", st->last_event_seq));
 	return 0;
 }
 
@@ -632,4 +653,5 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.device_event = demo_device_event,
 	.uevent = demo_uevent,
 	.allocate = demo_allocate,
+	.event = demo_event,
 };
