@@ -554,12 +554,39 @@ list_job_fail(struct daemon *d, struct ctl_list_job *j, int code, const char *wh
 	list_job_pop(d);
 }
 
+/* Writes the next chunk of the list's devices (those still there and
+ * matching). Returns 0 or -ENOMEM. */
+static int
+list_job_chunk(struct daemon *d, struct ctl_list_job *j)
+{
+	for (size_t end = j->i + CTL_LIST_CHUNK; j->i < j->n && j->i < end; j->i++) {
+		char *slash = strchr(j->keys[j->i], '/');
+		struct device *dev;
+		json_t *dj;
+
+		*slash = '\0';
+		dev = inventory_find(d->inv, (enum hdd_dev_class)dev_class_from_string(j->keys[j->i]),
+				     slash + 1);
+		if (dev == NULL || (j->params && !device_matches(dev, j->params)))
+			continue;
+		dj = ctl_device_json(d, dev);
+		if (dj == NULL || (j->written && fputc(',', j->mem) == EOF) ||
+		    json_dumpf(dj, j->mem, JSON_COMPACT) < 0) {
+			json_decref(dj);
+			return -ENOMEM;
+		}
+		json_decref(dj);
+		j->written++;
+	}
+	return 0;
+}
+
 static void
 list_job_step(void *arg)
 {
 	struct daemon *d = arg;
 	struct ctl_list_job *j = d->list_jobs;
-	size_t limit = d->cfg->control_max_answer, end;
+	size_t limit = d->cfg->control_max_answer;
 
 	if (j == NULL)
 		return;
@@ -577,27 +604,7 @@ list_job_step(void *arg)
 			      "(control.max_total_output_bytes); try again later");
 		return;
 	}
-	for (end = j->i + CTL_LIST_CHUNK; j->i < j->n && j->i < end; j->i++) {
-		char *slash = strchr(j->keys[j->i], '/');
-		struct device *dev;
-		json_t *dj;
-
-		*slash = '\0';
-		dev = inventory_find(d->inv, (enum hdd_dev_class)dev_class_from_string(j->keys[j->i]),
-				     slash + 1);
-		if (dev == NULL || (j->params && !device_matches(dev, j->params)))
-			continue;
-		dj = ctl_device_json(d, dev);
-		if (dj == NULL || (j->written && fputc(',', j->mem) == EOF) ||
-		    json_dumpf(dj, j->mem, JSON_COMPACT) < 0) {
-			json_decref(dj);
-			list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
-			return;
-		}
-		json_decref(dj);
-		j->written++;
-	}
-	if (fflush(j->mem) == EOF) {
+	if (list_job_chunk(d, j) < 0 || fflush(j->mem) == EOF) {
 		list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
 		return;
 	}

@@ -848,10 +848,10 @@ register_all(struct dp_server *s, const char *why)
 	struct dp *dp = s->dp;
 
 	log_info("dp", "%s: registering every resource again", why);
-	for (size_t i = 0; i < dp->n; i++) {
-		dp->v[i]->backoff_step = 0;
-		if (dp->v[i]->ep)
-			endpoint_register_soon(dp->v[i]->ep, why);
+	for (size_t i = 0; i < dp_resource_count(dp); i++) {
+		dp_resource_at(dp, i)->backoff_step = 0;
+		if (dp_resource_at(dp, i)->ep)
+			endpoint_register_soon(dp_resource_at(dp, i)->ep, why);
 	}
 }
 
@@ -889,8 +889,8 @@ dir_lost(struct dp_server *s)
 	struct dp *dp = s->dp;
 
 	log_warnx("dp", "%s went away; waiting for it to come back", s->kubelet_dir);
-	for (size_t i = 0; i < dp->n; i++) {
-		struct dp_endpoint *ep = dp->v[i]->ep;
+	for (size_t i = 0; i < dp_resource_count(dp); i++) {
+		struct dp_endpoint *ep = dp_resource_at(dp, i)->ep;
 
 		if (ep == NULL)
 			continue;
@@ -899,7 +899,7 @@ dir_lost(struct dp_server *s)
 			ep->listener = NULL;
 		}
 		ep->have_file = false;
-		dp_reg_set_state(dp->v[i], DP_REG_WAIT_KUBELET, "the kubelet directory went away");
+		dp_reg_set_state(dp_resource_at(dp, i), DP_REG_WAIT_KUBELET, "the kubelet directory went away");
 	}
 	if (s->dirfd >= 0)
 		close(s->dirfd);
@@ -926,9 +926,9 @@ endpoint_by_sock(struct dp_server *s, const char *name)
 {
 	struct dp *dp = s->dp;
 
-	for (size_t i = 0; i < dp->n; i++)
-		if (dp->v[i]->ep && strcmp(dp->v[i]->sock, name) == 0)
-			return dp->v[i]->ep;
+	for (size_t i = 0; i < dp_resource_count(dp); i++)
+		if (dp_resource_at(dp, i)->ep && strcmp(dp_resource_at(dp, i)->sock, name) == 0)
+			return dp_resource_at(dp, i)->ep;
 	return NULL;
 }
 
@@ -1038,17 +1038,17 @@ kick_cb(evutil_socket_t fd, short what, void *arg)
 	struct dp *dp = s->dp;
 	struct dp_conn *next;
 
-	if (dp->dirty)
+	if (dp_full_pass_due(dp))
 		vfio_watch(s);		/* a full pass: watch it if it came since */
 	if (dp_recompute_due(dp))
 		dp_recompute(dp);
-	if (dp->aer_next > 0) {
+	if (dp_aer_next(dp) > 0) {
 		struct timespec ts;
 		struct timeval tv = { 1, 0 };
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		if (dp->aer_next > ts.tv_sec)
-			tv.tv_sec = dp->aer_next - ts.tv_sec;
+		if (dp_aer_next(dp) > ts.tv_sec)
+			tv.tv_sec = dp_aer_next(dp) - ts.tv_sec;
 		evtimer_add(s->aer_ev, &tv);
 	}
 	dp_push_updates(dp);
@@ -1114,8 +1114,8 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
 			conn_reap(c);
 		}
 	}
-	for (size_t i = 0; dp && i < dp->n; i++) {
-		struct dp_endpoint *ep = dp->v[i]->ep;
+	for (size_t i = 0; dp && i < dp_resource_count(dp); i++) {
+		struct dp_endpoint *ep = dp_resource_at(dp, i)->ep;
 
 		if (ep && ep->refusing && now - ep->refusing_since_ms >= REFUSAL_SUMMARY_MS)
 			endpoint_refusal_summary(ep, ep->r->connections < MAX_CONNS);
@@ -1245,9 +1245,9 @@ dp_server_free(struct dp_server *s)
 	dp = s->dp;
 	if (dp) {
 		dp_stop_all(dp);
-		for (size_t i = 0; i < dp->n; i++)
-			if (dp->v[i]->ep)
-				endpoint_free(dp->v[i]->ep);
+		for (size_t i = 0; i < dp_resource_count(dp); i++)
+			if (dp_resource_at(dp, i)->ep)
+				endpoint_free(dp_resource_at(dp, i)->ep);
 	}
 	s->stopping = true;
 	for (struct dp_conn *c = s->conns; c; c = c->next)

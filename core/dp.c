@@ -45,6 +45,30 @@ dp_reg_set_state(struct dp_resource *r, enum dp_reg_state s, const char *why)
 	r->state = s;
 }
 
+size_t
+dp_resource_count(const struct dp *dp)
+{
+	return dp->n;
+}
+
+struct dp_resource *
+dp_resource_at(const struct dp *dp, size_t i)
+{
+	return dp->v[i];
+}
+
+bool
+dp_full_pass_due(const struct dp *dp)
+{
+	return dp->dirty;
+}
+
+int64_t
+dp_aer_next(const struct dp *dp)
+{
+	return dp->aer_next;
+}
+
 void
 dp_resources_changed(struct dp *dp)
 {

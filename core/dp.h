@@ -95,6 +95,14 @@ int dp_new(struct daemon *d, struct dp **ret);
  * is recomputed and ListAndWatch updates go out once, at the end of this
  * loop turn, however many calls come before. NULL: nothing. */
 void dp_resources_changed(struct dp *dp);
+
+/* For the transport (dp-server.c): the resources, in order; whether the
+ * next recompute is a full pass; when the next AER hold ends (CLOCK_MONOTONIC
+ * seconds, 0: none). */
+size_t dp_resource_count(const struct dp *dp);
+struct dp_resource *dp_resource_at(const struct dp *dp, size_t i);
+bool dp_full_pass_due(const struct dp *dp);
+int64_t dp_aer_next(const struct dp *dp);
 /* Frees everything; the server side must have been stopped. */
 void dp_free(struct dp *dp);
 const char *dp_reg_state_to_string(enum dp_reg_state s);
