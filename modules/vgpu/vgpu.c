@@ -29,6 +29,7 @@
 #define VGPU_MAX_TYPES 128
 #define VGPU_MAX_RULES 32
 #define VGPU_MAX_RENAMES 32
+#define VGPU_MAX_GPUS 32
 
 enum vgpu_flavour { VGPU_MDEV = 0, VGPU_VF, VGPU_FLAVOUR_MAX };
 /* A record's journal phase: the intent before the kernel write, the
@@ -74,6 +75,25 @@ struct op {
 	int waited_ms;
 };
 
+struct vfs_call;
+
+/* A GPU whose VFs vgpu.enable_vfs made: VFs are runtime state, so the
+ * record brings them back (before any VF type is re-applied). */
+enum vfs_phase { VFS_ENABLING = 0, VFS_ENABLED, VFS_PH_MAX };
+
+static const char *const vfs_phase_names[] = { "enabling", "enabled" };
+
+struct vfs_rec {
+	char gpu[16];
+	char driver[64];		/* the PF's driver before the first enable */
+	enum vfs_phase phase;
+	bool busy;			/* an enable for it runs in the worker */
+	bool complained;		/* a failed repair said so once */
+	bool seen_ok;			/* VFs there at the last reconcile */
+	int64_t call;			/* the enable's worker call */
+	struct vfs_call *pending;	/* its completion's argument */
+};
+
 struct rule {
 	char parent[64];		/* mdev parent glob, or "" */
 	char gpu[64];			/* PF address glob or "vvvv:dddd", or "" */
@@ -93,6 +113,8 @@ struct vgpu_state {
 	struct vgpu *v;
 	size_t n, cap;
 	long long next_gen;
+	struct vfs_rec gpus[VGPU_MAX_GPUS];
+	size_t ngpus;
 	bool closed;			/* state.json cannot be trusted: no writes */
 	bool started;
 	bool stopping;
@@ -111,6 +133,9 @@ struct vgpu_state {
 
 static void op_next(struct vgpu_state *st);
 static void reconcile(struct vgpu_state *st, bool at_start);
+static void reconcile_gpus(struct vgpu_state *st, bool at_start, bool rebooted);
+static void vfs_call_drop(struct vfs_call *c);
+static bool gpu_busy(struct vgpu_state *st, const char *gpu);
 
 /* --- reading sysfs (on the reactor, relative to --sysfs-root) ------------- */
 
@@ -404,6 +429,24 @@ rec_del(struct vgpu_state *st, struct vgpu *r)
 	st->n--;
 }
 
+static struct vfs_rec *
+gpu_find(struct vgpu_state *st, const char *gpu)
+{
+	for (size_t i = 0; i < st->ngpus; i++)
+		if (strcmp(st->gpus[i].gpu, gpu) == 0)
+			return &st->gpus[i];
+	return NULL;
+}
+
+static void
+gpu_del(struct vgpu_state *st, struct vfs_rec *g)
+{
+	size_t i = (size_t)(g - st->gpus);
+
+	memmove(&st->gpus[i], &st->gpus[i + 1], (st->ngpus - i - 1) * sizeof(st->gpus[0]));
+	st->ngpus--;
+}
+
 static json_t *
 rec_json(const struct vgpu *r)
 {
@@ -430,6 +473,12 @@ save(struct vgpu_state *st)
 	for (size_t i = 0; i < st->n; i++)
 		json_array_append_new(arr, rec_json(&st->v[i]));
 	json_object_set_new(section, "vgpus", arr);
+	arr = json_array();
+	for (size_t i = 0; arr && i < st->ngpus; i++)
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "gpu", st->gpus[i].gpu,
+						     "driver", st->gpus[i].driver, "phase",
+						     vfs_phase_names[st->gpus[i].phase]));
+	json_object_set_new(section, "vf_gpus", arr);
 	json_object_set_new(section, "next_generation", json_integer(st->next_gen));
 	err = st->ops->state_put(st->core, section);
 	json_decref(section);
@@ -454,6 +503,22 @@ load(struct vgpu_state *st, const json_t *section)
 	size_t i;
 
 	st->next_gen = ng > 0 ? ng : 1;
+	json_array_foreach(json_object_get(section, "vf_gpus"), i, e) {
+		const char *gpu = json_string_value(json_object_get(e, "gpu"));
+		const char *drv = json_string_value(json_object_get(e, "driver"));
+		int ph = enum_of(json_string_value(json_object_get(e, "phase")), vfs_phase_names,
+				 VFS_PH_MAX);
+		struct vfs_rec *g;
+
+		if (gpu == NULL || !pci_address_ok(gpu) || ph < 0 || gpu_find(st, gpu) ||
+		    st->ngpus == VGPU_MAX_GPUS || (drv && drv[0] && !name_ok(drv, sizeof(g->driver))))
+			continue;
+		g = &st->gpus[st->ngpus++];
+		memset(g, 0, sizeof(*g));
+		snprintf(g->gpu, sizeof(g->gpu), "%s", gpu);
+		snprintf(g->driver, sizeof(g->driver), "%s", drv ? drv : "");
+		g->phase = (enum vfs_phase)ph;
+	}
 	json_array_foreach(arr, i, e) {
 		int fl = enum_of(json_string_value(json_object_get(e, "flavour")), flavour_names,
 				 VGPU_FLAVOUR_MAX);
@@ -1251,13 +1316,14 @@ reconcile(struct vgpu_state *st, bool at_start)
 
 	if (st->closed || st->stopping)
 		return;
+	reconcile_gpus(st, at_start, rebooted);
 	for (size_t i = 0; i < st->n; i++) {
 		struct vgpu *r = &st->v[i];
 		bool was_ok = r->seen_ok;
 		long cur = -1;
 
-		if (r->busy)
-			continue;
+		if (r->busy || (r->flavour == VGPU_VF && gpu_busy(st, r->parent)))
+			continue;	/* its VFs come first: the enable's end brings it */
 		rec_refresh(st, r);
 		if (r->phase == PH_REMOVING) {
 			/* A removal a kill interrupted: finish it (holders checked). */
@@ -1640,6 +1706,14 @@ vgpu_stop(void *state)
 		op_reply_error(o, HDD_ERR_FAILED, "hostdevd is stopping");
 		op_free(o);
 	}
+	for (size_t i = 0; i < st->ngpus; i++)
+		if (st->gpus[i].busy && st->gpus[i].call > 0) {
+			/* call_cancel drops the completion: answer and free here. */
+			st->ops->call_cancel(st->core, st->gpus[i].call);
+			vfs_call_drop(st->gpus[i].pending);
+			st->gpus[i].pending = NULL;
+			st->gpus[i].busy = false;
+		}
 	if (st->running) {
 		struct op *o = st->running;
 
@@ -1976,19 +2050,46 @@ w_enable_vfs(int fd, const json_t *args, json_t *out)
 {
 	const char *gpu = json_string_value(json_object_get(args, "gpu"));
 	const char *ids = json_string_value(json_object_get(args, "ids"));
+	const char *was = json_string_value(json_object_get(args, "driver"));
+	bool finish = json_is_true(json_object_get(args, "finish"));
 	char rel[128], drv[64], path[128], num[16], lock[4200];
 	long total = 0, cur = 0;
 	int err;
 
-	if (gpu == NULL || ids == NULL)
+	if (gpu == NULL || ids == NULL || (was && strchr(was, '/')))
 		return -EINVAL;
 	json_object_set_new(out, "steps", json_array());
 	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_numvfs", gpu);
 	if (w_read_long(fd, rel, &cur) < 0)
 		return w_step(out, -EOPNOTSUPP, "%s has no sriov_numvfs", gpu);
-	if (cur > 0) {
+	if (cur > 0 && !finish) {
 		json_object_set_new(out, "num_vfs", json_integer(cur));
 		return w_step(out, 0, "%s already has VFs", gpu);
+	}
+	if (cur > 0) {
+		/* An enable a kill interrupted after sriov_numvfs: the PF goes
+		 * back to its driver, the VFs onto it. */
+		w_driver(fd, gpu, drv, sizeof(drv));
+		if (strcmp(drv, "pci-pf-stub") == 0) {
+			err = w_write(fd, "bus/pci/drivers/pci-pf-stub/unbind", gpu);
+			if (err == 0)
+				err = w_wait_driver(fd, gpu, "", 5000);
+			w_write(fd, "bus/pci/drivers/pci-pf-stub/remove_id", ids);
+			if (w_step(out, err, "unbind %s from pci-pf-stub", gpu) < 0)
+				return err;
+			drv[0] = '\0';
+		}
+		if (drv[0] == '\0' && was && was[0] && strcmp(was, "pci-pf-stub") != 0) {
+			snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", was);
+			err = w_write(fd, path, gpu);
+			if (err == 0)
+				err = w_wait_driver(fd, gpu, was, 5000);
+			if (w_step(out, err, "bind %s to %s", gpu, was) < 0)
+				return err;
+			snprintf(drv, sizeof(drv), "%s", was);
+		}
+		total = cur;
+		goto bind_vfs;
 	}
 	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_totalvfs", gpu);
 	if (w_read_long(fd, rel, &total) < 0 || total <= 0)
@@ -2056,6 +2157,7 @@ out_back:
 	}
 	if (err < 0)
 		return err;
+bind_vfs:
 	/* Every VF on the PF's driver (nvidia.ko is the VF's VFIO provider). */
 	for (long i = 0; i < total; i++) {
 		char link[160], target[256], vf[32];
@@ -2533,10 +2635,21 @@ m_reconcile(void *state, struct hdd_request *req, const json_t *params)
 
 struct vfs_call {
 	struct vgpu_state *st;
-	struct hdd_request *req;
+	struct hdd_request *req;	/* NULL for a repair */
 	char gpu[16];
 	bool enable;
+	bool added;			/* the request made the GPU's record */
+	struct vfs_rec removed;		/* disable: the record it dropped */
+	bool had;
 };
+
+static void
+vfs_call_drop(struct vfs_call *c)
+{
+	if (c && c->req)
+		c->st->ops->reply_error(c->req, HDD_ERR_FAILED, "hostdevd is stopping");
+	free(c);
+}
 
 static void
 vfs_done(void *arg, int result, const json_t *out)
@@ -2544,22 +2657,158 @@ vfs_done(void *arg, int result, const json_t *out)
 	struct vfs_call *c = arg;
 	struct vgpu_state *st = c->st;
 	const char *why = out ? json_string_value(json_object_get(out, "error")) : NULL;
+	struct vfs_rec *g = gpu_find(st, c->gpu);
 
+	if (g && c->enable && g->pending == c) {
+		g->busy = false;
+		g->call = 0;
+		g->pending = NULL;
+	}
 	if (result < 0) {
-		st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s: %s VFs failed: %s", c->gpu,
-			     c->enable ? "enabling" : "disabling", why ? why : strerror(-result));
-		st->ops->reply_error(c->req, HDD_ERR_FAILED, "%s", why ? why : strerror(-result));
-	} else {
-		json_t *r = json_pack("{s:s, s:O?, s:O?}", "gpu", c->gpu, "num_vfs",
-				      json_object_get(out, "num_vfs"), "steps",
-				      json_object_get(out, "steps"));
+		char msg[256];
 
-		st->ops->reply(c->req, r);
+		snprintf(msg, sizeof(msg), "%s: %s VFs failed: %s", c->gpu,
+			 c->enable ? "enabling" : "disabling", why ? why : strerror(-result));
+		if (c->req) {
+			st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s", msg);
+			st->ops->reply_error(c->req, HDD_ERR_FAILED, "%s", why ? why : strerror(-result));
+		} else if (g && !g->complained) {
+			/* A repair: the record stays, tried again; said once. */
+			st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s", msg);
+			st->ops->emit(st->core, "failed",
+				      json_pack("{s:s, s:s}", "gpu", c->gpu, "error", msg));
+			g->complained = true;
+		}
+		if (c->enable && c->added && g) {
+			gpu_del(st, g);
+			save(st);
+		} else if (!c->enable && c->had && !gpu_find(st, c->gpu) &&
+			   st->ngpus < VGPU_MAX_GPUS) {
+			st->gpus[st->ngpus++] = c->removed;
+			save(st);
+		}
+	} else {
+		if (c->enable && g) {
+			/* The outcome; the VF types recorded for it follow. */
+			g->phase = VFS_ENABLED;
+			g->seen_ok = true;
+			g->complained = false;
+			save(st);
+		}
+		if (c->req) {
+			json_t *r = json_pack("{s:s, s:O?, s:O?}", "gpu", c->gpu, "num_vfs",
+					      json_object_get(out, "num_vfs"), "steps",
+					      json_object_get(out, "steps"));
+
+			st->ops->reply(c->req, r);
+		}
 		st->ops->emit(st->core, c->enable ? "vfs_enabled" : "vfs_disabled",
-			      json_pack("{s:s}", "gpu", c->gpu));
+			      json_pack("{s:s, s:b}", "gpu", c->gpu, "repair", c->req == NULL));
 		reconcile_soon(st);
 	}
 	free(c);
+}
+
+/* "vvvv dddd" of a PCI function, for pci-pf-stub's new_id. */
+static int
+gpu_ids(struct vgpu_state *st, const char *gpu, char *ids, size_t size)
+{
+	char rel[128], buf[32];
+	long vendor, device;
+
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/vendor", gpu);
+	if (read_rel(st, rel, buf, sizeof(buf)) <= 0)
+		return -ENOENT;
+	vendor = strtol(buf, NULL, 16);
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/device", gpu);
+	if (read_rel(st, rel, buf, sizeof(buf)) <= 0)
+		return -ENOENT;
+	device = strtol(buf, NULL, 16);
+	snprintf(ids, size, "%04lx %04lx", vendor, device);
+	return 0;
+}
+
+/* Runs sriov-manage -e again for a GPU recorded as enabled whose VFs are
+ * gone (a reboot, a driver reload, by hand) or an enable a kill cut short. */
+static void
+vfs_repair(struct vgpu_state *st, struct vfs_rec *g, bool finish)
+{
+	struct vfs_call *c;
+	char ids[32];
+	json_t *args;
+	int64_t id;
+
+	if (gpu_ids(st, g->gpu, ids, sizeof(ids)) < 0)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return;
+	*c = (struct vfs_call){ .st = st, .enable = true };
+	snprintf(c->gpu, sizeof(c->gpu), "%s", g->gpu);
+	args = json_pack("{s:s, s:s, s:s, s:b}", "gpu", g->gpu, "ids", ids, "driver", g->driver,
+			 "finish", finish);
+	id = args ? st->ops->worker_call(st->core, "enable_vfs", args, 30000, vfs_done, c) : -ENOMEM;
+	json_decref(args);
+	if (id < 0) {
+		free(c);
+		if (!g->complained)
+			st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s: cannot enable its VFs: %s",
+				     g->gpu, strerror((int)-id));
+		g->complained = true;
+		return;
+	}
+	st->ops->log(st->core, HDD_LOG_INFO, "vgpu", "%s: %s its VFs (recorded as enabled)",
+		     g->gpu, finish ? "finishing the enabling of" : "enabling");
+	g->busy = true;
+	g->call = id;
+	g->pending = c;
+}
+
+/* The GPUs' VFs first: a VF type needs its VF. */
+static void
+reconcile_gpus(struct vgpu_state *st, bool at_start, bool rebooted)
+{
+	for (size_t i = 0; i < st->ngpus; i++) {
+		struct vfs_rec *g = &st->gpus[i];
+		bool was_ok = g->seen_ok;
+		char rel[128], buf[32];
+		long n;
+
+		if (g->busy)
+			continue;
+		snprintf(rel, sizeof(rel), "bus/pci/devices/%s/sriov_numvfs", g->gpu);
+		if (read_rel(st, rel, buf, sizeof(buf)) <= 0) {
+			g->seen_ok = false;
+			continue;	/* the GPU is not there: its return brings them */
+		}
+		n = strtol(buf, NULL, 10);
+		g->seen_ok = false;
+		if (n > 0 && g->phase == VFS_ENABLED) {
+			g->seen_ok = true;
+			g->complained = false;
+			continue;
+		}
+		if (n == 0 && g->phase == VFS_ENABLED && !(at_start && rebooted) &&
+		    (was_ok || at_start) && !g->complained) {
+			char why[160];
+
+			snprintf(why, sizeof(why), "the VFs of %s are gone (disabled by hand or a "
+				 "driver reload); enabling them again", g->gpu);
+			st->ops->emit(st->core, "drift", json_pack("{s:s, s:s}", "gpu", g->gpu,
+								    "error", why));
+			st->ops->log(st->core, HDD_LOG_WARN, "vgpu", "%s", why);
+		}
+		/* enabling with VFs there: a kill cut the steps short; finish. */
+		vfs_repair(st, g, n > 0);
+	}
+}
+
+static bool
+gpu_busy(struct vgpu_state *st, const char *gpu)
+{
+	struct vfs_rec *g = gpu_find(st, gpu);
+
+	return g && g->busy;
 }
 
 /* Refused while a VF of the GPU has a vGPU type or hostdevd records one. */
@@ -2599,9 +2848,11 @@ vfs_common(struct vgpu_state *st, struct hdd_request *req, const json_t *params,
 	const char *gpu = str_param(params, "gpu");
 	char rel[128], buf[32], ids[32], why[256];
 	struct vfs_call *c;
+	struct vfs_rec *g;
 	json_t *args;
 	long vendor, device;
 	int64_t id;
+	int err;
 
 	if (gpu == NULL || !pci_address_ok(gpu)) {
 		st->ops->reply_error(req, HDD_ERR_INVALID_PARAMS, "gpu: expected a PCI address");
@@ -2620,23 +2871,71 @@ vfs_common(struct vgpu_state *st, struct hdd_request *req, const json_t *params,
 		st->ops->reply_error(req, HDD_ERR_REFUSED, "%s: not an NVIDIA GPU with SR-IOV", gpu);
 		return 0;
 	}
+	if (gpu_busy(st, gpu)) {
+		st->ops->reply_error(req, HDD_ERR_BUSY, "%s: its VFs are being enabled", gpu);
+		return 0;
+	}
 	if (vfs_busy(st, gpu, why, sizeof(why))) {
 		st->ops->reply_error(req, HDD_ERR_REFUSED, "%s: %s", gpu, why);
 		return 0;
 	}
+	if (!check_open(st, req))
+		return 0;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return -ENOMEM;
 	*c = (struct vfs_call){ .st = st, .req = req, .enable = enable };
 	snprintf(c->gpu, sizeof(c->gpu), "%s", gpu);
+	g = gpu_find(st, gpu);
+	if (enable && g == NULL) {
+		/* The intent, before the first write: a reboot brings them back. */
+		if (st->ngpus == VGPU_MAX_GPUS) {
+			free(c);
+			st->ops->reply_error(req, HDD_ERR_REFUSED, "%s: too many GPUs recorded", gpu);
+			return 0;
+		}
+		g = &st->gpus[st->ngpus++];
+		memset(g, 0, sizeof(*g));
+		snprintf(g->gpu, sizeof(g->gpu), "%s", gpu);
+		snprintf(rel, sizeof(rel), "bus/pci/devices/%s/driver", gpu);
+		link_base(st, rel, g->driver, sizeof(g->driver));
+		if (strcmp(g->driver, "pci-pf-stub") == 0)
+			g->driver[0] = '\0';
+		g->phase = VFS_ENABLING;
+		c->added = true;
+	} else if (!enable && g) {
+		/* Not wanted any more: dropped before the write, back on failure. */
+		c->removed = *g;
+		c->removed.busy = false;
+		c->removed.pending = NULL;
+		c->had = true;
+		gpu_del(st, g);
+		g = NULL;
+	}
+	if ((c->added || c->had) && (err = save(st)) < 0) {
+		if (c->added)
+			gpu_del(st, gpu_find(st, gpu));
+		else
+			st->gpus[st->ngpus++] = c->removed;
+		free(c);
+		st->ops->reply_error(req, HDD_ERR_FAILED, "%s: cannot record it in state.json: %s",
+				     gpu, strerror(-err));
+		return 0;
+	}
 	snprintf(ids, sizeof(ids), "%04lx %04lx", vendor, device);
-	args = json_pack("{s:s, s:s}", "gpu", gpu, "ids", ids);
+	args = json_pack("{s:s, s:s, s:s}", "gpu", gpu, "ids", ids, "driver",
+			 g ? g->driver : "");
 	id = st->ops->worker_call(st->core, enable ? "enable_vfs" : "disable_vfs", args, 30000,
 				  vfs_done, c);
 	json_decref(args);
 	if (id < 0) {
-		free(c);
-		return (int)id;
+		vfs_done(c, (int)id, NULL);
+		return 0;
+	}
+	if (enable && g) {
+		g->busy = true;
+		g->call = id;
+		g->pending = c;
 	}
 	return 0;
 }

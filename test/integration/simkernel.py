@@ -708,6 +708,12 @@ class SimVgpuKernel:
                 pf = os.path.basename(os.path.dirname(path))
                 self.log.append(("numvfs", pf, int(value)))
                 self.make_vfs(pf, int(value))
+                # VFs taken away: their files go, and a VF made again at the
+                # same address is a new file to watch, with no type.
+                self.watched = {p for p in self.watched if os.path.exists(p)}
+                for addr in [a for a in self.types_now
+                             if not os.path.lexists(os.path.join(self.sys, "bus/pci/devices", a))]:
+                    del self.types_now[addr]
                 self.rescan()
 
     def _run(self):

@@ -710,3 +710,125 @@ def test_vf_allocate_follows_the_iommufd_policy(vhost):
         assert [s.host_path for s in resp.devices] == ["/dev/iommu", "/dev/vfio/devices/vfio119"]
     finally:
         kubelet.stop()
+
+
+def vf_host(d):
+    """dell-190 as after a boot (A100 without VFs), its kernels started."""
+    build("dell-190", d.root, [drop_a100_vfs])
+    return SimKernel(d.root), SimVgpuKernel(d.root, make_vfs=make_a100_vfs(d.root))
+
+
+def test_enabled_vfs_come_back_before_their_types(make_daemon):
+    d = make_daemon(host=None, start=False)
+    pk, vk = vf_host(d)
+    vfs = [a100_vf_bdf(i) for i in range(16)]
+    vf = vfs[3]
+    try:
+        d.start()
+        call(d, "vgpu.enable_vfs", {"gpu": A100_PF}, timeout=60)
+        assert state_section(d)["vf_gpus"] == [{"gpu": A100_PF, "driver": "nvidia", "phase": "enabled"}]
+        call(d, "daemon.rescan")
+        call(d, "vgpu.set_type", {"address": vf, "type": "1148", "resource_name": "example.com/a100"})
+        assert vk.current(vf) == 1148
+        # Disabled by hand: drift, enabled again, then the type again.
+        ev = d.client(timeout=60)
+        ev.call("events.subscribe", {"types": ["vgpu"]})
+        with open(os.path.join(d.sysfs, "bus/pci/devices", A100_PF, "sriov_numvfs"), "w") as f:
+            f.write("0")
+        applied(vk, ("numvfs", A100_PF, 0), 1)
+        call(d, "vgpu.reconcile")
+        e = ev.next_event(match=lambda x: x["type"] == "vgpu.drift")
+        assert e["gpu"] == A100_PF and "enabling them again" in e["error"], e
+        ev.next_event(match=lambda x: x["type"] == "vgpu.vfs_enabled")
+        applied(vk, ("numvfs", A100_PF, 16), 2)
+        applied(vk, ("set", vf, 1148), 2)
+        ev.close()
+        n = vk.log.index(("numvfs", A100_PF, 16), vk.log.index(("numvfs", A100_PF, 0)))
+        assert vk.log.index(("set", vf, 1148), n) > n and vk.current(vf) == 1148, vk.log
+        assert pk.driver_of(A100_PF) == "nvidia" and all(pk.driver_of(v) == "nvidia" for v in vfs)
+    finally:
+        d.stop()
+        vk.stop()
+        pk.stop()
+    # The reboot: a new tree without VFs, the same state.json, another boot id.
+    shutil.rmtree(d.root)
+    pk, vk = vf_host(d)
+    rewrite_state(d, lambda s: s.update(boot_id="00000000-0000-0000-0000-000000000000"))
+    try:
+        d.start()
+        applied(vk, ("set", vf, 1148), 1)
+        assert vk.current(vf) == 1148
+        assert vk.log.index(("numvfs", A100_PF, 16)) < vk.log.index(("set", vf, 1148))
+        assert pk.driver_of(A100_PF) == "nvidia" and all(pk.driver_of(v) == "nvidia" for v in vfs)
+        call(d, "daemon.rescan")
+        wait_until(lambda: [m["id"] for m in resources(d).get("example.com/a100", {}).get("devices", [])]
+                   == [vf], what="the VF offered under its resource again")
+        assert state_section(d)["vf_gpus"][0]["phase"] == "enabled"
+        # Disabled: the record goes, and nothing comes back at the next check.
+        call(d, "vgpu.clear", {"address": vf})
+        call(d, "vgpu.disable_vfs", {"gpu": A100_PF})
+        assert state_section(d)["vf_gpus"] == []
+        call(d, "vgpu.reconcile")
+        assert vk.log.count(("numvfs", A100_PF, 16)) == 1
+    finally:
+        d.stop()
+        vk.stop()
+        pk.stop()
+
+
+def driver_of(pk, addr):
+    """pk.driver_of, for a link that may change between its two looks."""
+    try:
+        return pk.driver_of(addr)
+    except OSError:
+        return "(changing)"
+
+
+def test_enable_vfs_killed_is_finished_at_start(make_daemon):
+    d = make_daemon(host=None, start=False)
+    pk, vk = vf_host(d)
+    vfs = [a100_vf_bdf(i) for i in range(16)]
+    pfdir = os.path.join(d.sysfs, "bus/pci/devices", A100_PF)
+    try:
+        d.start()
+        call(d, "vgpu.enable_vfs", {"gpu": A100_PF}, timeout=60)
+        call(d, "daemon.rescan")
+        call(d, "vgpu.set_type", {"address": vfs[0], "type": "1147"})
+        d.stop()
+        # Killed between the intent and the first write: enabled at start,
+        # then the type.
+        with open(os.path.join(pfdir, "sriov_numvfs"), "w") as f:
+            f.write("0")
+        applied(vk, ("numvfs", A100_PF, 0), 1)
+        rewrite_state(d, lambda s: s["modules"]["vgpu"]["vf_gpus"][0].update(phase="enabling"))
+        d.start()
+        wait_until(lambda: vk.current(vfs[0]) == 1147, timeout=40, what=f"enabled and typed at start: {vk.log}")
+        wait_until(lambda: state_section(d)["vf_gpus"][0]["phase"] == "enabled", what="the outcome")
+        assert all(driver_of(pk, v) == "nvidia" for v in vfs)
+        d.stop()
+        # Killed after sriov_numvfs: the PF left on pci-pf-stub, the VFs on
+        # no driver and without their type. Start finishes the steps.
+        with open(os.path.join(pfdir, "sriov_numvfs"), "w") as f:
+            f.write("0")
+        applied(vk, ("numvfs", A100_PF, 0), 2)
+        with open(os.path.join(d.sysfs, "bus/pci/drivers/nvidia/unbind"), "w") as f:
+            f.write(A100_PF)
+        wait_until(lambda: driver_of(pk, A100_PF) is None, what="unbound by hand")
+        with open(os.path.join(d.sysfs, "bus/pci/drivers/pci-pf-stub/bind"), "w") as f:
+            f.write(A100_PF)
+        wait_until(lambda: driver_of(pk, A100_PF) == "pci-pf-stub", what="on pci-pf-stub")
+        with open(os.path.join(pfdir, "sriov_numvfs"), "w") as f:
+            f.write("16")
+        applied(vk, ("numvfs", A100_PF, 16), 3)
+        assert driver_of(pk, vfs[0]) is None
+        rewrite_state(d, lambda s: s["modules"]["vgpu"]["vf_gpus"][0].update(phase="enabling"))
+        d.start()
+        wait_until(lambda: driver_of(pk, A100_PF) == "nvidia" and all(driver_of(pk, v) == "nvidia" for v in vfs),
+                   timeout=40, what=f"the steps finished: {pk.log[-6:]}")
+        wait_until(lambda: vk.current(vfs[0]) == 1147, what="the type after the VFs")
+        wait_until(lambda: state_section(d)["vf_gpus"][0]["phase"] == "enabled", what="the outcome")
+        assert vk.log.count(("numvfs", A100_PF, 16)) == 3, vk.log
+    finally:
+        d.stop()
+        vk.stop()
+        pk.stop()
