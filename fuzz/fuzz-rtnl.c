@@ -2,9 +2,11 @@
 /* Fuzz target: rtnl. The sriov module's parser of the kernel's rtnetlink
  * answers (modules/sriov/rtnl.c): the input is one received datagram
  * (RTM_NEWLINK with VF lists, RTM_NEWROUTE, NLMSG_ERROR with extended ACK,
- * NLMSG_DONE). Checks: every parsed VF set again through the request
- * builder parses back to the same values, and the stacking walk of the
- * links it saw ends. */
+ * NLMSG_DONE), read a second time as generic netlink answers (the
+ * controller's family id, devlink's eswitch mode). Checks: every parsed VF
+ * set again through the request builder parses back to the same values,
+ * the stacking walk of the links it saw ends, and a parsed devlink device
+ * asked about again parses back to the same names. */
 #include "config.h"
 
 #include <stdint.h>
@@ -93,11 +95,37 @@ route_cb(void *arg, const struct rtnl_route *r)
 	return 0;
 }
 
+static int
+genl_cb(void *arg, const void *msg, size_t len)
+{
+	static struct rtnl_eswitch e, back;
+	char req[RTNL_REQ_SIZE];
+	uint16_t id;
+
+	(void)arg;
+	if (rtnl_parse_genl_family(msg, len, &id) == 0 && id < NLMSG_MIN_TYPE)
+		abort();
+	if (rtnl_parse_eswitch(msg, len, &e) < 0)
+		return 0;
+	if (memchr(e.bus, '\0', sizeof(e.bus)) == NULL || memchr(e.dev, '\0', sizeof(e.dev)) == NULL ||
+	    e.mode < -1 || e.mode > 0xffff)
+		abort();
+	(void)rtnl_eswitch_mode_to_string(e.mode);
+	len = rtnl_req_eswitch_get(req, 1, 0x1b, e.bus, e.dev);
+	if (len > RTNL_REQ_SIZE || rtnl_parse_eswitch(req, len, &back) < 0 ||
+	    strcmp(back.bus, e.bus) != 0 || strcmp(back.dev, e.dev) != 0 || back.mode != -1) {
+		fprintf(stderr, "eswitch request of %s/%s does not parse back\n", e.bus, e.dev);
+		abort();
+	}
+	return 0;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct seen s;
 	struct rtnl_sink sink = { .link = link_cb, .route = route_cb, .arg = &s };
+	struct rtnl_sink genl = { .msg = genl_cb };
 	char ack[64];
 	uint32_t seq = 0;
 	uint8_t *copy;
@@ -112,6 +140,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size >= sizeof(struct nlmsghdr))
 		memcpy(&seq, copy + 8, sizeof(seq));
 	ret = rtnl_walk(copy, size, seq, &sink, ack, sizeof(ack));
+	if (ret > 1 || memchr(ack, '\0', sizeof(ack)) == NULL)
+		abort();
+	ret = rtnl_walk(copy, size, seq, &genl, ack, sizeof(ack));
 	if (ret > 1 || memchr(ack, '\0', sizeof(ack)) == NULL)
 		abort();
 	for (size_t i = 0; i < s.nrel; i++)

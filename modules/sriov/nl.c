@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <linux/devlink.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
@@ -37,8 +38,11 @@ sysfs_is_real(int sysfs_fd)
 	       a.st_ino == b.st_ino;
 }
 
+/* A netlink socket of `protocol` (NETLINK_ROUTE, NETLINK_GENERIC); with the
+ * test seam set, a connection to the simulated kernel's responder (which
+ * tells generic netlink apart by its message types). */
 static int
-nl_open(struct nl *nl, int sysfs_fd, json_t *out)
+nl_open(struct nl *nl, int sysfs_fd, json_t *out, int protocol)
 {
 	const char *sim = getenv(SRIOV_NETLINK_ENV);
 	struct timeval tv = { .tv_sec = 10 };
@@ -70,7 +74,7 @@ nl_open(struct nl *nl, int sysfs_fd, json_t *out)
 		struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
 		int one = 1;
 
-		nl->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+		nl->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
 		if (nl->fd < 0 || bind(nl->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 			goto out_errno;
 		/* The kernel's reason in words, where it gives one. */
@@ -415,6 +419,85 @@ rel_name(const struct rels *r, int ifindex)
 	return "?";
 }
 
+/* devlink over generic netlink, opened at the first PF asked about. */
+struct devlink {
+	bool tried;
+	int err;			/* < 0: no devlink for anyone (why) */
+	uint16_t family;
+	struct nl nl;
+};
+
+static int
+family_cb(void *arg, const void *msg, size_t len)
+{
+	return rtnl_parse_genl_family(msg, len, arg);
+}
+
+static int
+eswitch_cb(void *arg, const void *msg, size_t len)
+{
+	return rtnl_parse_eswitch(msg, len, arg);
+}
+
+static int
+devlink_open(struct devlink *dl, int sysfs_fd)
+{
+	char req[RTNL_REQ_SIZE];
+	struct rtnl_sink sink = { .msg = family_cb, .arg = &dl->family };
+	json_t *why = json_object();
+	int err;
+
+	dl->tried = true;
+	err = why ? nl_open(&dl->nl, sysfs_fd, why, NETLINK_GENERIC) : -ENOMEM;
+	json_decref(why);
+	if (err < 0)
+		return dl->err = err;
+	dl->family = 0;
+	err = nl_call(&dl->nl, req, rtnl_req_genl_family(req, 0, DEVLINK_GENL_NAME), &sink, NULL, 0);
+	if (err == 0 && dl->family == 0)
+		err = -ENOENT;
+	if (err < 0) {
+		nl_close(&dl->nl);
+		dl->err = err;
+	}
+	return err;
+}
+
+/* The PF's eswitch mode as devlink says: "legacy", "switchdev", or null when
+ * its driver has none (no devlink family, no devlink instance: igb, no
+ * eswitch: EOPNOTSUPP). Other failures are null as well, with *why set. */
+static json_t *
+eswitch_json(struct devlink *dl, int sysfs_fd, const char *addr, int *why)
+{
+	char req[RTNL_REQ_SIZE];
+	struct rtnl_eswitch e = { .mode = -1 };
+	struct rtnl_sink sink = { .msg = eswitch_cb, .arg = &e };
+	const char *mode;
+	int err;
+
+	*why = 0;
+	if (!dl->tried)
+		devlink_open(dl, sysfs_fd);
+	err = dl->err;
+	if (err == 0)
+		err = nl_call(&dl->nl, req, rtnl_req_eswitch_get(req, 0, dl->family, "pci", addr),
+			      &sink, NULL, 0);
+	if (err == 0 && (strcmp(e.dev, addr) != 0 || strcmp(e.bus, "pci") != 0))
+		err = -EBADMSG;		/* an answer about another device */
+	if (err < 0) {
+		if (err != -ENOENT && err != -ENODEV && err != -EOPNOTSUPP)
+			*why = err;
+		/* A transport failure: the next PF would wait for it again. */
+		if (err == -ETIMEDOUT || err == -ECONNRESET) {
+			nl_close(&dl->nl);
+			dl->err = err;
+		}
+		return json_null();
+	}
+	mode = rtnl_eswitch_mode_to_string(e.mode);
+	return mode ? json_string(mode) : json_null();
+}
+
 int
 sriov_op_inspect(int sysfs_fd, const json_t *args, json_t *out)
 {
@@ -424,6 +507,8 @@ sriov_op_inspect(int sysfs_fd, const json_t *args, json_t *out)
 	struct rtnl_sink sink = { .link = rel_link_cb, .route = rel_route_cb, .arg = &rels };
 	struct rtnl_link *l;
 	json_t *res = json_object();
+	bool want_eswitch = json_is_true(json_object_get(args, "eswitch"));
+	struct devlink dl = { 0 };
 	struct nl nl;
 	size_t i;
 	int err;
@@ -431,7 +516,7 @@ sriov_op_inspect(int sysfs_fd, const json_t *args, json_t *out)
 	if (res == NULL)
 		return -ENOMEM;
 	json_object_set_new(out, "pfs", res);
-	err = nl_open(&nl, sysfs_fd, out);
+	err = nl_open(&nl, sysfs_fd, out, NETLINK_ROUTE);
 	if (err < 0) {
 		if (json_object_get(out, "error") == NULL)
 			json_object_set_new(out, "error", json_sprintf("rtnetlink: %s", strerror(-err)));
@@ -463,6 +548,14 @@ sriov_op_inspect(int sysfs_fd, const json_t *args, json_t *out)
 		json_object_set_new(o, "management", json_boolean(via != NULL));
 		if (via)
 			json_object_set_new(o, "via", json_string(via));
+		if (want_eswitch) {
+			int why;
+
+			json_object_set_new(o, "eswitch", eswitch_json(&dl, sysfs_fd, addr, &why));
+			if (why < 0)
+				json_object_set_new(o, "eswitch_error",
+						    json_sprintf("devlink: %s", strerror(-why)));
+		}
 		if (getlink(&nl, ifindex, l, ack, sizeof(ack)) < 0) {
 			json_object_set_new(o, "error", json_sprintf("no link with ifindex %d", ifindex));
 			continue;
@@ -479,6 +572,8 @@ out:
 	free(l);
 	free(rels.v);
 	nl_close(&nl);
+	if (dl.tried && dl.err == 0)
+		nl_close(&dl.nl);
 	return err;
 }
 
@@ -555,7 +650,7 @@ sriov_op_setvfs(int sysfs_fd, const json_t *args, json_t *out)
 	struct nl nl;
 	int err;
 
-	err = nl_open(&nl, sysfs_fd, out);
+	err = nl_open(&nl, sysfs_fd, out, NETLINK_ROUTE);
 	if (err < 0) {
 		if (json_object_get(out, "error") == NULL)
 			json_object_set_new(out, "error", json_sprintf("rtnetlink: %s", strerror(-err)));

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <linux/devlink.h>
+#include <linux/genetlink.h>
 #include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -352,6 +354,12 @@ rtnl_walk(const void *buf, size_t len, uint32_t seq, const struct rtnl_sink *sin
 			nlh = mnl_nlmsg_next(nlh, &left);
 			continue;
 		}
+		if (sink && sink->msg && nlh->nlmsg_type != NLMSG_DONE &&
+		    nlh->nlmsg_type != NLMSG_ERROR) {
+			if ((ret = sink->msg(sink->arg, nlh, nlh->nlmsg_len)) < 0)
+				goto out;
+			goto next;
+		}
 		switch (nlh->nlmsg_type) {
 		case NLMSG_DONE:
 			ret = 1;
@@ -411,6 +419,7 @@ rtnl_walk(const void *buf, size_t len, uint32_t seq, const struct rtnl_sink *sin
 		default:
 			break;
 		}
+next:
 		if (!(nlh->nlmsg_flags & NLM_F_MULTI)) {
 			ret = 1;	/* a single answer (RTM_GETLINK of one link) */
 			goto out;
@@ -421,6 +430,86 @@ rtnl_walk(const void *buf, size_t len, uint32_t seq, const struct rtnl_sink *sin
 out:
 	free(link);
 	return ret;
+}
+
+/* --- generic netlink: devlink ------------------------------------------- */
+
+/* A generic netlink message: its header checked as the RTM_ parsers do. */
+static int
+genl_check(const void *msg, size_t len)
+{
+	const struct nlmsghdr *nlh = msg;
+
+	/* libmnl walks attributes up to the aligned end of the message. */
+	if (len < sizeof(*nlh) || MNL_ALIGN((size_t)nlh->nlmsg_len) > len ||
+	    nlh->nlmsg_len < MNL_NLMSG_HDRLEN + GENL_HDRLEN)
+		return -EBADMSG;
+	return 0;
+}
+
+int
+rtnl_parse_genl_family(const void *msg, size_t len, uint16_t *id)
+{
+	const struct nlmsghdr *nlh = msg;
+	const struct nlattr *a;
+	bool found = false;
+
+	*id = 0;
+	if (genl_check(msg, len) < 0)
+		return -EBADMSG;
+	mnl_attr_for_each(a, nlh, GENL_HDRLEN) {
+		if (mnl_attr_get_type(a) != CTRL_ATTR_FAMILY_ID)
+			continue;
+		if (mnl_attr_get_payload_len(a) < sizeof(uint16_t))
+			return -EBADMSG;
+		*id = mnl_attr_get_u16(a);
+		found = true;
+	}
+	/* Ids below NLMSG_MIN_TYPE are netlink's own messages. */
+	return found && *id >= NLMSG_MIN_TYPE ? 0 : -EBADMSG;
+}
+
+int
+rtnl_parse_eswitch(const void *msg, size_t len, struct rtnl_eswitch *out)
+{
+	const struct nlmsghdr *nlh = msg;
+	const struct nlattr *a;
+
+	memset(out, 0, sizeof(*out));
+	out->mode = -1;
+	if (genl_check(msg, len) < 0)
+		return -EBADMSG;
+	mnl_attr_for_each(a, nlh, GENL_HDRLEN) {
+		switch (mnl_attr_get_type(a)) {
+		case DEVLINK_ATTR_BUS_NAME:
+			copy_str(out->bus, sizeof(out->bus), a);
+			break;
+		case DEVLINK_ATTR_DEV_NAME:
+			copy_str(out->dev, sizeof(out->dev), a);
+			break;
+		case DEVLINK_ATTR_ESWITCH_MODE:
+			if (mnl_attr_get_payload_len(a) < sizeof(uint16_t))
+				return -EBADMSG;
+			out->mode = mnl_attr_get_u16(a);
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+const char *
+rtnl_eswitch_mode_to_string(int mode)
+{
+	switch (mode) {
+	case DEVLINK_ESWITCH_MODE_LEGACY:
+		return "legacy";
+	case DEVLINK_ESWITCH_MODE_SWITCHDEV:
+		return "switchdev";
+	default:
+		return NULL;
+	}
 }
 
 /* --- requests ---------------------------------------------------------- */
@@ -467,6 +556,49 @@ rtnl_req_dumproutes(void *buf, uint32_t seq, int family)
 	struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
 
 	rtm->rtm_family = (unsigned char)family;
+	return nlh->nlmsg_len;
+}
+
+static struct nlmsghdr *
+genl_start(void *buf, uint16_t family, uint8_t cmd, uint8_t version, uint32_t seq)
+{
+	struct nlmsghdr *nlh = req_start(buf, family, 0, seq);
+	struct genlmsghdr *g = mnl_nlmsg_put_extra_header(nlh, sizeof(*g));
+
+	g->cmd = cmd;
+	g->version = version;
+	return nlh;
+}
+
+/* A string attribute cut to what a request has room for. */
+static void
+put_str(struct nlmsghdr *nlh, uint16_t type, const char *s)
+{
+	char v[64];
+	size_t n = strnlen(s, sizeof(v) - 1);
+
+	memcpy(v, s, n);
+	v[n] = '\0';
+	mnl_attr_put_strz(nlh, type, v);
+}
+
+size_t
+rtnl_req_genl_family(void *buf, uint32_t seq, const char *name)
+{
+	struct nlmsghdr *nlh = genl_start(buf, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, seq);
+
+	put_str(nlh, CTRL_ATTR_FAMILY_NAME, name);
+	return nlh->nlmsg_len;
+}
+
+size_t
+rtnl_req_eswitch_get(void *buf, uint32_t seq, uint16_t family, const char *bus, const char *dev)
+{
+	struct nlmsghdr *nlh = genl_start(buf, family, DEVLINK_CMD_ESWITCH_GET,
+					  DEVLINK_GENL_VERSION, seq);
+
+	put_str(nlh, DEVLINK_ATTR_BUS_NAME, bus);
+	put_str(nlh, DEVLINK_ATTR_DEV_NAME, dev);
 	return nlh->nlmsg_len;
 }
 

@@ -68,6 +68,10 @@ enum rtnl_msg_kind {
 struct rtnl_sink {
 	int (*link)(void *arg, const struct rtnl_link *l);
 	int (*route)(void *arg, const struct rtnl_route *r);
+	/* Set: every message other than NLMSG_DONE/NLMSG_ERROR goes here
+	 * instead (msg, its nlmsg_len): generic netlink answers, whose family
+	 * ids share numbers with RTM_ types. */
+	int (*msg)(void *arg, const void *msg, size_t len);
 	void *arg;
 };
 
@@ -120,6 +124,30 @@ size_t rtnl_req_setvf(void *buf, uint32_t seq, int ifindex, enum rtnl_vf_attr a,
  * count as equal: nothing to write, nothing to compare). */
 bool rtnl_vf_attr_equal(enum rtnl_vf_attr a, const struct rtnl_vf *want,
 			const struct rtnl_vf *have);
+
+/* --- generic netlink: devlink's eswitch mode of a PF --- */
+
+/* CTRL_CMD_GETFAMILY of the family `name` ("devlink"). */
+size_t rtnl_req_genl_family(void *buf, uint32_t seq, const char *name);
+/* Parses the controller's answer (CTRL_CMD_NEWFAMILY): *id gets
+ * CTRL_ATTR_FAMILY_ID. Returns 0, or -EBADMSG (malformed, or no id). */
+int rtnl_parse_genl_family(const void *msg, size_t len, uint16_t *id);
+
+/* DEVLINK_CMD_ESWITCH_GET of the devlink instance bus/dev ("pci",
+ * "0000:01:00.0") on the devlink family id `family`. */
+size_t rtnl_req_eswitch_get(void *buf, uint32_t seq, uint16_t family, const char *bus,
+			    const char *dev);
+
+/* One devlink ESWITCH_GET answer. */
+struct rtnl_eswitch {
+	char bus[16];			/* DEVLINK_ATTR_BUS_NAME, "" absent */
+	char dev[64];			/* DEVLINK_ATTR_DEV_NAME, "" absent */
+	int mode;			/* DEVLINK_ATTR_ESWITCH_MODE (0 legacy, 1 switchdev); -1 absent */
+};
+/* Parses a devlink ESWITCH_GET answer (header included). Returns 0 or -EBADMSG. */
+int rtnl_parse_eswitch(const void *msg, size_t len, struct rtnl_eswitch *out);
+/* "legacy", "switchdev", or NULL for an absent or unknown mode. */
+const char *rtnl_eswitch_mode_to_string(int mode);
 
 /* How links stack, from a link dump. */
 struct rtnl_ifrel {

@@ -21,6 +21,8 @@
 #define CHECK_INTERVAL_MS 60000
 #define HOTPLUG_DEBOUNCE_MS 500
 #define DRIVER_WAIT_MS 100
+/* How long a new VF's netdev is waited for before its MAC is pinned. */
+#define PIN_WAIT_MS 5000
 
 /* What sysfs says of a PF, read on the reactor. */
 struct pf_live {
@@ -791,6 +793,42 @@ pin_macs(struct job *j)
 	}
 }
 
+static void
+pin_wait_cb(void *arg)
+{
+	struct job *j = arg;
+
+	j->wait_timer = -1;
+	j->waited_ms += DRIVER_WAIT_MS;
+	job_step(j);
+}
+
+/* Whether a VF about to leave its netdev driver for vfio-pci has that
+ * driver but not yet its netdev (so no MAC to pin): then look again in
+ * DRIVER_WAIT_MS, at most PIN_WAIT_MS in all. Returns true while waiting. */
+static bool
+pin_wait(struct job *j)
+{
+	const char *drv = json_string_value(json_object_get(j->desired, "vf_driver"));
+	size_t i;
+	json_t *vf;
+	bool missing = false;
+
+	if (drv == NULL || strcmp(drv, "vfio-pci") != 0 || j->waited_ms >= PIN_WAIT_MS)
+		return false;
+	pf_read(j->st, j->pf, &j->live);
+	json_array_foreach(j->live.vfs, i, vf) {
+		const char *d = json_string_value(json_object_get(vf, "driver"));
+
+		missing |= (d == NULL || strcmp(d, "vfio-pci") != 0) &&
+			   json_object_get(vf, "mac") == NULL;
+	}
+	if (!missing)
+		return false;
+	j->wait_timer = j->st->ops->timer_add(j->st->core, DRIVER_WAIT_MS, pin_wait_cb, j);
+	return j->wait_timer > 0;
+}
+
 /* The first attribute of VF `want` (normalized or partial) that the read
  * back `have` contradicts, or NULL. Unreported values contradict nothing. */
 static const char *
@@ -1244,6 +1282,11 @@ job_step(struct job *j)
 			job_step(j);
 			return;
 		}
+		/* A VF the kernel made a moment ago gets its netdev once its
+		 * driver has probed it: wait for that (a little) before
+		 * reading the MAC to pin, or the pin is silently missed. */
+		if (pin_wait(j))
+			return;
 		pin_macs(j);
 		wanted = vfs_wanted(j, num);
 		json_array_foreach(wanted, i, v) {
@@ -1422,6 +1465,10 @@ list_done(void *arg, int result, const json_t *out)
 				json_object_get(o, "vfs"));
 		json_object_set(pf, "vf_info", json_object_get(o, "vf_info"));
 		json_object_set(pf, "link_up", json_object_get(o, "up"));
+		if (json_object_get(o, "eswitch"))
+			json_object_set(pf, "eswitch", json_object_get(o, "eswitch"));
+		if (json_object_get(o, "eswitch_error"))
+			json_object_set(pf, "eswitch_error", json_object_get(o, "eswitch_error"));
 	}
 	c->st->ops->reply(c->req, c->pfs);
 	free(c);
@@ -1453,6 +1500,8 @@ m_list(void *state, struct hdd_request *req, const json_t *params)
 		if (pf_read(st, json_string_value(a), &l) < 0)
 			continue;
 		pf = pf_json(st, &l);
+		/* devlink's answer replaces it (NICs); none: null. */
+		json_object_set_new(pf, "eswitch", json_null());
 		if (st->ops->host_needs(st->core, l.address, why, sizeof(why)) == 1)
 			json_object_set_new(pf, "host_needs", json_string(why));
 		json_array_append_new(c->pfs, pf);
@@ -1467,7 +1516,7 @@ m_list(void *state, struct hdd_request *req, const json_t *params)
 		list_done(c, 0, NULL);
 		return 0;
 	}
-	args = json_pack("{s:o}", "pfs", nics);
+	args = json_pack("{s:o, s:b}", "pfs", nics, "eswitch", 1);
 	id = st->ops->worker_call(st->core, "inspect", args, st->timeout_ms, list_done, c);
 	json_decref(args);
 	if (id < 0)

@@ -24,8 +24,10 @@ int sriov_vf_from_json(const json_t *o, struct rtnl_vf *vf, char *why, size_t wh
 int sriov_parse_mac(const char *s, uint8_t mac[6]);
 
 /* Worker operations (run in the worker process). */
-/* {"pfs": [{"address", "ifindex"}]} -> {"pfs": {address: {"link": {...},
- * "vfs": [...], "management": bool, "via": name}}} */
+/* {"pfs": [{"address", "ifindex"}], "eswitch"?: bool} -> {"pfs": {address:
+ * {"link": {...}, "vfs": [...], "management": bool, "via": name,
+ * "eswitch": "legacy" | "switchdev" | null (asked of devlink when "eswitch"
+ * is true; null when the driver has no devlink eswitch), "eswitch_error"?}}} */
 int sriov_op_inspect(int sysfs_fd, const json_t *args, json_t *out);
 /* {"ifindex", "vfs": [desired VF, ...]}: sets what differs, one attribute
  * per message in the kernel's order, reads back; on any failure puts back

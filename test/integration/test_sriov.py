@@ -10,7 +10,9 @@ A simulated host has no kernel behind its netdevs, so two stand-ins play it:
   the VF list, link and route dumps, RTM_SETLINK of VF attributes applied
   in the kernel's order and with igb's limits (no link state, 802.1Q only,
   min rate 0, no multicast MAC). A count change wipes the VF settings, as
-  the kernel does. The real kernel (igb under QEMU 10) is test/vm's
+  the kernel does. It answers generic netlink too (on its own connection,
+  as the module's NETLINK_GENERIC socket): the controller's family lookup
+  and devlink's ESWITCH_GET per PF (a mode, or an errno like igb's). The real kernel (igb under QEMU 10) is test/vm's
   scenario-sriov.
 """
 
@@ -52,6 +54,13 @@ IFLA_VF_INFO = 1
 IFLA_VF_VLAN_LIST, IFLA_VF_VLAN_INFO = 12, 1
 RTA_OIF, RTA_TABLE = 4, 15
 RTEXT_FILTER_VF = 1
+# generic netlink: the controller and devlink (27: this responder's family id)
+GENL_ID_CTRL, CTRL_CMD_NEWFAMILY, CTRL_CMD_GETFAMILY = 16, 1, 3
+CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 1, 2
+DEVLINK_FAMILY, DEVLINK_CMD_ESWITCH_GET = 27, 29
+DEVLINK_ATTR_BUS_NAME, DEVLINK_ATTR_DEV_NAME, DEVLINK_ATTR_ESWITCH_MODE = 1, 2, 25
+DEVLINK_ATTR_ESWITCH_INLINE_MODE = 26
+ESWITCH_MODES = {"legacy": 0, "switchdev": 1}
 NLMSG_HDR = struct.Struct("=IHHII")
 IFINFOMSG = struct.Struct("=BxHiII")
 RTMSG = struct.Struct("=BBBBBBBBI")
@@ -110,6 +119,9 @@ class SimNetlink:
         self.release = threading.Event()
         self.in_setlink = threading.Event()
         self.lock = threading.Lock()
+        self.devlink = True    # False: no devlink family (the controller says ENOENT)
+        self.eswitch = {}      # PF address -> "legacy" | "switchdev" | an errno; absent: ENODEV (igb)
+        self.devlink_asked = []   # (bus, dev) of each ESWITCH_GET
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.bind(path)
         self.sock.listen(16)
@@ -203,10 +215,34 @@ class SimNetlink:
                 body += attr(IFLA_VFINFO_LIST, infos)
         return msg(RTM_NEWLINK, flags, seq, body)
 
+    def _genl(self, mtype, seq, payload, data):
+        cmd = payload[0]
+        a = {t: v[0].rstrip(b"\0").decode() for t, v in attrs(payload[4:]).items()}
+        if mtype == GENL_ID_CTRL:
+            if cmd != CTRL_CMD_GETFAMILY or a.get(CTRL_ATTR_FAMILY_NAME) != "devlink" or not self.devlink:
+                return self._error(seq, errno.ENOENT, data)
+            return msg(GENL_ID_CTRL, 0, seq, bytes([CTRL_CMD_NEWFAMILY, 2, 0, 0])
+                       + attr(CTRL_ATTR_FAMILY_NAME, b"devlink\0")
+                       + attr(CTRL_ATTR_FAMILY_ID, struct.pack("=H", DEVLINK_FAMILY)))
+        if cmd != DEVLINK_CMD_ESWITCH_GET or not self.devlink:
+            return self._error(seq, errno.EOPNOTSUPP, data)
+        bus, dev = a.get(DEVLINK_ATTR_BUS_NAME, ""), a.get(DEVLINK_ATTR_DEV_NAME, "")
+        self.devlink_asked.append((bus, dev))
+        mode = self.eswitch.get(dev, errno.ENODEV) if bus == "pci" else errno.ENODEV
+        if isinstance(mode, int):
+            return self._error(seq, mode, data)
+        return msg(DEVLINK_FAMILY, 0, seq, bytes([DEVLINK_CMD_ESWITCH_GET, 1, 0, 0])
+                   + attr(DEVLINK_ATTR_BUS_NAME, b"pci\0") + attr(DEVLINK_ATTR_DEV_NAME, dev.encode() + b"\0")
+                   + attr(DEVLINK_ATTR_ESWITCH_MODE, struct.pack("=H", ESWITCH_MODES[mode]))
+                   + attr(DEVLINK_ATTR_ESWITCH_INLINE_MODE, b"\0"))
+
     def _handle(self, data):
         _len, mtype, flags, seq, _pid = NLMSG_HDR.unpack_from(data)
         payload = data[NLMSG_HDR.size:]
         with self.lock:
+            # The module sends no RTM_ request of these numbers (16 is RTM_NEWLINK).
+            if mtype in (GENL_ID_CTRL, DEVLINK_FAMILY):
+                return self._genl(mtype, seq, payload, data)
             if mtype == RTM_GETLINK and flags & NLM_F_DUMP == NLM_F_DUMP:
                 out = b"".join(self._link_msg(i, seq, NLM_F_MULTI, False) for i in sorted(self.links))
                 return out + msg(NLMSG_DONE, NLM_F_MULTI, seq, struct.pack("=i", 0))
@@ -501,6 +537,39 @@ def test_list_shows_pfs_management_and_vfs(sriov_daemon, host):
     assert m["management"] is True and m["management_via"] == "bond0.5"
     n = pfs[NVME]
     assert n["netdev"] is None and n["totalvfs"] == 4 and "vfs" not in n and "netlink_error" not in n
+
+
+def test_list_shows_eswitch_mode_where_devlink_says(sriov_daemon, host):
+    """devlink's eswitch mode per PF: what its driver says, null where the
+    driver has no devlink eswitch (EOPNOTSUPP, igb's missing instance ENODEV),
+    no netdev (NVMe) or no devlink family at all; never an inspect failure."""
+    host.nl.eswitch = {PF: "switchdev", MGMT: errno.EOPNOTSUPP}
+    d = sriov_daemon()
+
+    def listed():
+        return {p["address"]: p for p in d.call("sriov.list")}
+
+    pfs = listed()
+    assert pfs[PF]["eswitch"] == "switchdev" and pfs[PF]["vfs"] == []
+    m = pfs[MGMT]
+    assert m["eswitch"] is None and m["management"] is True
+    assert "eswitch_error" not in m and "netlink_error" not in m
+    assert "eswitch" in pfs[NVME] and pfs[NVME]["eswitch"] is None
+    assert set(host.nl.devlink_asked) == {("pci", PF), ("pci", MGMT)}
+    host.nl.eswitch = {PF: "legacy"}          # MGMT: ENODEV, as igb
+    pfs = listed()
+    assert pfs[PF]["eswitch"] == "legacy" and pfs[MGMT]["eswitch"] is None
+    assert "eswitch_error" not in pfs[MGMT]
+    host.nl.devlink = False                   # no devlink family: nothing asked of devlink
+    del host.nl.devlink_asked[:]
+    pfs = listed()
+    assert [pfs[a]["eswitch"] for a in (PF, MGMT, NVME)] == [None, None, None]
+    assert host.nl.devlink_asked == [] and pfs[PF]["vfs"] == [] and "netlink_error" not in pfs[PF]
+    host.nl.devlink = True                    # another error: null, and said
+    host.nl.eswitch = {PF: errno.EPERM, MGMT: "switchdev"}
+    pfs = listed()
+    assert pfs[PF]["eswitch"] is None and pfs[PF]["eswitch_error"] == "devlink: Operation not permitted"
+    assert pfs[MGMT]["eswitch"] == "switchdev" and "netlink_error" not in pfs[PF]
 
 
 def test_configure_sets_count_and_vf_settings_read_back(sriov_daemon, host):

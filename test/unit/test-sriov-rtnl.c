@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <linux/devlink.h>
+#include <linux/genetlink.h>
 #include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -179,6 +181,106 @@ test_equal(void)
 	ok(!rtnl_vf_attr_equal(RTNL_VF_MAC, &w, &h), "a MAC that differs");
 }
 
+/* A generic netlink answer: type (family id), command, then attributes. */
+static struct nlmsghdr *
+genl_put(char *buf, uint16_t type, uint8_t cmd, uint32_t seq)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct genlmsghdr *g = mnl_nlmsg_put_extra_header(nlh, sizeof(*g));
+
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_seq = seq;
+	g->cmd = cmd;
+	g->version = 1;
+	return nlh;
+}
+
+static int
+keep_family(void *arg, const void *msg, size_t len)
+{
+	return rtnl_parse_genl_family(msg, len, arg);
+}
+
+static int
+keep_eswitch(void *arg, const void *msg, size_t len)
+{
+	return rtnl_parse_eswitch(msg, len, arg);
+}
+
+static void
+test_devlink(void)
+{
+	char buf[1024], ack[64];
+	struct nlmsghdr *nlh;
+	const struct nlattr *a;
+	const struct genlmsghdr *g;
+	struct rtnl_eswitch e;
+	uint16_t id = 0;
+	struct rtnl_sink fam = { .msg = keep_family, .arg = &id };
+	struct rtnl_sink esw = { .msg = keep_eswitch, .arg = &e };
+	int n = 0;
+
+	/* The requests. */
+	nlh = (struct nlmsghdr *)buf;
+	rtnl_req_genl_family(buf, 3, "devlink");
+	g = mnl_nlmsg_get_payload(nlh);
+	ok(nlh->nlmsg_type == GENL_ID_CTRL && g->cmd == CTRL_CMD_GETFAMILY && nlh->nlmsg_seq == 3 &&
+	   !(nlh->nlmsg_flags & NLM_F_DUMP), "GETFAMILY to the controller, not a dump");
+	mnl_attr_for_each(a, nlh, GENL_HDRLEN)
+		n += mnl_attr_get_type(a) == CTRL_ATTR_FAMILY_NAME &&
+		     strcmp(mnl_attr_get_str(a), "devlink") == 0;
+	is_int(n, 1, "naming \"devlink\"");
+	rtnl_req_eswitch_get(buf, 4, 0x1b, "pci", "0000:01:00.0");
+	ok(nlh->nlmsg_type == 0x1b && g->cmd == DEVLINK_CMD_ESWITCH_GET &&
+	   g->version == DEVLINK_GENL_VERSION, "ESWITCH_GET to the devlink family id");
+	is_int(rtnl_parse_eswitch(buf, nlh->nlmsg_len, &e), 0, "the request parses as devlink attributes");
+	ok(strcmp(e.bus, "pci") == 0 && strcmp(e.dev, "0000:01:00.0") == 0 && e.mode == -1,
+	   "bus \"pci\", the PF's address, no mode");
+
+	/* The controller's answer: its type (GENL_ID_CTRL) is RTM_NEWLINK's
+	 * number, so it goes to .msg, never to a link parser. */
+	nlh = genl_put(buf, GENL_ID_CTRL, CTRL_CMD_NEWFAMILY, 8);
+	mnl_attr_put_strz(nlh, CTRL_ATTR_FAMILY_NAME, "devlink");
+	mnl_attr_put_u16(nlh, CTRL_ATTR_FAMILY_ID, 0x1b);
+	is_int(rtnl_walk(buf, nlh->nlmsg_len, 8, &fam, ack, sizeof(ack)), 1, "the family answer ends the call");
+	is_int(id, 0x1b, "the devlink family id");
+	nlh = genl_put(buf, GENL_ID_CTRL, CTRL_CMD_NEWFAMILY, 8);
+	mnl_attr_put_strz(nlh, CTRL_ATTR_FAMILY_NAME, "devlink");
+	is_int(rtnl_parse_genl_family(buf, nlh->nlmsg_len, &id), -EBADMSG, "an answer without an id is malformed");
+	mnl_attr_put(nlh, CTRL_ATTR_FAMILY_ID, 1, "\x1b");
+	is_int(rtnl_parse_genl_family(buf, nlh->nlmsg_len, &id), -EBADMSG, "a one-byte id is malformed");
+
+	/* devlink's answer. */
+	nlh = genl_put(buf, 0x1b, DEVLINK_CMD_ESWITCH_GET, 9);
+	mnl_attr_put_strz(nlh, DEVLINK_ATTR_BUS_NAME, "pci");
+	mnl_attr_put_strz(nlh, DEVLINK_ATTR_DEV_NAME, "0000:01:00.0");
+	mnl_attr_put_u16(nlh, DEVLINK_ATTR_ESWITCH_MODE, DEVLINK_ESWITCH_MODE_SWITCHDEV);
+	mnl_attr_put_u8(nlh, DEVLINK_ATTR_ESWITCH_INLINE_MODE, 0);
+	memset(&e, 0, sizeof(e));
+	is_int(rtnl_walk(buf, nlh->nlmsg_len, 9, &esw, ack, sizeof(ack)), 1, "the eswitch answer ends the call");
+	ok(e.mode == DEVLINK_ESWITCH_MODE_SWITCHDEV && strcmp(e.dev, "0000:01:00.0") == 0 &&
+	   strcmp(e.bus, "pci") == 0, "switchdev, for that PF");
+	is_str(rtnl_eswitch_mode_to_string(e.mode), "switchdev", "says switchdev");
+	is_str(rtnl_eswitch_mode_to_string(DEVLINK_ESWITCH_MODE_LEGACY), "legacy", "0 says legacy");
+	ok(rtnl_eswitch_mode_to_string(-1) == NULL && rtnl_eswitch_mode_to_string(7) == NULL,
+	   "absent or unknown: nothing");
+	nlh = genl_put(buf, 0x1b, DEVLINK_CMD_ESWITCH_GET, 9);
+	mnl_attr_put(nlh, DEVLINK_ATTR_ESWITCH_MODE, 1, "\x01");
+	is_int(rtnl_parse_eswitch(buf, nlh->nlmsg_len, &e), -EBADMSG, "a one-byte mode is malformed");
+	nlh->nlmsg_len = MNL_NLMSG_HDRLEN + 2;
+	is_int(rtnl_parse_eswitch(buf, nlh->nlmsg_len, &e), -EBADMSG, "no room for the genl header");
+
+	/* igb: a driver without a devlink eswitch answers with an error. */
+	nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = NLMSG_ERROR;
+	nlh->nlmsg_seq = 10;
+	((struct nlmsgerr *)mnl_nlmsg_put_extra_header(nlh, sizeof(struct nlmsgerr)))->error = -EOPNOTSUPP;
+	e.mode = 5;
+	is_int(rtnl_walk(buf, nlh->nlmsg_len, 10, &esw, ack, sizeof(ack)), -EOPNOTSUPP,
+	       "EOPNOTSUPP comes back as the kernel's -errno");
+	is_int(e.mode, 5, "and nothing was parsed");
+}
+
 int
 main(void)
 {
@@ -186,5 +288,6 @@ main(void)
 	test_walk();
 	test_link_below();
 	test_equal();
+	test_devlink();
 	return tap_done();
 }

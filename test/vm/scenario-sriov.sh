@@ -31,8 +31,8 @@ check "an igb PF with 7 VFs possible ($PF, $IF)" test "$(cat /sys/bus/pci/device
 check "hostdevd starts" hd_start state-sriov
 
 scenario configure
-check "sriov.list shows the PF, no VFs, not management" sh -c \
-	"rpc sriov.list | jq -e '.result[] | select(.address == \"$PF\") | .netdev == \"$IF\" and .numvfs == 0 and .management == false'"
+check "sriov.list shows the PF, no VFs, not management, eswitch null (igb: no devlink eswitch)" sh -c \
+	"rpc sriov.list | jq -e '.result[] | select(.address == \"$PF\") | .netdev == \"$IF\" and .numvfs == 0 and .management == false and has(\"eswitch\") and .eswitch == null and .eswitch_error == null'"
 VFS='[{"index": 0, "mac": "52:54:00:12:34:56", "vlan": 100, "qos": 3, "trust": true}, {"index": 1, "mac": "52:54:00:12:34:57", "spoofchk": false}]'
 check "configure 2 VFs with MAC, VLAN, trust" ctl sriov configure pf="$IF" num_vfs=2 vfs="$VFS"
 check "sriov_numvfs is 2" test "$(numvfs)" = 2
