@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hostdevd/module.h"
@@ -819,9 +820,13 @@ pin_wait(struct job *j)
 	pf_read(j->st, j->pf, &j->live);
 	json_array_foreach(j->live.vfs, i, vf) {
 		const char *d = json_string_value(json_object_get(vf, "driver"));
+		const char *mac = json_string_value(json_object_get(vf, "mac"));
+		uint8_t b[6];
 
+		/* No netdev yet, or one whose address is not set yet. */
 		missing |= (d == NULL || strcmp(d, "vfio-pci") != 0) &&
-			   json_object_get(vf, "mac") == NULL;
+			   (mac == NULL || sriov_parse_mac(mac, b) < 0 ||
+			    (b[0] | b[1] | b[2] | b[3] | b[4] | b[5]) == 0);
 	}
 	if (!missing)
 		return false;
@@ -990,6 +995,22 @@ group_done(void *arg, int result, const json_t *out)
 	job_step(j);
 }
 
+/* Whether sysfs already gives VF `addr` an IOMMU group the inventory has
+ * not seen yet: a device is in sysfs a moment before its group link (the
+ * kernel adds the group from a bus notifier), and the engine judges the
+ * inventory's view ("no IOMMU group"). */
+static bool
+group_link_ahead(struct sriov *st, const char *addr)
+{
+	char path[96];
+	struct stat sb;
+
+	if (!HDD_CORE_HAS(st->ops, sysfs_fd))
+		return false;
+	snprintf(path, sizeof(path), "bus/pci/devices/%s/iommu_group", addr);
+	return fstatat(st->ops->sysfs_fd(st->core), path, &sb, 0) == 0;
+}
+
 static void driver_step(struct job *j);
 
 static void
@@ -1114,7 +1135,7 @@ driver_step(struct job *j)
 		/* So may a VF that came back (the count reset by hand, a
 		 * reboot) while the engine moves its recorded group again. */
 		if (vfio && j->waited_ms < st->timeout_ms &&
-		    (id == -ENOENT ||
+		    (id == -ENOENT || (id == -EPERM && group_link_ahead(st, addr)) ||
 		     (id == -EBUSY && st->ops->vfio_group_holder(st->core, addr, owner, sizeof(owner),
 								 &allocated) == 1 &&
 		      strcmp(owner, MOD) == 0))) {

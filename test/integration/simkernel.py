@@ -248,6 +248,11 @@ class SimKernel:
         self._device(value)
         if name == "drivers_probe":
             if self.driver_of(value) is None:
+                # The kernel reads driver_override when it probes: so
+                # does this, whether or not its inotify event came first.
+                over = os.path.join(self.devpath(value), "driver_override")
+                if os.path.isfile(over):
+                    self._override(over, log=False)
                 target = self.overrides.get(value) or self.original.get(value)
                 if target:
                     self.do_bind(value, target)

@@ -1100,21 +1100,23 @@ def test_vfio_pci_count_change_and_vfs_gone_by_hand(sriov_daemon, host):
 
 
 def test_vfio_pci_kill9_while_moving_a_vf(sriov_daemon, host):
-    """kill -9 while the engine moves VF 0 (its igbvf unbind blocks): the
-    next start finishes the job, both VFs end on vfio-pci, held, recorded."""
+    """kill -9 while the engine moves VF 0 (right after its unbind, by the
+    engine's own crash point): the next start finishes the job, both VFs
+    end on vfio-pci, held, recorded."""
     k = host.start_kernel()
-    d = sriov_daemon()
+    d = sriov_daemon(env={"HOSTDEVD_TEST_CRASH_AFTER": "unbind"})
     c = d.client(timeout=60)
     with rescanning(d):
-        k.slow_unbind("igbvf", 3)
         c.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "sriov.configure",
                                 "params": {"pf": PF, "num_vfs": 2, "vf_driver": "vfio-pci",
                                            "resource_name": SRIOV_RES}}) + "\n").encode())
-        hdtest.wait_until(lambda: ("override", VFS2[0], "vfio-pci") in k.log, timeout=20,
-                          what="VF 0's move under way")
+        d.proc.wait(30)
+        assert d.proc.returncode == -signal.SIGKILL, d.log_text()[-3000:]
         assert '"applying"' in sriov_state_text(d)
-        kill9(d)
         c.close()
+        d.proc = None
+        d.log.close()
+        d.env = {"HOSTDEVD_SRIOV_NETLINK": host.sock}
         d.start()
         hdtest.wait_until(lambda: [k.driver_of(vf) for vf in VFS2] == ["vfio-pci"] * 2, timeout=30,
                           what=f"both VFs on vfio-pci {k.log}")
