@@ -800,6 +800,8 @@ def test_enable_vfs_killed_is_finished_at_start(make_daemon):
         with open(os.path.join(pfdir, "sriov_numvfs"), "w") as f:
             f.write("0")
         applied(vk, ("numvfs", A100_PF, 0), 1)
+        wait_until(lambda: not any(os.path.lexists(os.path.join(d.sysfs, "bus/pci/devices", v))
+                                   for v in vfs), what="the VFs gone from sysfs")
         rewrite_state(d, lambda s: s["modules"]["vgpu"]["vf_gpus"][0].update(phase="enabling"))
         d.start()
         wait_until(lambda: vk.current(vfs[0]) == 1147, timeout=40, what=f"enabled and typed at start: {vk.log}")
@@ -811,6 +813,8 @@ def test_enable_vfs_killed_is_finished_at_start(make_daemon):
         with open(os.path.join(pfdir, "sriov_numvfs"), "w") as f:
             f.write("0")
         applied(vk, ("numvfs", A100_PF, 0), 2)
+        wait_until(lambda: not any(os.path.lexists(os.path.join(d.sysfs, "bus/pci/devices", v))
+                                   for v in vfs), what="the VFs gone from sysfs")
         with open(os.path.join(d.sysfs, "bus/pci/drivers/nvidia/unbind"), "w") as f:
             f.write(A100_PF)
         wait_until(lambda: driver_of(pk, A100_PF) is None, what="unbound by hand")
@@ -820,6 +824,11 @@ def test_enable_vfs_killed_is_finished_at_start(make_daemon):
         with open(os.path.join(pfdir, "sriov_numvfs"), "w") as f:
             f.write("16")
         applied(vk, ("numvfs", A100_PF, 16), 3)
+        # The simulated kernel logs the write before the VFs are all in
+        # sysfs: the daemon must find them at its coldplug scan.
+        wait_until(lambda: all(os.path.exists(os.path.join(d.sysfs, "bus/pci/devices", v)) for v in vfs),
+                   what="the 16 VFs in sysfs")
+        pk.rescan()
         assert driver_of(pk, vfs[0]) is None
         rewrite_state(d, lambda s: s["modules"]["vgpu"]["vf_gpus"][0].update(phase="enabling"))
         d.start()
