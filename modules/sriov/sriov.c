@@ -795,13 +795,22 @@ pin_macs(struct job *j)
 }
 
 static void
-pin_wait_cb(void *arg)
+job_wait_cb(void *arg)
 {
 	struct job *j = arg;
 
 	j->wait_timer = -1;
 	j->waited_ms += DRIVER_WAIT_MS;
 	job_step(j);
+}
+
+/* The job's current step runs again in DRIVER_WAIT_MS (the kernel or the
+ * inventory is a moment behind). Returns whether the timer is set. */
+static bool
+job_wait(struct job *j)
+{
+	j->wait_timer = j->st->ops->timer_add(j->st->core, DRIVER_WAIT_MS, job_wait_cb, j);
+	return j->wait_timer > 0;
 }
 
 /* Whether a VF about to leave its netdev driver for vfio-pci has that
@@ -830,8 +839,7 @@ pin_wait(struct job *j)
 	}
 	if (!missing)
 		return false;
-	j->wait_timer = j->st->ops->timer_add(j->st->core, DRIVER_WAIT_MS, pin_wait_cb, j);
-	return j->wait_timer > 0;
+	return job_wait(j);
 }
 
 /* The first attribute of VF `want` (normalized or partial) that the read
@@ -1082,16 +1090,6 @@ release_step(struct job *j)
 	job_step(j);
 }
 
-static void
-driver_wait_cb(void *arg)
-{
-	struct job *j = arg;
-
-	j->wait_timer = -1;
-	j->waited_ms += DRIVER_WAIT_MS;
-	driver_step(j);
-}
-
 /* The driver step: one VF at a time through the core's group engine. */
 static void
 driver_step(struct job *j)
@@ -1139,8 +1137,8 @@ driver_step(struct job *j)
 		     (id == -EBUSY && st->ops->vfio_group_holder(st->core, addr, owner, sizeof(owner),
 								 &allocated) == 1 &&
 		      strcmp(owner, MOD) == 0))) {
-			j->wait_timer = st->ops->timer_add(st->core, DRIVER_WAIT_MS, driver_wait_cb, j);
-			if (j->wait_timer > 0)
+			/* Still STEP_DRIVER: job_step comes back here. */
+			if (job_wait(j))
 				return;
 		}
 		if (id < 0) {
