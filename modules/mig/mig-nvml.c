@@ -91,6 +91,16 @@ typedef struct {
 	unsigned int gpuInstanceId, computeInstanceId;
 } nvmlProcessInfo_t;
 
+/* MIG-backed vGPU: the types a GPU instance can host (A.2, A.9). */
+typedef unsigned int nvmlVgpuTypeId_t;
+typedef struct {
+	unsigned int version, vgpuCount;
+	nvmlVgpuTypeId_t *vgpuTypeIds;
+} nvmlVgpuTypeIdInfo_v1_t;
+#define VGPU_TYPE_ID_INFO_V1 0x01000010u
+#define NO_GI_PROFILE 0xffffffffu
+#define MAX_VGPU_TYPES 32
+
 #define STRUCT_VERSION(type, v) ((unsigned)(sizeof(type) | ((v) << 24)))
 #define GI_PROFILE_COUNT 0x12		/* NVML_GPU_INSTANCE_PROFILE_COUNT */
 #define CI_PROFILE_COUNT 0x9
@@ -135,6 +145,10 @@ struct nvml {
 	nvmlReturn_t (*mig_gi_id)(nvmlDevice_t, unsigned *);
 	nvmlReturn_t (*mig_ci_id)(nvmlDevice_t, unsigned *);
 	nvmlReturn_t (*procs)(nvmlDevice_t, unsigned *, nvmlProcessInfo_t *);
+	/* optional: a driver without vGPU support lacks them */
+	nvmlReturn_t (*gi_vgpus)(nvmlGpuInstance_t, nvmlVgpuTypeIdInfo_v1_t *);
+	nvmlReturn_t (*vgpu_name)(nvmlVgpuTypeId_t, char *, unsigned *);
+	nvmlReturn_t (*vgpu_gi_profile)(nvmlVgpuTypeId_t, unsigned *);
 };
 
 /* The worker's one copy: loaded at the first operation, kept until the
@@ -244,6 +258,9 @@ nv_open(const char *path, json_t *out)
 	SYM(mig_ci_id, NULL, "nvmlDeviceGetComputeInstanceId");
 	SYM(procs, "nvmlDeviceGetComputeRunningProcesses_v3",
 	    "nvmlDeviceGetComputeRunningProcesses_v2");
+	SYM(gi_vgpus, NULL, "nvmlGpuInstanceGetCreatableVgpus");
+	SYM(vgpu_name, NULL, "nvmlVgpuTypeGetName");
+	SYM(vgpu_gi_profile, NULL, "nvmlVgpuTypeGetGpuInstanceProfileId");
 	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
 		void *p = NULL;
 
@@ -491,7 +508,39 @@ procs_json(const struct proc *p, size_t n)
 #define MAX_PROFILES 24
 #define MAX_GIS 16
 
-/* GPU instances as {id, profile_id, profile, placement, compute_instances}. */
+/* The vGPU types a GPU instance can host now, [{id, name,
+ * gpu_instance_profile_id}], or NULL when the library has no such call (a
+ * driver without vGPU) or the instance answers with an error. */
+static json_t *
+gi_vgpu_types(nvmlGpuInstance_t gi)
+{
+	nvmlVgpuTypeId_t ids[MAX_VGPU_TYPES];
+	nvmlVgpuTypeIdInfo_v1_t info = { .version = VGPU_TYPE_ID_INFO_V1,
+					 .vgpuCount = MAX_VGPU_TYPES, .vgpuTypeIds = ids };
+	json_t *a;
+
+	if (nv.gi_vgpus == NULL || nv.gi_vgpus(gi, &info) != NVML_SUCCESS)
+		return NULL;
+	a = json_array();
+	for (unsigned i = 0; i < info.vgpuCount && i < MAX_VGPU_TYPES; i++) {
+		char name[96] = "";
+		unsigned len = sizeof(name), prof = NO_GI_PROFILE;
+		json_t *t = json_pack("{s:I}", "id", (json_int_t)ids[i]);
+
+		if (nv.vgpu_name && nv.vgpu_name(ids[i], name, &len) == NVML_SUCCESS) {
+			name[sizeof(name) - 1] = '\0';
+			json_object_set_new(t, "name", json_string(name));
+		}
+		if (nv.vgpu_gi_profile && nv.vgpu_gi_profile(ids[i], &prof) == NVML_SUCCESS &&
+		    prof != NO_GI_PROFILE)
+			json_object_set_new(t, "gpu_instance_profile_id", json_integer(prof));
+		json_array_append_new(a, t);
+	}
+	return a;
+}
+
+/* GPU instances as {id, profile_id, profile, placement, compute_instances,
+ * vgpu_types}. */
 static json_t *
 instances_json(nvmlDevice_t dev, const struct gip *profiles, size_t nprof, json_t *out_err)
 {
@@ -588,6 +637,7 @@ instances_json(nvmlDevice_t dev, const struct gip *profiles, size_t nprof, json_
 				       profiles[p].name, "slices", (int)profiles[p].slices,
 				       "placement", "start", (int)info.placement.start, "size",
 				       (int)info.placement.size, "compute_instances", cis);
+			json_object_set_new(gi, "vgpu_types", gi_vgpu_types(h[i]) ?: json_null());
 			json_array_append_new(gis, gi);
 		}
 	}

@@ -61,9 +61,12 @@ struct mig {
 	char driver_version[96];
 	json_t *cache;			/* bus -> {"nv": entry, "outcome", "error", "processes", "reset"} */
 	json_t *published;		/* resource names set with resource_set */
+	json_t *announced;		/* bus -> the last "mig.instances" params */
+	int announced_nvml;		/* -1 never said, else nvml_loaded as last said */
 	/* the queue */
 	struct job *head, *tail, *running;
 	int64_t timer;
+	int64_t soon_timer;		/* a reconcile asked for by an event */
 	bool stopping;
 };
 
@@ -235,6 +238,7 @@ apply_config(struct mig *st, const json_t *section)
 
 struct gpu_facts {
 	bool found;
+	bool is_vf;
 	char driver[64];
 	int vendor, device, numa;
 	char vfs[32][16];
@@ -259,6 +263,7 @@ find_cb(const struct hdd_device_view *dev, void *arg)
 	a->f->vendor = p->vendor_id;
 	a->f->device = p->device_id;
 	a->f->numa = p->numa_node;
+	a->f->is_vf = p->physfn != NULL;
 	for (const char *const *vf = p->virtfns; vf && *vf && a->f->nvfs < 32; vf++)
 		snprintf(a->f->vfs[a->f->nvfs++], 16, "%s", *vf);
 }
@@ -511,6 +516,8 @@ cache_update(struct mig *st, const json_t *gpus, bool all)
 	}
 }
 
+static void announce(struct mig *st);
+
 /* MIG devices as kubelet resources: nvidia.com/mig-<profile>, member ids
  * the MIG device UUIDs. */
 static void
@@ -574,6 +581,78 @@ publish(struct mig *st)
 	json_object_foreach(want, name, c)
 		json_object_set_new(st->published, name, json_true());
 	json_decref(want);
+	announce(st);
+}
+
+static json_t *gpu_report(struct mig *st, const char *bus, const json_t *c);
+
+/* What the other modules (vgpu) are told of a GPU: its status and its GPU
+ * instances with the vGPU types each can host. "applying" while this
+ * module changes the GPU. */
+static json_t *
+instances_view(struct mig *st, const char *bus, const json_t *c)
+{
+	json_t *r = gpu_report(st, bus, c), *gis = json_array(), *gi, *v;
+	const json_t *nv = json_object_get(c, "nv");
+	const json_t *desired = json_object_get(r, "desired");
+	size_t i;
+
+	json_array_foreach(json_object_get(nv, "gpu_instances"), i, gi)
+		json_array_append_new(gis, json_pack("{s:O, s:O?, s:O?, s:O?, s:O?}", "id",
+			json_object_get(gi, "id"), "profile", json_object_get(gi, "profile"),
+			"profile_id", json_object_get(gi, "profile_id"), "placement",
+			json_object_get(gi, "placement"), "vgpu_types",
+			json_object_get(gi, "vgpu_types")));
+	v = json_pack("{s:s, s:O?, s:s, s:b, s:O?, s:o}", "gpu", bus, "uuid",
+			      json_object_get(nv, "uuid"), "status",
+			      json_is_true(json_object_get(c, "applying")) ? "applying" :
+			      json_string_value(json_object_get(r, "status")) ?: "error",
+			      "managed", desired != NULL && !json_is_null(desired),
+			      "mode", json_object_get(nv, "mode"), "gpu_instances", gis);
+	json_decref(r);
+	return v;
+}
+
+/* Emits "mig.instances" for each GPU whose view changed since it was last
+ * told (and "absent" for one NVML no longer reports), and "mig.nvml" when
+ * NVML comes or goes: other modules order their work after the layouts. */
+static void
+announce(struct mig *st)
+{
+	const char *bus;
+	json_t *c, *tmp;
+
+	/* Said when NVML loads and when it goes away after that; a host that
+	 * never had it (the common case) hears nothing. */
+	if (st->announced_nvml != (int)st->nvml_loaded &&
+	    (st->nvml_loaded || st->announced_nvml == 1)) {
+		st->announced_nvml = st->nvml_loaded;
+		st->ops->emit(st->core, "nvml", json_pack("{s:b, s:s?}", "loaded", st->nvml_loaded,
+							  "error", st->nvml_loaded ? NULL :
+							  st->nvml_error));
+	}
+	json_object_foreach(st->cache, bus, c) {
+		json_t *v;
+
+		if (json_object_get(c, "nv") == NULL)
+			continue;
+		v = instances_view(st, bus, c);
+		if (json_equal(v, json_object_get(st->announced, bus))) {
+			json_decref(v);
+			continue;
+		}
+		/* A copy: the bus adds seq, type and time to what it is given. */
+		json_object_set_new(st->announced, bus, json_deep_copy(v));
+		st->ops->emit(st->core, "instances", v);
+	}
+	json_object_foreach_safe(st->announced, tmp, bus, c) {
+		if (json_object_get(json_object_get(st->cache, bus), "nv"))
+			continue;
+		st->ops->emit(st->core, "instances",
+			      json_pack("{s:s, s:s, s:b, s:[]}", "gpu", bus, "status", "absent",
+					"managed", 0, "gpu_instances"));
+		json_object_del(st->announced, bus);
+	}
 }
 
 /* A GPU as mig.list shows it: NVML's view, the desired layout, a status. */
@@ -794,6 +873,7 @@ apply_fail(struct job *j, const char *outcome, int code, const char *error, json
 		    strcmp(json_string_value(json_object_get(c, "outcome")) ?: "", outcome) == 0;
 
 	if (c) {
+		json_object_del(c, "applying");
 		json_object_set_new(c, "outcome", json_string(outcome));
 		json_object_set_new(c, "error", json_string(error));
 		if (processes)
@@ -820,6 +900,7 @@ apply_fail(struct job *j, const char *outcome, int code, const char *error, json
 		}
 		j->req = NULL;
 	}
+	announce(st);
 	job_finish(j);
 }
 
@@ -1033,6 +1114,9 @@ apply_holders_done(void *arg, int result, const json_t *out)
 			   "cannot record the intent in state.json; nothing changed", NULL);
 		return;
 	}
+	/* Other modules wait for the outcome (vgpu's MIG-backed types). */
+	json_object_set_new(cache_rec(st, j->bus), "applying", json_true());
+	announce(st);
 	args = worker_args(st, j->bus);
 	json_object_set(args, "enabled", json_object_get(desired, "enabled"));
 	json_object_set(args, "layout", json_object_get(desired, "layout"));
@@ -1051,6 +1135,7 @@ apply_done(void *arg, int result, const json_t *out)
 	json_t *c = cache_rec(st, j->bus);
 	char buf[768];
 
+	json_object_del(c, "applying");
 	if (result == -ECANCELED) {
 		/* Stopping: the record stays "applying", the next start re-applies. */
 		reply_error(j, HDD_ERR_FAILED, "hostdevd is stopping");
@@ -1150,6 +1235,7 @@ reconcile_listed(void *arg, int result, const json_t *out)
 	cache_update(st, json_object_get(out, "gpus"), true);
 	publish(st);
 	json_object_foreach(st->cache, bus, c) {
+		bool rebind = json_is_true(json_object_get(c, "rebind"));
 		const json_t *nv = json_object_get(c, "nv");
 		const char *source;
 		const json_t *desired = desired_of(st, bus, nv, &source);
@@ -1159,6 +1245,7 @@ reconcile_listed(void *arg, int result, const json_t *out)
 		char why[256];
 		struct job *a;
 
+		json_object_del(c, "rebind");
 		if (nv == NULL || desired == NULL || json_object_get(nv, "error") ||
 		    !gpu_facts(st, bus, &f))
 			continue;
@@ -1167,7 +1254,11 @@ reconcile_listed(void *arg, int result, const json_t *out)
 								 "synced"));
 			continue;
 		}
-		if (phase && strcmp(phase, "applied") == 0 && !after_reboot) {
+		if (rebind) {
+			/* Enabling the VFs (sriov-manage's rebind) took the instances. */
+			st->ops->log(st->core, HDD_LOG_INFO, "mig", "%s: re-applying the layout after "
+				     "its VFs were enabled (%s)", bus, why);
+		} else if (phase && strcmp(phase, "applied") == 0 && !after_reboot) {
 			/* Someone changed what hostdevd applied. */
 			st->ops->log(st->core, HDD_LOG_WARN, "mig", "%s: drift: %s", bus, why);
 			st->ops->emit(st->core, "drift",
@@ -1260,6 +1351,26 @@ reconcile_timer(void *arg)
 
 	st->timer = 0;
 	reconcile_enqueue(st, NULL);
+}
+
+static void
+reconcile_soon_cb(void *arg)
+{
+	struct mig *st = arg;
+
+	st->soon_timer = 0;
+	reconcile_enqueue(st, NULL);
+}
+
+/* Events come in bursts (a GPU and its functions): one reconcile. */
+static void
+reconcile_soon(struct mig *st)
+{
+	if (st->soon_timer > 0 || st->stopping)
+		return;
+	st->soon_timer = st->ops->timer_add(st->core, 100, reconcile_soon_cb, st);
+	if (st->soon_timer < 0)
+		st->soon_timer = 0;
 }
 
 /* --- methods ----------------------------------------------------------------------- */
@@ -1416,6 +1527,8 @@ mig_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *se
 	st->core = core;
 	st->cache = json_object();
 	st->published = json_object();
+	st->announced = json_object();
+	st->announced_nvml = -1;
 	snprintf(st->nvml_error, sizeof(st->nvml_error), "not asked yet");
 	apply_config(st, section);
 	*ret_state = st;
@@ -1440,6 +1553,7 @@ mig_fini(void *state)
 	json_decref(st->section);
 	json_decref(st->cache);
 	json_decref(st->published);
+	json_decref(st->announced);
 	free(st);
 }
 
@@ -1487,6 +1601,9 @@ mig_stop(void *state)
 	if (st->timer > 0)
 		st->ops->timer_cancel(st->core, st->timer);
 	st->timer = 0;
+	if (st->soon_timer > 0)
+		st->ops->timer_cancel(st->core, st->soon_timer);
+	st->soon_timer = 0;
 	/* Queued jobs never run; the running one completes with -ECANCELED. */
 	while (st->head) {
 		struct job *j = st->head;
@@ -1496,6 +1613,63 @@ mig_stop(void *state)
 		job_free(j);
 	}
 	st->tail = NULL;
+}
+
+static bool
+changed_has(const json_t *changed, const char *field)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(changed, i, v)
+		if (strcmp(json_string_value(v) ?: "", field) == 0)
+			return true;
+	return false;
+}
+
+/* Other modules' and the core's events: a GPU that arrives (hotplug, a
+ * driver bound) gets its layout at once, not at the next check; a GPU
+ * whose VFs vgpu enabled lost its instances in sriov-manage's rebind. */
+static void
+mig_event(void *state, const char *type, const json_t *params)
+{
+	struct mig *st = state;
+	const char *id = json_string_value(json_object_get(params, "id"));
+	const char *cls = json_string_value(json_object_get(params, "class"));
+	struct gpu_facts f;
+	char bus[16];
+
+	if (st->stopping)
+		return;
+	if (strcmp(type, "vgpu.vfs_enabled") == 0) {
+		json_t *c;
+
+		if (mig_bus_id(json_string_value(json_object_get(params, "gpu")), bus) < 0)
+			return;
+		if ((c = json_object_get(st->cache, bus)) != NULL)
+			json_object_set_new(c, "rebind", json_true());
+		/* Said again after the next look, changed or not: vgpu waits for it. */
+		json_object_del(st->announced, bus);
+		reconcile_soon(st);
+		return;
+	}
+	if (strncmp(type, "device.", 7) != 0 || id == NULL || cls == NULL || strcmp(cls, "pci") != 0)
+		return;
+	if (strcmp(type, "device.remove") == 0) {
+		if (json_object_get(st->cache, id))
+			reconcile_soon(st);
+		return;
+	}
+	if (strcmp(type, "device.change") == 0 &&
+	    !changed_has(json_object_get(params, "changed"), "driver"))
+		return;
+	if (strcmp(type, "device.add") != 0 && strcmp(type, "device.change") != 0)
+		return;
+	if (!gpu_facts(st, id, &f) || f.vendor != NVIDIA_VENDOR || f.is_vf)
+		return;
+	st->ops->log(st->core, HDD_LOG_DEBUG, "mig", "%s: NVIDIA GPU %s: checking its MIG layout",
+		     id, strcmp(type, "device.add") == 0 ? "arrived" : "changed driver");
+	reconcile_soon(st);
 }
 
 /* The MIG devices' Allocate: the NVIDIA container runtime's contract. */
@@ -1556,4 +1730,5 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.reload = mig_reload,
 	.stop = mig_stop,
 	.allocate = mig_allocate,
+	.event = mig_event,
 };

@@ -30,6 +30,9 @@
 #define VGPU_MAX_RULES 32
 #define VGPU_MAX_RENAMES 32
 #define VGPU_MAX_GPUS 32
+/* How long a MIG-backed VF type waits at start for the mig module's word on
+ * its GPU's layout when the mig module says nothing at all (not loaded). */
+#define VGPU_MIG_WAIT_MS 60000
 
 enum vgpu_flavour { VGPU_MDEV = 0, VGPU_VF, VGPU_FLAVOUR_MAX };
 /* A record's journal phase: the intent before the kernel write, the
@@ -58,6 +61,8 @@ struct vgpu {
 	bool busy;			/* an operation for it is queued or running */
 	bool complained;		/* a failed repair said so once */
 	bool seen_ok;			/* present at the last reconcile or outcome */
+	bool mig_backed;		/* the type lives on a MIG GPU instance */
+	bool waiting;			/* not re-applied until its GPU's MIG layout is in place */
 };
 
 enum op_kind { OP_CREATE = 0, OP_REMOVE, OP_SET, OP_CLEAR };
@@ -129,6 +134,12 @@ struct vgpu_state {
 	int interval_s;
 	char published[64][VGPU_RESOURCE_MAX];	/* resources last set */
 	size_t npublished;
+	/* What the mig module said (its events): PF address -> the last
+	 * "mig.instances" (status, GPU instances and their vGPU types). */
+	json_t *mig;
+	int mig_nvml;			/* "mig.nvml": -1 not said, 0 no NVML, 1 loaded */
+	bool mig_wait_over;		/* VGPU_MIG_WAIT_MS passed since the start */
+	int64_t mig_wait_timer;
 };
 
 static void op_next(struct vgpu_state *st);
@@ -364,6 +375,130 @@ vf_cdev(struct vgpu_state *st, const char *addr, char *buf, size_t size)
 	return err;
 }
 
+/* --- MIG-backed vGPU: what the mig module says (its events) ----------------- */
+
+/* The GPU instance the driver gave a VF's vGPU: nvidia/gpu_instance_id, an
+ * output of the driver (unreadable until the VF has a type; never written
+ * here). -1 when the VF has no type or the file says nothing. */
+static long
+vf_gpu_instance(struct vgpu_state *st, const char *addr)
+{
+	char rel[128], buf[32], *end;
+	long cur = 0, id;
+
+	if (vf_current(st, addr, &cur) < 0 || cur == 0)
+		return -1;
+	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/nvidia/gpu_instance_id", addr);
+	if (read_rel(st, rel, buf, sizeof(buf)) <= 0)
+		return -1;
+	id = strtol(buf, &end, 10);
+	if (end == buf || (*end != '\0' && *end != '\n') || id < 0 || id >= 0xffffffffL)
+		return -1;
+	return id;
+}
+
+/* The GPU-instance profile (hardware id) of the instances of `pf` that can
+ * host vGPU type `type`, as the mig module last said; -1 when none lists it. */
+static long
+mig_type_profile(struct vgpu_state *st, const char *pf, long type)
+{
+	const json_t *gis = json_object_get(json_object_get(st->mig, pf), "gpu_instances");
+	size_t i, k;
+	json_t *gi, *t;
+
+	json_array_foreach(gis, i, gi)
+		json_array_foreach(json_object_get(gi, "vgpu_types"), k, t)
+			if (json_integer_value(json_object_get(t, "id")) == type &&
+			    json_is_integer(json_object_get(gi, "profile_id")))
+				return (long)json_integer_value(json_object_get(gi, "profile_id"));
+	return -1;
+}
+
+static const char *
+mig_status(struct vgpu_state *st, const char *pf)
+{
+	return json_string_value(json_object_get(json_object_get(st->mig, pf), "status"));
+}
+
+/* Whether the MIG layout of GPU `pf` is in place, so that its MIG-backed
+ * vGPU types may be (re-)applied: the mig module said the GPU is synced or
+ * not its to manage, or it cannot say anything (no NVML; no word from it
+ * VGPU_MIG_WAIT_MS after the start: not loaded). */
+static bool
+mig_ready(struct vgpu_state *st, const char *pf)
+{
+	const char *status = mig_status(st, pf);
+
+	if (st->mig_nvml == 0)
+		return true;
+	if (json_object_get(st->mig, pf) == NULL)
+		return st->mig_nvml == 1 || st->mig_wait_over;
+	return status && (strcmp(status, "synced") == 0 || strcmp(status, "unmanaged") == 0 ||
+			  strcmp(status, "absent") == 0);
+}
+
+/* The VF of `pf` whose vGPU the driver put on GPU instance `gi` (its
+ * gpu_instance_id), written to vf; false when none. */
+static bool
+gi_taken_by(struct vgpu_state *st, const char *pf, long gi, char *vf, size_t size)
+{
+	char rel[128], target[256];
+
+	for (int i = 0; i < 4096; i++) {
+		ssize_t n;
+		const char *base;
+
+		snprintf(rel, sizeof(rel), "bus/pci/devices/%s/virtfn%d", pf, i);
+		n = readlinkat(st->ops->sysfs_fd(st->core), rel, target, sizeof(target) - 1);
+		if (n <= 0)
+			break;
+		target[n] = '\0';
+		base = strrchr(target, '/') ? strrchr(target, '/') + 1 : target;
+		if (vf_gpu_instance(st, base) == gi) {
+			snprintf(vf, size, "%s", base);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The GPU instances a type of `pf` would use: those that list it (free,
+ * unless a VF's gpu_instance_id names it) and those of its profile a VF
+ * already took. NULL when the type is not MIG-backed as far as the mig
+ * module said. */
+static json_t *
+type_gpu_instances(struct vgpu_state *st, const char *pf, long type)
+{
+	const json_t *gis = json_object_get(json_object_get(st->mig, pf), "gpu_instances");
+	long profile = mig_type_profile(st, pf, type);
+	json_t *out, *gi, *t;
+	size_t i, k;
+
+	if (profile < 0)
+		return NULL;
+	out = json_array();
+	json_array_foreach(gis, i, gi) {
+		long id = (long)json_integer_value(json_object_get(gi, "id"));
+		bool lists = false;
+		char vf[32] = "";
+		bool taken;
+
+		json_array_foreach(json_object_get(gi, "vgpu_types"), k, t)
+			lists |= json_integer_value(json_object_get(t, "id")) == type;
+		if (!lists && json_integer_value(json_object_get(gi, "profile_id")) != profile)
+			continue;
+		taken = gi_taken_by(st, pf, id, vf, sizeof(vf));
+		if (!lists && !taken)
+			continue;
+		json_array_append_new(out, json_pack("{s:I, s:O?, s:O?, s:b, s:s?}", "id",
+						     (json_int_t)id, "profile",
+						     json_object_get(gi, "profile"), "placement",
+						     json_object_get(gi, "placement"), "free", !taken,
+						     "vf", taken ? vf : NULL));
+	}
+	return out;
+}
+
 /* The resource domain of an mdev parent: its PCI vendor's, or the default. */
 static const char *
 parent_domain(struct vgpu_state *st, const char *parent)
@@ -450,12 +585,16 @@ gpu_del(struct vgpu_state *st, struct vfs_rec *g)
 static json_t *
 rec_json(const struct vgpu *r)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:b}", "flavour",
-			 flavour_names[r->flavour], "phase", phase_names[r->phase], "id", r->id,
-			 "parent", r->parent, "type", r->type, "type_name", r->type_name,
-			 "resource", r->resource, "resource_fixed", r->resource_fixed, "config",
-			 r->from_config, "generation", (json_int_t)r->gen, "allocated",
-			 r->allocated);
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:I, s:b}", "flavour",
+			      flavour_names[r->flavour], "phase", phase_names[r->phase], "id", r->id,
+			      "parent", r->parent, "type", r->type, "type_name", r->type_name,
+			      "resource", r->resource, "resource_fixed", r->resource_fixed, "config",
+			      r->from_config, "generation", (json_int_t)r->gen, "allocated",
+			      r->allocated);
+
+	if (j && r->mig_backed)
+		json_object_set_new(j, "mig_backed", json_true());
+	return j;
 }
 
 /* Journals every record (intent or outcome) in state.json. */
@@ -550,6 +689,7 @@ load(struct vgpu_state *st, const json_t *section)
 		r->resource_fixed = json_is_true(json_object_get(e, "resource_fixed"));
 		r->from_config = json_is_true(json_object_get(e, "config"));
 		r->allocated = json_is_true(json_object_get(e, "allocated"));
+		r->mig_backed = fl == VGPU_VF && json_is_true(json_object_get(e, "mig_backed"));
 		r->gen = json_integer_value(json_object_get(e, "generation"));
 		if (r->gen >= st->next_gen)
 			st->next_gen = r->gen + 1;
@@ -639,12 +779,19 @@ publish(struct vgpu_state *st)
 static json_t *
 rec_view(const struct vgpu *r)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:I, s:s, s:b, s:b}",
-			 "flavour", flavour_names[r->flavour], r->flavour == VGPU_MDEV ? "uuid" : "address",
-			 r->id, "parent", r->parent, "type", r->type, "type_name", r->type_name,
-			 "resource", r->resource, "present", r->present, "healthy", r->healthy,
-			 "allocated", r->allocated, "generation", (json_int_t)r->gen, "phase",
-			 phase_names[r->phase], "config", r->from_config, "busy", r->busy);
+	json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:I, s:s, s:b, s:b}",
+			      "flavour", flavour_names[r->flavour],
+			      r->flavour == VGPU_MDEV ? "uuid" : "address", r->id, "parent",
+			      r->parent, "type", r->type, "type_name", r->type_name, "resource",
+			      r->resource, "present", r->present, "healthy", r->healthy, "allocated",
+			      r->allocated, "generation", (json_int_t)r->gen, "phase",
+			      phase_names[r->phase], "config", r->from_config, "busy", r->busy);
+
+	if (v && r->flavour == VGPU_VF) {
+		json_object_set_new(v, "mig_backed", json_boolean(r->mig_backed));
+		json_object_set_new(v, "waiting_for", r->waiting ? json_string("mig") : json_null());
+	}
+	return v;
 }
 
 static void
@@ -1285,6 +1432,7 @@ apply_vf_rule_cb(const struct hdd_device_view *dev, void *arg)
 		struct vgpu_vf_type types[VGPU_MAX_TYPES];
 		const struct vgpu_vf_type *t;
 		char tid[24], res[VGPU_RESOURCE_MAX];
+		struct vgpu *r;
 		long cur = -1;
 		int nt;
 
@@ -1294,14 +1442,21 @@ apply_vf_rule_cb(const struct hdd_device_view *dev, void *arg)
 		t = nt > 0 ? vf_type_find(types, nt, w->ru->type) : NULL;
 		if (t == NULL)
 			continue;
+		/* A MIG-backed type waits for its GPU's layout (the mig module's
+		 * word); the driver lists it only once instances exist anyway. */
+		if (mig_type_profile(st, f->address, t->id) >= 0 && !mig_ready(st, f->address))
+			return;
 		snprintf(tid, sizeof(tid), "%ld", t->id);
 		if (w->ru->resource[0])
 			snprintf(res, sizeof(res), "%s", w->ru->resource);
 		else
 			default_resource(st, "nvidia.com", tid, t->name, res, sizeof(res));
-		if (new_record(st, VGPU_VF, *vf, f->address, tid, t->name, res,
-			       w->ru->resource[0] != '\0', true) == NULL ||
-		    save(st) < 0 || op_queue(st, OP_SET, *vf, false, true, NULL) < 0)
+		r = new_record(st, VGPU_VF, *vf, f->address, tid, t->name, res,
+			       w->ru->resource[0] != '\0', true);
+		if (r == NULL)
+			return;
+		r->mig_backed = mig_type_profile(st, f->address, t->id) >= 0;
+		if (save(st) < 0 || op_queue(st, OP_SET, *vf, false, true, NULL) < 0)
 			return;
 		have++;
 	}
@@ -1324,6 +1479,11 @@ reconcile(struct vgpu_state *st, bool at_start)
 
 		if (r->busy || (r->flavour == VGPU_VF && gpu_busy(st, r->parent)))
 			continue;	/* its VFs come first: the enable's end brings it */
+		if (r->flavour == VGPU_VF && !r->mig_backed &&
+		    mig_type_profile(st, r->parent, strtol(r->type, NULL, 10)) >= 0) {
+			r->mig_backed = true;	/* learnt from the mig module */
+			save(st);
+		}
 		rec_refresh(st, r);
 		if (r->phase == PH_REMOVING) {
 			/* A removal a kill interrupted: finish it (holders checked). */
@@ -1347,6 +1507,7 @@ reconcile(struct vgpu_state *st, bool at_start)
 			}
 			r->complained = false;
 			r->seen_ok = true;
+			r->waiting = false;
 			continue;
 		}
 		r->seen_ok = false;
@@ -1364,6 +1525,18 @@ reconcile(struct vgpu_state *st, bool at_start)
 			}
 			continue;
 		}
+		if (r->flavour == VGPU_VF && r->mig_backed && !mig_ready(st, r->parent)) {
+			/* Its GPU instance comes first: the mig module's word on the
+			 * GPU's layout brings it (after a reboot, a rebind). */
+			if (!r->waiting)
+				st->ops->log(st->core, HDD_LOG_INFO, "vgpu", "%s: type %s (%s) is "
+					     "MIG-backed: waiting for the MIG layout of %s (%s)", r->id,
+					     r->type, r->type_name, r->parent,
+					     mig_status(st, r->parent) ?: "not reported yet");
+			r->waiting = true;
+			continue;
+		}
+		r->waiting = false;
 		if (r->phase == PH_CREATED && !(at_start && rebooted) && (was_ok || at_start)) {
 			char why[160];
 
@@ -1608,7 +1781,10 @@ vgpu_init(const struct hdd_core_ops *ops, struct hdd_core *core, const json_t *s
 	st->ops = ops;
 	st->core = core;
 	st->next_gen = 1;
+	st->mig = json_object();
+	st->mig_nvml = -1;
 	if (config_parse(section, st, why, sizeof(why)) < 0) {
+		json_decref(st->mig);
 		free(st);
 		return -EINVAL;
 	}
@@ -1630,8 +1806,20 @@ vgpu_fini(void *state)
 		op_free(o);
 	}
 	op_free(st->running);
+	json_decref(st->mig);
 	free(st->v);
 	free(st);
+}
+
+static void
+mig_wait_cb(void *arg)
+{
+	struct vgpu_state *st = arg;
+
+	st->mig_wait_timer = 0;
+	st->mig_wait_over = true;
+	if (st->mig_nvml < 0)
+		reconcile_soon(st);
 }
 
 /* Loads the journal, finishes or undoes what a kill interrupted and
@@ -1654,6 +1842,13 @@ vgpu_start(void *state)
 	if (section)
 		load(st, section);
 	apply_renames(st);
+	/* Events reach this module from the loop's start on: until the mig
+	 * module has said something, MIG-backed types wait (at most this). */
+	st->mig_wait_timer = st->ops->timer_add(st->core, VGPU_MIG_WAIT_MS, mig_wait_cb, st);
+	if (st->mig_wait_timer < 0) {
+		st->mig_wait_timer = 0;
+		st->mig_wait_over = true;
+	}
 	reconcile(st, true);
 	if (st->interval_s > 0) {
 		st->reconcile_timer = st->ops->timer_add(st->core, st->interval_s * 1000,
@@ -1699,6 +1894,9 @@ vgpu_stop(void *state)
 	if (st->soon_timer > 0)
 		st->ops->timer_cancel(st->core, st->soon_timer);
 	st->reconcile_timer = st->soon_timer = 0;
+	if (st->mig_wait_timer > 0)
+		st->ops->timer_cancel(st->core, st->mig_wait_timer);
+	st->mig_wait_timer = 0;
 	while (st->queue) {
 		struct op *o = st->queue;
 
@@ -1759,6 +1957,35 @@ vgpu_uevent(void *state, const char *action, const char *subsystem, const char *
 	    const char *devpath)
 {
 	reconcile_soon(state);
+}
+
+/* The mig module's word: its GPUs' status and GPU instances (with the vGPU
+ * types each can host), and whether it has NVML at all. A GPU whose layout
+ * comes into place gets its waiting MIG-backed types now. */
+static void
+vgpu_event(void *state, const char *type, const json_t *params)
+{
+	struct vgpu_state *st = state;
+
+	if (strcmp(type, "mig.instances") == 0) {
+		const char *gpu = json_string_value(json_object_get(params, "gpu"));
+		json_t *v;
+
+		if (gpu == NULL || !pci_address_ok(gpu))
+			return;
+		if (strcmp(json_string_value(json_object_get(params, "status")) ?: "", "absent") == 0) {
+			json_object_del(st->mig, gpu);
+		} else if ((v = json_deep_copy(params)) != NULL) {
+			json_object_del(v, "seq");
+			json_object_del(v, "type");
+			json_object_del(v, "time");
+			json_object_set_new(st->mig, gpu, v);
+		}
+		reconcile_soon(st);
+	} else if (strcmp(type, "mig.nvml") == 0) {
+		st->mig_nvml = json_is_true(json_object_get(params, "loaded")) ? 1 : 0;
+		reconcile_soon(st);
+	}
 }
 
 static int
@@ -2294,17 +2521,45 @@ vf_json(struct vgpu_state *st, const struct hdd_pci_facts *f)
 	long cur = -1;
 	json_t *arr = json_array();
 
+	const json_t *mig = f->physfn ? json_object_get(st->mig, f->physfn) : NULL;
+	long gi = vf_gpu_instance(st, f->address);
+	json_t *out;
+
 	vf_current(st, f->address, &cur);
 	for (int i = 0; i < n; i++) {
 		char id[24];
+		json_t *t, *gis;
 
 		snprintf(id, sizeof(id), "%ld", types[i].id);
 		/* Listed means creatable now: one instance (the VF itself). */
-		json_array_append_new(arr, json_pack("{s:s, s:s, s:i}", "id", id, "name",
-						     types[i].name, "available", 1));
+		t = json_pack("{s:s, s:s, s:i}", "id", id, "name", types[i].name, "available", 1);
+		/* MIG-backed: the GPU instances it would use (mig's word). */
+		gis = mig ? type_gpu_instances(st, f->physfn, types[i].id) : NULL;
+		if (t && mig) {
+			json_object_set_new(t, "mig_backed", json_boolean(gis != NULL));
+			json_object_set_new(t, "gpu_instances", gis ? gis : json_null());
+		}
+		json_array_append_new(arr, t);
 	}
-	return json_pack("{s:s, s:s, s:s?, s:I, s:o}", "parent", f->address, "flavour", "vf",
-			 "physfn", f->physfn, "current_type", (json_int_t)cur, "types", arr);
+	out = json_pack("{s:s, s:s, s:s?, s:I, s:o}", "parent", f->address, "flavour", "vf",
+			"physfn", f->physfn, "current_type", (json_int_t)cur, "types", arr);
+	if (out && mig) {
+		json_t *gi_view = json_null(), *g;
+		size_t i;
+
+		json_array_foreach(json_object_get(mig, "gpu_instances"), i, g)
+			if (gi >= 0 && json_integer_value(json_object_get(g, "id")) == gi)
+				gi_view = json_pack("{s:I, s:O?, s:O?}", "id", (json_int_t)gi,
+						    "profile", json_object_get(g, "profile"),
+						    "placement", json_object_get(g, "placement"));
+		if (gi >= 0 && json_is_null(gi_view))
+			gi_view = json_pack("{s:I}", "id", (json_int_t)gi);
+		json_object_set_new(out, "gpu_instance", gi_view);
+		json_object_set_new(out, "mig", json_pack("{s:O?, s:O?}", "status",
+							  json_object_get(mig, "status"), "mode",
+							  json_object_get(mig, "mode")));
+	}
+	return out;
 }
 
 struct types_walk {
@@ -2550,6 +2805,14 @@ m_set_type(void *state, struct hdd_request *req, const json_t *params)
 	snprintf(tid, sizeof(tid), "%ld", t->id);
 	snprintf(rel, sizeof(rel), "bus/pci/devices/%s/physfn", addr);
 	link_base(st, rel, physfn, sizeof(physfn));
+	if (physfn[0] && mig_type_profile(st, physfn, t->id) >= 0 &&
+	    strcmp(mig_status(st, physfn) ?: "", "applying") == 0) {
+		/* The layout first, then the vGPUs on it. */
+		st->ops->reply_error(req, HDD_ERR_BUSY, "%s: the MIG layout of %s is being "
+				     "applied; type %s needs its GPU instance: try again", addr,
+				     physfn, t->name);
+		return 0;
+	}
 	if (res)
 		snprintf(resource, sizeof(resource), "%s", res);
 	else
@@ -2558,6 +2821,7 @@ m_set_type(void *state, struct hdd_request *req, const json_t *params)
 		       res != NULL, false);
 	if (r == NULL)
 		return -ENOMEM;
+	r->mig_backed = physfn[0] && mig_type_profile(st, physfn, t->id) >= 0;
 	if (save(st) < 0) {
 		rec_del(st, rec_find(st, addr));
 		st->ops->reply_error(req, HDD_ERR_FAILED, "cannot journal %s in state.json", addr);
@@ -2688,6 +2952,14 @@ vfs_done(void *arg, int result, const json_t *out)
 			save(st);
 		}
 	} else {
+		if (c->enable) {
+			/* sriov-manage's rebind takes the GPU's MIG instances: its
+			 * MIG-backed types wait for the mig module's next word. */
+			json_t *v = json_object_get(st->mig, c->gpu);
+
+			if (v)
+				json_object_set_new(v, "status", json_string("rebind"));
+		}
 		if (c->enable && g) {
 			/* The outcome; the VF types recorded for it follow. */
 			g->phase = VFS_ENABLED;
@@ -2994,4 +3266,5 @@ __attribute__((visibility("default"))) const struct hdd_module hostdevd_module =
 	.describe = vgpu_describe,
 	.advertise = vgpu_advertise,
 	.allocate = vgpu_allocate,
+	.event = vgpu_event,
 };

@@ -6,8 +6,9 @@
  * placements, MIG mode current/pending (Ampere: the change needs a GPU reset
  * the driver may or may not manage; Hopper: no reset), GPU and compute
  * instances with INSUFFICIENT_RESOURCES when placements are fragmented,
- * IN_USE from processes injected on an instance, a call that hangs, and
- * errors injected per function.
+ * IN_USE from processes injected on an instance, a call that hangs,
+ * errors injected per function, and the vGPU types each GPU instance can
+ * host (MIG-backed vGPU; "vgpu_taken" on an instance empties its list).
  *
  * Its whole state is a JSON file named by $FAKE_NVML_STATE, read and written
  * under a lock at every call, so the tests read and change it between calls
@@ -19,7 +20,7 @@
  *    "gpus": [{"bus_id": "0000:04:00.0", "model": "A100-40GB", "uuid": "GPU-…",
  *              "minor": 0, "mig_current": 0, "mig_pending": 0,
  *              "mode_change": "reset" | "in_use" | "reset_required",
- *              "gis": [{"id", "profile_id", "start", "size",
+ *              "gis": [{"id", "profile_id", "start", "size", "vgpu_taken",
  *                       "cis": [{"id", "profile_id", "start", "size", "uuid"}]}],
  *              "processes": [{"pid", "gi", "ci"}], "serial": 0}]}
  *
@@ -126,6 +127,14 @@ typedef struct {
 	unsigned int gpuInstanceId, computeInstanceId;
 } nvmlProcessInfo_t;
 
+typedef unsigned int nvmlVgpuTypeId_t;
+typedef struct {
+	unsigned int version, vgpuCount;
+	nvmlVgpuTypeId_t *vgpuTypeIds;
+} nvmlVgpuTypeIdInfo_v1_t;
+#define VGPU_IDS_V1 0x01000010u	/* nvmlVgpuTypeIdInfo_v1 (REFERENCE-MODULES A.2) */
+#define NO_GI_PROFILE 0xffffffffu	/* INVALID_GPU_INSTANCE_PROFILE_ID: time-sliced */
+
 /* --- the GPUs it knows ------------------------------------------------------ */
 
 struct profile {
@@ -173,6 +182,40 @@ static const struct model models[] = {
 	    P3("MIG 3g.71gb", 72704, 60), P4("MIG 4g.71gb", 72704, 64),
 	    P7("MIG 7g.141gb", 144384, 132) } },
 	{ "L40S", "NVIDIA L40S", 0x26b9, false, false, { { 0 } } },
+};
+
+/* vGPU types per model: the MIG-backed ones name their GPU-instance profile
+ * (hardware id), the time-sliced one NO_GI_PROFILE. The ids and most names
+ * are invented (the A100-40GB's match test_vgpu.py's simulated VFs; no
+ * source gave the real ids); the "<G>-<M>C" shape is NVIDIA's naming. */
+struct vgpu_type {
+	unsigned id, gi_profile;
+	const char *name;
+};
+
+static const struct {
+	const char *model;
+	struct vgpu_type t[9];
+} vgpu_types[] = {
+	{ "A100-40GB", { { 1147, 19, "GRID A100-1-5C" }, { 1148, 14, "GRID A100-2-10C" },
+			 { 1149, 9, "GRID A100-3-20C" }, { 1150, 5, "GRID A100-4-20C" },
+			 { 1151, 0, "GRID A100-7-40C" }, { 1152, 20, "GRID A100-1-5CME" },
+			 { 1153, 15, "GRID A100-1-10C" }, { 1160, NO_GI_PROFILE, "GRID A100-5C" } } },
+	{ "A100-80GB", { { 1201, 19, "NVIDIA A100D-1-10C" }, { 1202, 14, "NVIDIA A100D-2-20C" },
+			 { 1203, 9, "NVIDIA A100D-3-40C" }, { 1204, 5, "NVIDIA A100D-4-40C" },
+			 { 1205, 0, "NVIDIA A100D-7-80C" }, { 1206, 20, "NVIDIA A100D-1-10CME" },
+			 { 1207, 15, "NVIDIA A100D-1-20C" },
+			 { 1210, NO_GI_PROFILE, "NVIDIA A100D-10C" } } },
+	{ "H100-80GB", { { 1301, 19, "NVIDIA H100-1-10C" }, { 1302, 14, "NVIDIA H100-2-20C" },
+			 { 1303, 9, "NVIDIA H100-3-40C" }, { 1304, 5, "NVIDIA H100-4-40C" },
+			 { 1305, 0, "NVIDIA H100-7-80C" }, { 1306, 20, "NVIDIA H100-1-10CME" },
+			 { 1307, 15, "NVIDIA H100-1-20C" },
+			 { 1310, NO_GI_PROFILE, "NVIDIA H100-10C" } } },
+	{ "H200-141GB", { { 1401, 19, "NVIDIA H200-1-18C" }, { 1402, 14, "NVIDIA H200-2-35C" },
+			  { 1403, 9, "NVIDIA H200-3-71C" }, { 1404, 5, "NVIDIA H200-4-71C" },
+			  { 1405, 0, "NVIDIA H200-7-141C" }, { 1406, 20, "NVIDIA H200-1-18CME" },
+			  { 1407, 15, "NVIDIA H200-1-35C" },
+			  { 1410, NO_GI_PROFILE, "NVIDIA H200-18C" } } },
 };
 
 #define MAX_GPUS 16
@@ -1150,6 +1193,83 @@ nvmlComputeInstanceGetInfo_v2(nvmlComputeInstance_t h, nvmlComputeInstanceInfo_t
 	info->profileId = (unsigned)geti(ci, "profile_id");
 	info->placement = (nvmlPlacement_t){ (unsigned)geti(ci, "start"),
 					     (unsigned)geti(ci, "size") };
+	return end(OK);
+}
+
+/* --- vGPU types of GPU instances (MIG-backed vGPU) ------------------------------ */
+
+static const struct vgpu_type *
+vgpu_type_by_id(unsigned id)
+{
+	for (size_t m = 0; m < sizeof(vgpu_types) / sizeof(vgpu_types[0]); m++)
+		for (size_t i = 0; i < 9 && vgpu_types[m].t[i].name; i++)
+			if (vgpu_types[m].t[i].id == id)
+				return &vgpu_types[m].t[i];
+	return NULL;
+}
+
+/* The MIG-backed types a GPU instance can host now: those of its profile,
+ * none once "vgpu_taken" says a vGPU uses it. */
+NEWEST nvmlReturn_t
+nvmlGpuInstanceGetCreatableVgpus(nvmlGpuInstance_t h, nvmlVgpuTypeIdInfo_v1_t *info)
+{
+	const char *model;
+	unsigned n = 0, profile;
+	json_t *g, *gi;
+
+	BEGIN("nvmlGpuInstanceGetCreatableVgpus");
+	if (info == NULL || (gi = gi_of(h, &g)) == NULL)
+		return end(E_INVAL);
+	if (info->version != VGPU_IDS_V1)
+		return end(25);		/* ARGUMENT_VERSION_MISMATCH */
+	model = model_of(g)->key;
+	profile = (unsigned)geti(gi, "profile_id");
+	for (size_t m = 0; m < sizeof(vgpu_types) / sizeof(vgpu_types[0]); m++) {
+		if (strcmp(vgpu_types[m].model, model) != 0 ||
+		    json_is_true(json_object_get(gi, "vgpu_taken")))
+			continue;
+		for (size_t i = 0; i < 9 && vgpu_types[m].t[i].name; i++) {
+			if (vgpu_types[m].t[i].gi_profile != profile)
+				continue;
+			if (info->vgpuTypeIds && n < info->vgpuCount)
+				info->vgpuTypeIds[n] = vgpu_types[m].t[i].id;
+			n++;
+		}
+	}
+	if (n > info->vgpuCount || (n > 0 && info->vgpuTypeIds == NULL)) {
+		info->vgpuCount = n;
+		return end(E_SIZE);
+	}
+	info->vgpuCount = n;
+	return end(OK);
+}
+
+NEWEST nvmlReturn_t
+nvmlVgpuTypeGetName(nvmlVgpuTypeId_t id, char *name, unsigned int *size)
+{
+	const struct vgpu_type *t;
+
+	BEGIN("nvmlVgpuTypeGetName");
+	if (size == NULL || (t = vgpu_type_by_id(id)) == NULL)
+		return end(E_INVAL);
+	if (name == NULL || *size <= strlen(t->name)) {
+		*size = (unsigned)strlen(t->name) + 1;
+		return end(E_SIZE);
+	}
+	snprintf(name, *size, "%s", t->name);
+	*size = (unsigned)strlen(t->name) + 1;
+	return end(OK);
+}
+
+NEWEST nvmlReturn_t
+nvmlVgpuTypeGetGpuInstanceProfileId(nvmlVgpuTypeId_t id, unsigned int *profile)
+{
+	const struct vgpu_type *t;
+
+	BEGIN("nvmlVgpuTypeGetGpuInstanceProfileId");
+	if (profile == NULL || (t = vgpu_type_by_id(id)) == NULL)
+		return end(E_INVAL);
+	*profile = t->gi_profile;
 	return end(OK);
 }
 

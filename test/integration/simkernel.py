@@ -404,6 +404,12 @@ class SimVgpuKernel:
         self.held = set()
         self.fail_create = set()   # parents whose create writes are taken but do nothing
         self.types_now = {}     # VF address -> the type the simulation applied
+        # MIG-backed vGPU (test_mig.py): refuse_type(addr, type) -> True makes
+        # the driver refuse a type (its EIO: no GPU instance for it), and
+        # gpu_instance_of(addr, type) -> the GPU instance id the driver
+        # reports in the VF's nvidia/gpu_instance_id once it has the type.
+        self.refuse_type = None
+        self.gpu_instance_of = None
         with self.lock:
             self.rescan()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -659,9 +665,16 @@ class SimVgpuKernel:
             self._write_own(path, "0\n")               # an invalid id resets to 0
             before[addr] = 0
             entry = ("set-refused", addr, want)
+        elif want != prev and self.refuse_type and self.refuse_type(addr, want):
+            self._write_own(path, "0\n")
+            before[addr] = 0
+            entry = ("set-refused", addr, want)
         else:
             before[addr] = want
             self._vf_nodes(addr, True)
+            gi = self.gpu_instance_of(addr, want) if self.gpu_instance_of else None
+            if gi is not None:
+                self._write_own(os.path.join(self.vf_dir(addr), "nvidia/gpu_instance_id"), f"{gi}\n")
             entry = ("set", addr, want)
         self._catalogues(addr)
         # Logged once all is done: whoever sees the log sees the catalogues.

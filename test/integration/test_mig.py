@@ -33,10 +33,10 @@ pytestmark = pytest.mark.skipif(not os.path.exists(LIB),
                                 reason="the fake libnvidia-ml is built by `make check`")
 
 
-def module_dir(tmp):
+def module_dir(tmp, extra=()):
     d = os.path.join(tmp, "modules")
     os.makedirs(d, exist_ok=True)
-    for name in ("pci.so", "usb.so", "mig.so"):
+    for name in ("pci.so", "usb.so", "mig.so") + tuple(extra):
         shutil.copy(os.path.join(hdtest.MODULE_DIR, name), d)
         os.chmod(os.path.join(d, name), 0o755)
     return d
@@ -172,6 +172,10 @@ def test_older_library_plain_names(mig_daemon, host):
         {k: v[1] for k, v in fakenvml.PROFILES["H100-80GB"].items()}
     assert d.call("mig.apply", {"gpu": H100, "layout": {"3g.40gb": 2}})["changed"] is True
     assert host.nvml.layout(H100) == [(9, 0, 1), (9, 4, 1)]
+    # Without the vGPU calls (optional symbols): no such data, no error.
+    g = gpus(d)[H100]
+    assert [gi["vgpu_types"] for gi in g["gpu_instances"]] == [None, None]
+    assert g["status"] == "synced" and "error" not in g
     calls = host.nvml.read()["calls"]
     assert calls["nvmlInit"] >= 1 and "nvmlInit_v2" not in calls
     assert calls["nvmlDeviceGetPciInfo_v2"] >= 1 and "nvmlDeviceGetPciInfo_v3" not in calls
@@ -603,7 +607,8 @@ def test_mig_check_agrees_with_recorded_nvidia_smi(mig_daemon, host, tmp_path):
 
 def test_gpu_that_arrives_gets_its_configured_layout(make_daemon, tmp_path):
     """Hotplug: a GPU the configuration selects, appearing in sysfs and in
-    NVML after the start, gets its layout at the next check."""
+    NVML after the start, gets its layout on its arrival (the inventory's
+    device.add), not at a periodic check (there is none here)."""
     h = Host(str(tmp_path))
     def drop_h200(s):
         s["gpus"] = [g for g in s["gpus"] if g["bus_id"] != H200]
@@ -614,7 +619,7 @@ def test_gpu_that_arrives_gets_its_configured_layout(make_daemon, tmp_path):
     hidden = target + ".away"
     os.rename(target, hidden)
     d = make_daemon(tree=h.root, env={"FAKE_NVML_STATE": h.nvml.path},
-                    config={"mig": {"nvml_library": LIB, "check_interval_ms": 200,
+                    config={"mig": {"nvml_library": LIB, "check_interval_ms": 0,
                                     "gpus": [{"gpu": "10de:2335", "layout": {"3g.71gb": 2}}]}},
                     extra_args=["--module-dir", module_dir(str(tmp_path))])
     assert H200 not in gpus(d)
@@ -665,3 +670,183 @@ def test_untrusted_state_changes_nothing(mig_daemon, host):
     assert d.call("mig.list")["fail_closed"] is True
     d.call("mig.reconcile")
     assert host.nvml.layout(H100) == [] and host.nvml.gpu(H100)["mig_current"] == 0
+
+
+def test_gpu_instances_list_their_vgpu_types(mig_daemon, host):
+    """Each GPU instance says which vGPU types it can host (NVML's
+    nvmlGpuInstanceGetCreatableVgpus), and mig.instances tells the other
+    modules the GPU's status and instances whenever they change."""
+    d = mig_daemon()
+    c = d.client()
+    c.call("events.subscribe", {"types": ["mig.instances"]})
+    d.call("mig.apply", {"gpu": H100, "layout": {"3g.40gb": 1, "1g.10gb": 2}})
+    g = gpus(d)[H100]
+    types = {gi["profile"]: gi["vgpu_types"] for gi in g["gpu_instances"]}
+    assert types == {"3g.40gb": [{"id": 1303, "name": "NVIDIA H100-3-40C",
+                                  "gpu_instance_profile_id": 9}],
+                     "1g.10gb": [{"id": 1301, "name": "NVIDIA H100-1-10C",
+                                  "gpu_instance_profile_id": 19}]}
+    # The GPU's word: applying, then synced with its instances.
+    ev = c.next_event(match=lambda e: e["gpu"] == H100 and e["status"] == "applying")
+    ev = c.next_event(match=lambda e: e["gpu"] == H100 and e["status"] == "synced")
+    assert ev["managed"] is True and ev["uuid"] == g["uuid"]
+    assert sorted((x["profile"], x["id"], [t["id"] for t in x["vgpu_types"]])
+                  for x in ev["gpu_instances"]) == \
+        sorted((x["profile"], x["id"], [t["id"] for t in x["vgpu_types"]])
+               for x in g["gpu_instances"])
+    # A GPU instance a vGPU uses lists nothing (the driver's answer).
+    def take(s):
+        next(x for x in s["gpus"] if x["bus_id"] == H100)["gis"][0]["vgpu_taken"] = True
+    host.nvml.update(take)
+    d.call("mig.reconcile")
+    ev = c.next_event(match=lambda e: e["gpu"] == H100)
+    assert sorted(len(x["vgpu_types"]) for x in ev["gpu_instances"]) == [0, 1, 1]
+    # Unchanged: not said again.
+    d.call("mig.reconcile")
+    d.call("mig.list")
+    c.call("daemon.status")     # what was emitted before is on c by now
+    assert [e for e in c.pending if e["type"] == "mig.instances"] == []
+    c.close()
+
+
+# --- with the vgpu module: MIG-backed vGPU on the A100's VFs -----------------------
+
+from simkernel import SimVgpuKernel  # noqa: E402
+from test_vgpu import A100_TYPES, A100_VFS  # noqa: E402
+
+# The A100-40GB's MIG-backed types in the fake (test/fakenvml) and the VFs'
+# catalogue (test_vgpu.A100_TYPES): type id -> GPU-instance profile id.
+A100_MIG_TYPES = {1147: 19, 1148: 14, 1149: 9, 1150: 5, 1151: 0}
+
+
+class VgpuHost(Host):
+    """The A100's VFs with their vGPU catalogues, the simulated kernel's
+    driver giving a MIG-backed type only where the fake NVML has a GPU
+    instance of its profile (and reporting which in gpu_instance_id)."""
+
+    def __init__(self, tmp):
+        super().__init__(tmp)
+        for vf in A100_VFS:
+            self.tree.nvidia_vgpu_vf(vf, A100_TYPES)
+        self.nvml.set_gpu(A100, mig_current=1, mig_pending=1)
+        self.kernel = None
+
+    def free_gi(self, addr, type_id):
+        profile = A100_MIG_TYPES.get(type_id)
+        if profile is None:
+            return None
+        used = set()
+        for vf in A100_VFS:
+            if vf != addr and self.kernel.types_now.get(vf):
+                with open(os.path.join(self.tree.sys, "bus/pci/devices", vf,
+                                       "nvidia/gpu_instance_id")) as f:
+                    used.add(int(f.read()))
+        for gi in sorted(self.nvml.gpu(A100)["gis"], key=lambda x: x["id"]):
+            if gi["profile_id"] == profile and gi["id"] not in used:
+                return gi["id"]
+        return None
+
+    def start_kernel(self):
+        self.kernel = SimVgpuKernel(self.root)
+        # No GPU instance of its profile: the driver refuses the type (EIO).
+        self.kernel.refuse_type = lambda addr, t: t in A100_MIG_TYPES and \
+            self.free_gi(addr, t) is None
+        self.kernel.gpu_instance_of = self.free_gi
+        return self.kernel
+
+
+@pytest.fixture
+def vgpu_mig(make_daemon, tmp_path):
+    """start(mig=None) -> (daemon, VgpuHost); the vgpu module loaded too."""
+    hosts = []
+    h = VgpuHost(str(tmp_path))
+    hosts.append(h)
+    h.start_kernel()
+
+    def start(mig=None, start=True):
+        conf = {"nvml_library": LIB, "check_interval_ms": 0}
+        conf.update(mig or {})
+        return make_daemon(tree=h.root, config={"mig": conf}, start=start,
+                           env={"FAKE_NVML_STATE": h.nvml.path},
+                           extra_args=["--module-dir", module_dir(str(tmp_path), ("vgpu.so",))])
+    yield start, h
+    for x in hosts:
+        if x.kernel:
+            x.kernel.stop()
+
+
+def vf_types(d, vf):
+    return {t["id"]: t for t in d.call("vgpu.types", {"parent": vf})["parents"][0]["types"]}
+
+
+def vgpu_list(d):
+    return {v["address"]: v for v in d.call("vgpu.list")["vgpus"] if "address" in v}
+
+
+def test_vgpu_types_show_the_gpu_instance(vgpu_mig):
+    start, h = vgpu_mig
+    d = start()
+    d.call("mig.apply", {"gpu": A100, "layout": {"3g.20gb": 2}})
+    gis = sorted(gi["id"] for gi in h.nvml.gpu(A100)["gis"])
+    vf0, vf1 = A100_VFS[0], A100_VFS[1]
+    # vgpu learns the instances from mig's event (on the next loop turn).
+    hdtest.wait_until(lambda: vf_types(d, vf0)["1149"].get("mig_backed") is True,
+                      what="vgpu.types to know the GPU instances")
+    t = vf_types(d, vf0)
+    assert [(g["id"], g["profile"], g["free"], g["vf"]) for g in t["1149"]["gpu_instances"]] == \
+        [(gis[0], "3g.20gb", True, None), (gis[1], "3g.20gb", True, None)]
+    # Time-sliced, and MIG-backed on a profile without an instance: none.
+    assert t["1160"]["mig_backed"] is False and t["1160"]["gpu_instances"] is None
+    assert t["1147"]["mig_backed"] is False
+    r = d.call("vgpu.set_type", {"address": vf0, "type": "GRID A100-3-20C"})
+    assert r["present"] and r["mig_backed"] is True and h.kernel.current(vf0) == 1149
+    # The VF's vGPU took one instance (its gpu_instance_id): taken, by it.
+    v = d.call("vgpu.types", {"parent": vf0})["parents"][0]
+    assert v["gpu_instance"]["id"] == gis[0] and v["gpu_instance"]["profile"] == "3g.20gb"
+    assert v["mig"]["status"] == "synced"
+    t = vf_types(d, vf1)
+    assert [(g["id"], g["free"], g["vf"]) for g in t["1149"]["gpu_instances"]] == \
+        [(gis[0], False, vf0), (gis[1], True, None)]
+    # The layout is not changed under the vGPU: refused, nothing destroyed.
+    before = h.nvml.mutations()
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("mig.apply", {"gpu": A100, "layout": {"7g.40gb": 1}})
+    assert e.value.code == REFUSED and vf0 in e.value.message and "vGPU" in e.value.message
+    assert h.nvml.mutations() == before and len(h.nvml.layout(A100)) == 2
+    assert vgpu_list(d)[vf0]["mig_backed"] is True
+
+
+def test_mig_backed_vgpu_waits_for_the_layout_after_a_reboot(vgpu_mig):
+    """After a reboot the recorded MIG layout comes first, then the VF's
+    MIG-backed type: vgpu does not set it (the driver would refuse it) until
+    mig says the GPU's layout is in place, and sets it then."""
+    start, h = vgpu_mig
+    d = start()
+    vf = A100_VFS[2]
+    d.call("mig.apply", {"gpu": A100, "layout": {"2g.10gb": 3}})
+    hdtest.wait_until(lambda: vf_types(d, vf)["1148"].get("mig_backed") is True,
+                      what="vgpu to know the GPU instances")
+    assert d.call("vgpu.set_type", {"address": vf, "type": 1148})["mig_backed"] is True
+    d.stop()
+    # The reboot: no instances, no VF type; GPU instances cannot be made yet.
+    h.nvml.reboot()
+    h.kernel.set_type_by_hand(vf, 0)
+    hdtest.wait_until(lambda: h.kernel.current(vf) == 0 and
+                      ("clear", vf, 1148) in h.kernel.log, what="the type gone")
+    h.nvml.set(fail={"nvmlDeviceCreateGpuInstance": 23})
+    fake_reboot(d)
+    n = len(h.kernel.log)
+    d.start()
+    hdtest.wait_until(lambda: gpus(d)[A100]["status"] == "error", what="the layout failing")
+    hdtest.wait_until(lambda: vgpu_list(d)[vf]["waiting_for"] == "mig",
+                      what="the VF type waiting for the layout")
+    d.call("vgpu.reconcile")
+    assert h.kernel.log[n:] == [], "nothing written to the VF before its GPU instance"
+    # The layout applies: the type follows, without a refused write.
+    h.nvml.set(fail={})
+    d.call("mig.reconcile")
+    hdtest.wait_until(lambda: h.kernel.log[n:], what="the type after the layout")
+    assert h.kernel.log[n:] == [("set", vf, 1148)] and h.kernel.current(vf) == 1148
+    assert len(h.nvml.layout(A100)) == 3
+    v = vgpu_list(d)[vf]
+    assert v["waiting_for"] is None and v["mig_backed"] is True
