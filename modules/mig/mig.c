@@ -1249,15 +1249,22 @@ reconcile_listed(void *arg, int result, const json_t *out)
 		if (nv == NULL || desired == NULL || json_object_get(nv, "error") ||
 		    !gpu_facts(st, bus, &f))
 			continue;
+		/* Between drivers (sriov-manage parks the PF on pci-pf-stub):
+		 * its return to nvidia brings it here again. */
+		if (f.driver[0] == '\0' || strcmp(f.driver, "pci-pf-stub") == 0) {
+			json_object_set_new(c, "rebind", json_true());
+			continue;
+		}
 		if (mig_layout_matches(nv, desired, why, sizeof(why))) {
 			json_array_append_new(summary, json_pack("{s:s, s:s}", "gpu", bus, "status",
 								 "synced"));
 			continue;
 		}
 		if (rebind) {
-			/* Enabling the VFs (sriov-manage's rebind) took the instances. */
+			/* A rebind (sriov-manage enabling VFs, a driver reload)
+			 * took the instances: not drift. */
 			st->ops->log(st->core, HDD_LOG_INFO, "mig", "%s: re-applying the layout after "
-				     "its VFs were enabled (%s)", bus, why);
+				     "the GPU's driver was bound again (%s)", bus, why);
 		} else if (phase && strcmp(phase, "applied") == 0 && !after_reboot) {
 			/* Someone changed what hostdevd applied. */
 			st->ops->log(st->core, HDD_LOG_WARN, "mig", "%s: drift: %s", bus, why);
@@ -1667,6 +1674,12 @@ mig_event(void *state, const char *type, const json_t *params)
 		return;
 	if (!gpu_facts(st, id, &f) || f.vendor != NVIDIA_VENDOR || f.is_vf)
 		return;
+	if (strcmp(type, "device.change") == 0 && json_object_get(st->cache, id)) {
+		/* A driver bound again (a reload, sriov-manage) took the
+		 * instances: not drift. Said again after the next look. */
+		json_object_set_new(json_object_get(st->cache, id), "rebind", json_true());
+		json_object_del(st->announced, id);
+	}
 	st->ops->log(st->core, HDD_LOG_DEBUG, "mig", "%s: NVIDIA GPU %s: checking its MIG layout",
 		     id, strcmp(type, "device.add") == 0 ? "arrived" : "changed driver");
 	reconcile_soon(st);

@@ -850,3 +850,43 @@ def test_mig_backed_vgpu_waits_for_the_layout_after_a_reboot(vgpu_mig):
     assert len(h.nvml.layout(A100)) == 3
     v = vgpu_list(d)[vf]
     assert v["waiting_for"] is None and v["mig_backed"] is True
+
+
+def test_layout_again_after_the_vfs_are_enabled(make_daemon, tmp_path):
+    """sriov-manage's rebind (vgpu.enable_vfs) takes every GPU instance of
+    the GPU: mig applies the layout again at once (there is no periodic
+    check here), without calling it drift, and says so to vgpu."""
+    from simkernel import SimKernel
+    from test_vgpu import drop_a100_vfs, make_a100_vfs
+    h = Host(str(tmp_path))
+    drop_a100_vfs(h.tree)
+    h.nvml.set_gpu(A100, mig_current=1, mig_pending=1)
+    make = make_a100_vfs(h.root)
+
+    def make_and_rebind(pf, n):
+        make(pf, n)
+        h.nvml.set_gpu(pf, gis=[])      # the driver's rebind: instances gone
+    pk = SimKernel(h.root)
+    vk = SimVgpuKernel(h.root, make_vfs=make_and_rebind)
+    try:
+        d = make_daemon(tree=h.root, env={"FAKE_NVML_STATE": h.nvml.path},
+                        config={"mig": {"nvml_library": LIB, "check_interval_ms": 0}},
+                        extra_args=["--module-dir", module_dir(str(tmp_path), ("vgpu.so",))])
+        d.call("mig.apply", {"gpu": A100, "layout": {"3g.20gb": 2}})
+        c = d.client(timeout=60)
+        c.call("events.subscribe", {"types": ["mig", "vgpu.vfs_enabled"]})
+        c.call("vgpu.enable_vfs", {"gpu": A100})
+        assert vk.log.count(("numvfs", A100, 16)) == 1      # the rebind was made
+        seen = []
+        c.next_event(match=lambda e: seen.append(e["type"]) or
+                     (e["type"] == "mig.applied" and e["gpu"] == A100))
+        assert h.nvml.layout(A100) == [(9, 0, 1), (9, 4, 1)]
+        c.call("daemon.status")
+        seen += [e["type"] for e in c.pending]
+        assert "mig.drift" not in seen and "vgpu.vfs_enabled" in seen, seen
+        hdtest.wait_until(lambda: gpus(d)[A100]["status"] == "synced", what="synced")
+        assert "re-applying the layout after the GPU's driver was bound again" in d.log_text()
+        c.close()
+    finally:
+        vk.stop()
+        pk.stop()
