@@ -16,10 +16,9 @@
 
 #include "bus.h"
 #include "claim.h"
-#include "daemon.h"
-#include "dp-names.h"
-#include "dp-server.h"
-#include "dp.h"
+#include "conf.h"
+#include "fsroot.h"
+#include "inventory.h"
 #include "earlybind.h"
 #include "log.h"
 #include "metrics.h"
@@ -28,6 +27,92 @@
 #include "state.h"
 #include "sysfs.h"
 #include "worker.h"
+
+struct claim_member {
+	char address[16];
+	char *original_driver;	/* NULL: it had none */
+	bool bridge;
+	int aer_seen;		/* AER total last seen, -1 before the first look */
+	int64_t aer_sick_until;	/* unhealthy until (monotonic s) after new errors */
+};
+
+struct claim_job;
+struct claim_slot;
+
+struct claim {
+	char address[16];	/* the device asked for */
+	int group;
+	char owner[32];		/* the module that holds it */
+	enum claim_state state;
+	enum claim_state recorded;	/* the state in state.json when refused */
+	char reason[512];	/* why it is refused */
+	struct claim_member *members;
+	size_t n;
+	bool absent;		/* a member is missing from sysfs */
+	bool drift;		/* found on another driver; being bound again */
+	char last_error[512];
+	char step[64];		/* what it is doing or did last */
+	char advertised[256];	/* the resource it was last offered under */
+	uint64_t allocations;
+	int64_t created;
+	struct claim_job *job;	/* in flight, or NULL */
+	char *saved;		/* its record as state.json holds it, or NULL */
+	char saved_key[320];	/* the mutable fields `saved` was made from */
+};
+
+struct claims {
+	struct claims_env env;
+	const struct config *cfg;
+	struct loop *loop;
+	struct worker *worker;
+	struct claim **v;
+	size_t n;
+	bool fail_closed;	/* state.json unreadable: refuse, keep bindings */
+	char fail_reason[256];
+	char boot_id[64];
+	bool rebooted;		/* boot id differs from the one recorded */
+	bool first_since_boot;	/* the same as loaded, kept for this run (modules) */
+	int state_dirfd;
+	struct claim_slot *index;	/* member address -> claim (open addressing) */
+	size_t index_size;	/* a power of two */
+	json_t *modules;	/* state.json's "modules": one section per module */
+	struct early_bind *early_bind;	/* what <state-dir>/early-bind holds */
+};
+
+static void
+resources_changed(struct claims *c)
+{
+	if (c->env.changed)
+		c->env.changed(c->env.changed_arg);
+}
+
+/* The early-bind directory: every function of a group being applied or
+ * held (not releasing), bridges aside. */
+static int
+sync_early_bind(struct claims *c)
+{
+	char (*want)[16];
+	size_t n = 0, cap = 0;
+	int err;
+
+	for (size_t i = 0; i < c->n; i++)
+		cap += c->v[i]->n;
+	want = cap ? calloc(cap, sizeof(*want)) : NULL;
+	if (cap && want == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n; i++) {
+		const struct claim *cl = c->v[i];
+
+		if (cl->state != CLAIM_CLAIMING && cl->state != CLAIM_CLAIMED)
+			continue;
+		for (size_t k = 0; k < cl->n; k++)
+			if (!cl->members[k].bridge)
+				snprintf(want[n++], sizeof(want[0]), "%s", cl->members[k].address);
+	}
+	err = early_bind_sync(c->state_dirfd, want, n, &c->early_bind);
+	free(want);
+	return err;
+}
 
 #define VFIO_DRIVER "vfio-pci"
 #define WRITE_TIMEOUT_MS 15000
@@ -210,10 +295,10 @@ claims_save(struct claims *c)
 	}
 	free(texts);
 	if (err < 0)
-		log_errx("claim", "cannot write %s/%s: %s", c->d->opts.state_dir, STATE_FILE,
+		log_errx("claim", "cannot write %s/%s: %s", c->env.state_dir, STATE_FILE,
 			 strerror(-err));
-	else if (early_bind_sync(c->state_dirfd, c, &c->early_bind) < 0)
-		log_warnx("claim", "cannot update %s/%s", c->d->opts.state_dir, EARLY_BIND_DIR);
+	else if (sync_early_bind(c) < 0)
+		log_warnx("claim", "cannot update %s/%s", c->env.state_dir, EARLY_BIND_DIR);
 	return err;
 }
 
@@ -300,7 +385,8 @@ legacy_carry_over(struct claims *c, const json_t *list)
 }
 
 int
-claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
+claims_new(const struct claims_env *env, const struct config *cfg, int state_dirfd,
+	   struct claims **ret)
 {
 	struct claims *c = calloc(1, sizeof(*c));
 	char why[256] = "";
@@ -309,7 +395,8 @@ claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
 
 	if (c == NULL)
 		return -ENOMEM;
-	c->d = d;
+	c->env = *env;
+	c->cfg = cfg;
 	c->state_dirfd = state_dirfd;
 	crash_after = getenv("HOSTDEVD_TEST_CRASH_AFTER");
 	state_boot_id(c->boot_id, sizeof(c->boot_id));
@@ -370,10 +457,56 @@ claims_new(struct daemon *d, int state_dirfd, struct claims **ret)
 	}
 	json_decref(state);
 	index_rebuild(c);
-	log_info("claim", "%zu claims in %s/%s%s", c->n, d->opts.state_dir, STATE_FILE,
+	log_info("claim", "%zu claims in %s/%s%s", c->n, c->env.state_dir, STATE_FILE,
 		 c->rebooted ? " (the node has rebooted since they were written)" : "");
 	*ret = c;
 	return 0;
+}
+
+void
+claims_attach(struct claims *c, struct loop *loop, struct worker *worker)
+{
+	c->loop = loop;
+	c->worker = worker;
+}
+
+void
+claims_set_config(struct claims *c, const struct config *cfg)
+{
+	c->cfg = cfg;
+}
+
+bool
+claims_fail_closed(const struct claims *c)
+{
+	return c && c->fail_closed;
+}
+
+bool
+claims_first_since_boot(const struct claims *c)
+{
+	return c && c->first_since_boot;
+}
+
+void
+claims_summarize(const struct claims *c, struct claims_summary *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (c == NULL)
+		return;
+	out->n = c->n;
+	out->fail_closed = c->fail_closed;
+	out->fail_reason = c->fail_reason;
+	out->rebooted = c->rebooted;
+	for (size_t i = 0; i < c->n; i++) {
+		const struct claim *cl = c->v[i];
+
+		out->busy += cl->job != NULL;
+		if ((unsigned)cl->state < CLAIM_STATE_MAX)
+			out->by_state[cl->state]++;
+		out->absent += cl->absent;
+		out->drift += cl->drift;
+	}
 }
 
 static struct claim_job *running;	/* one job at a time: the worker is sequential anyway */
@@ -521,12 +654,12 @@ current_driver(struct claims *c, const char *addr, char *buf, size_t size, bool 
 	int err;
 
 	snprintf(dir, sizeof(dir), "bus/pci/devices/%s", addr);
-	*present = fsroot_exists(c->d->sys, dir) == 0;
+	*present = fsroot_exists(c->env.sys, dir) == 0;
 	buf[0] = '\0';
-	err = fsroot_readlink(c->d->sys, "bus/pci/devices", -1, addr, target, sizeof(target));
+	err = fsroot_readlink(c->env.sys, "bus/pci/devices", -1, addr, target, sizeof(target));
 	if (err < 0)
 		return err;
-	if (fsroot_readlink(c->d->sys, target, -1, "driver", target, sizeof(target)) < 0)
+	if (fsroot_readlink(c->env.sys, target, -1, "driver", target, sizeof(target)) < 0)
 		return 0;
 	snprintf(buf, size, "%s", path_basename(target));
 	return 0;
@@ -605,15 +738,15 @@ emit(struct claims *c, const char *type, const struct claim *cl, const char *ext
 
 	if (p && extra_key)
 		json_object_set_new(p, extra_key, json_string(extra ? extra : ""));
-	bus_publish(c->d->bus, NULL, type, p);
+	bus_publish(c->env.bus, NULL, type, p);
 }
 
 static void
 refresh_members(struct claims *c, struct claim *cl)
 {
 	for (size_t i = 0; i < cl->n; i++)
-		inventory_refresh(c->d->inv, HDD_DEV_PCI, cl->members[i].address, "claim");
-	dp_resources_changed(c->d->dp);
+		inventory_refresh(c->env.inv, HDD_DEV_PCI, cl->members[i].address, "claim");
+	resources_changed(c);
 }
 
 static void
@@ -733,7 +866,7 @@ release_timeout_holders(void *arg, int result, const json_t *reply)
 	format_holders(holders, who, sizeof(who));
 	job_fail(j, "release-unbind: unbinding %s from vfio-pci did not finish within %d s; %s%s",
 		 j->member < j->cl->n ? j->cl->members[j->member].address : j->cl->address,
-		 j->c->d->cfg->release_timeout_ms / 1000,
+		 j->c->cfg->release_timeout_ms / 1000,
 		 json_array_size(holders) ? "held by PID " : "no process holds its /dev/vfio node (the kernel is still busy)",
 		 who);
 }
@@ -757,7 +890,7 @@ submit(struct claim_job *j, json_t *req, int timeout_ms)
 		if (left < timeout_ms)
 			timeout_ms = (int)left;
 	}
-	if (worker_submit(j->c->d->worker, req, timeout_ms, job_after_write, j) < 0)
+	if (worker_submit(j->c->worker, req, timeout_ms, job_after_write, j) < 0)
 		job_fail(j, "%s: out of memory", phase_names[j->phase]);
 }
 
@@ -812,7 +945,7 @@ job_after_write(void *arg, int result, const json_t *reply)
 	if (result < 0 && (result == -ETIMEDOUT || !best_effort) && j->phase != PH_MODPROBE) {
 		if (j->phase == PH_RL_UNBIND && result == -ETIMEDOUT) {
 			/* Who holds it? The fresh worker looks. */
-			if (worker_submit(j->c->d->worker,
+			if (worker_submit(j->c->worker,
 					  json_pack("{s:s, s:o, s:[]}", "op", "holders", "paths",
 						    holder_paths(j->c, j->cl), "prefixes"),
 					  WRITE_TIMEOUT_MS, release_timeout_holders, j) < 0)
@@ -912,7 +1045,7 @@ job_wait_verify(struct claim_job *j)
 {
 	j->waiting = true;
 	j->verify_gen = ++verify_gen;
-	if (loop_call_later(j->c->d->loop, j->verify_wait_ms, verify_tick,
+	if (loop_call_later(j->c->loop, j->verify_wait_ms, verify_tick,
 			    (void *)(uintptr_t)j->verify_gen) < 0) {
 		j->waiting = false;
 		job_fail(j, "%s: cannot arm a timer", phase_names[j->phase]);
@@ -928,13 +1061,13 @@ holder_paths(struct claims *c, struct claim *cl)
 	json_t *paths = json_array();
 	char path[1200];
 
-	snprintf(path, sizeof(path), "%s/vfio/%d", c->d->opts.dev_root, cl->group);
+	snprintf(path, sizeof(path), "%s/vfio/%d", c->env.dev_root, cl->group);
 	json_array_append_new(paths, json_string(path));
 	for (size_t i = 0; i < cl->n; i++) {
-		struct device *dev = inventory_find(c->d->inv, HDD_DEV_PCI, cl->members[i].address);
+		struct device *dev = inventory_find(c->env.inv, HDD_DEV_PCI, cl->members[i].address);
 
 		if (dev && dev->pci.vfio_cdev) {
-			snprintf(path, sizeof(path), "%s/vfio/devices/%s", c->d->opts.dev_root,
+			snprintf(path, sizeof(path), "%s/vfio/devices/%s", c->env.dev_root,
 				 dev->pci.vfio_cdev);
 			json_array_append_new(paths, json_string(path));
 		}
@@ -969,7 +1102,7 @@ ph_start(struct claim_job *j, const struct look *lk)
 static void
 ph_modprobe(struct claim_job *j, const struct look *lk)
 {
-	if (fsroot_exists(j->c->d->sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
+	if (fsroot_exists(j->c->env.sys, "bus/pci/drivers/" VFIO_DRIVER) == 0) {
 		job_again(j, PH_INTENT);
 		return;
 	}
@@ -1024,7 +1157,7 @@ ph_unbind(struct claim_job *j, const struct look *lk)
 		return;
 	}
 	snprintf(path, sizeof(path), "bus/pci/drivers/%s/unbind", lk->drv);
-	write_attr(j, path, member_addr(j), j->c->d->cfg->release_timeout_ms);
+	write_attr(j, path, member_addr(j), j->c->cfg->release_timeout_ms);
 }
 
 static void
@@ -1045,7 +1178,7 @@ ph_verify(struct claim_job *j, const struct look *lk)
 
 	snprintf(path, sizeof(path), "vfio/%d", j->cl->group);
 	if (lk->present && strcmp(lk->drv, VFIO_DRIVER) == 0 &&
-	    fsroot_exists(j->c->d->dev, path) == 0) {
+	    fsroot_exists(j->c->env.dev, path) == 0) {
 		maybe_crash(j);
 		j->member++;
 		job_next_member(j, PH_OVERRIDE, PH_CLAIMED);
@@ -1102,7 +1235,7 @@ ph_rb_unbind(struct claim_job *j, const struct look *lk)
 		return;
 	}
 	write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
-		   j->c->d->cfg->release_timeout_ms);
+		   j->c->cfg->release_timeout_ms);
 }
 
 static void
@@ -1138,7 +1271,7 @@ ph_bind_back(struct claim_job *j, const struct look *lk)
 	}
 	if (orig) {
 		snprintf(path, sizeof(path), "bus/pci/drivers/%s/bind", orig);
-		if (fsroot_exists(j->c->d->sys, path) == 0) {
+		if (fsroot_exists(j->c->env.sys, path) == 0) {
 			write_attr(j, path, member_addr(j), WRITE_TIMEOUT_MS);
 			return;
 		}
@@ -1191,7 +1324,7 @@ ph_rl_intent(struct claim_job *j, const struct look *lk)
 		return;
 	}
 	/* Out of the kubelet's resource before the kernel writes. */
-	dp_resources_changed(c->d->dp);
+	resources_changed(c);
 	maybe_crash(j);
 	emit(c, "claim.progress", j->cl, NULL, NULL);
 	j->member = 0;
@@ -1208,7 +1341,7 @@ ph_rl_unbind(struct claim_job *j, const struct look *lk)
 	/* Blocks in the kernel while a VFIO user holds the device: only ever
 	 * in the worker, with a deadline. */
 	write_attr(j, "bus/pci/drivers/" VFIO_DRIVER "/unbind", member_addr(j),
-		   j->c->d->cfg->release_timeout_ms);
+		   j->c->cfg->release_timeout_ms);
 }
 
 static void
@@ -1365,7 +1498,7 @@ member_refused(struct claims *c, const struct device *dev, const struct device *
 			 m == dev ? "" : "; it shares an IOMMU group with ", m == dev ? "" : dev->id);
 		return 1;
 	}
-	if (protect_check(c->d, m, reason, sizeof(reason))) {
+	if (protect_check(c->env.sys, c->cfg, m, reason, sizeof(reason))) {
 		snprintf(why, whylen, "refused: %s %s%s%s", m->id, reason,
 			 m == dev ? "" : "; it shares IOMMU group with ",
 			 m == dev ? "" : dev->id);
@@ -1396,7 +1529,7 @@ build_claim(struct claims *c, struct device *dev, char *why, size_t whylen)
 			 dev->id);
 		return NULL;
 	}
-	n = inventory_group_members(c->d->inv, dev->pci.f.iommu_group, members, MAX_MEMBERS);
+	n = inventory_group_members(c->env.inv, dev->pci.f.iommu_group, members, MAX_MEMBERS);
 	if (n == 0 || n > MAX_MEMBERS) {
 		snprintf(why, whylen, "IOMMU group %d of %s is empty or too large (%zu)",
 			 dev->pci.f.iommu_group, dev->id, n);
@@ -1480,7 +1613,7 @@ claims_bind(struct claims *c, const char *owner, const char *address, int timeou
 		whyf(why, whylen, "claims are refused: %s", c->fail_reason);
 		return -EROFS;
 	}
-	dev = pci_address_valid(address) ? inventory_find(c->d->inv, HDD_DEV_PCI, address) : NULL;
+	dev = pci_address_valid(address) ? inventory_find(c->env.inv, HDD_DEV_PCI, address) : NULL;
 	if (dev == NULL) {
 		whyf(why, whylen, "no such PCI device: %s", address);
 		return -ENOENT;
@@ -1590,7 +1723,7 @@ claims_holder(struct claims *c, const char *address, char *owner, size_t size, b
 			snprintf(owner, size, "%s", cl->owner);
 		return 1;
 	}
-	if (c == NULL || inventory_find(c->d->inv, HDD_DEV_PCI, address) == NULL)
+	if (c == NULL || inventory_find(c->env.inv, HDD_DEV_PCI, address) == NULL)
 		return -ENOENT;
 	return 0;
 }
@@ -1742,7 +1875,7 @@ claim_validate(struct claims *c, struct claim *cl, char *why, size_t whylen)
 				 cl->group, c->v[o]->address);
 			return 1;
 		}
-	asked = inventory_find(c->d->inv, HDD_DEV_PCI, cl->address);
+	asked = inventory_find(c->env.inv, HDD_DEV_PCI, cl->address);
 	if (asked == NULL)
 		return 0;
 	if (asked->pci.f.iommu_group != cl->group) {
@@ -1751,7 +1884,7 @@ claim_validate(struct claims *c, struct claim *cl, char *why, size_t whylen)
 		return 1;
 	}
 	for (size_t i = 0; i < cl->n; i++) {
-		struct device *m = inventory_find(c->d->inv, HDD_DEV_PCI, cl->members[i].address);
+		struct device *m = inventory_find(c->env.inv, HDD_DEV_PCI, cl->members[i].address);
 
 		if (m && m->pci.f.iommu_group != cl->group) {
 			snprintf(why, whylen, "member %s is not in IOMMU group %d of %s (it is in %d)",
@@ -1759,7 +1892,7 @@ claim_validate(struct claims *c, struct claim *cl, char *why, size_t whylen)
 			return 1;
 		}
 	}
-	n = inventory_group_members(c->d->inv, cl->group, members, MAX_MEMBERS);
+	n = inventory_group_members(c->env.inv, cl->group, members, MAX_MEMBERS);
 	if (n > MAX_MEMBERS) {
 		snprintf(why, whylen, "IOMMU group %d is too large (%zu)", cl->group, n);
 		return 1;
@@ -1809,7 +1942,7 @@ claim_refuse(struct claims *c, struct claim *cl, const char *why)
 		  cl->address, claim_state_to_string(cl->recorded), STATE_FILE, why);
 	emit(c, "claim.refused", cl, "reason", why);
 	claims_save(c);		/* what follows the claims (early binding) drops it */
-	dp_resources_changed(c->d->dp);
+	resources_changed(c);
 }
 
 /* Validates before a recorded claim is applied again; false when refused. */

@@ -12,8 +12,12 @@
 #include <stdint.h>
 #include <jansson.h>
 
-struct daemon;
+struct bus;
+struct config;
 struct device;
+struct fsroot;
+struct inventory;
+struct loop;
 struct worker;
 
 enum claim_state {
@@ -24,58 +28,42 @@ enum claim_state {
 	CLAIM_STATE_MAX
 };
 
-struct claim_member {
-	char address[16];
-	char *original_driver;	/* NULL: it had none */
-	bool bridge;
-	int aer_seen;		/* AER total last seen, -1 before the first look */
-	int64_t aer_sick_until;	/* unhealthy until (monotonic s) after new errors */
-};
-
-struct claim_job;
-struct claim_slot;
-
-struct claim {
-	char address[16];	/* the device asked for */
-	int group;
-	char owner[32];		/* the module that holds it */
-	enum claim_state state;
-	enum claim_state recorded;	/* the state in state.json when refused */
-	char reason[512];	/* why it is refused */
-	struct claim_member *members;
-	size_t n;
-	bool absent;		/* a member is missing from sysfs */
-	bool drift;		/* found on another driver; being bound again */
-	char last_error[512];
-	char step[64];		/* what it is doing or did last */
-	char advertised[256];	/* the resource it was last offered under */
-	uint64_t allocations;
-	int64_t created;
-	struct claim_job *job;	/* in flight, or NULL */
-	char *saved;		/* its record as state.json holds it, or NULL */
-	char saved_key[320];	/* the mutable fields `saved` was made from */
-};
+struct claims;
+struct claim;
 
 /* The reply to a control request that waits for a claim or release. */
 typedef void (*claim_done_fn)(void *arg, int err, const char *message, json_t *result);
 
-struct early_bind;
-
-struct claims {
-	struct daemon *d;
-	struct claim **v;
-	size_t n;
-	bool fail_closed;	/* state.json unreadable: refuse, keep bindings */
-	char fail_reason[256];
-	char boot_id[64];
-	bool rebooted;		/* boot id differs from the one recorded */
-	bool first_since_boot;	/* the same as loaded, kept for this run (modules) */
-	int state_dirfd;
-	struct claim_slot *index;	/* member address -> claim (open addressing) */
-	size_t index_size;	/* a power of two */
-	json_t *modules;	/* state.json's "modules": one section per module */
-	struct early_bind *early_bind;	/* what <state-dir>/early-bind holds */
+/* What the engine works with, given at creation by its owner (daemon.c). */
+struct claims_env {
+	struct fsroot *sys;
+	struct fsroot *dev;
+	struct inventory *inv;
+	struct bus *bus;
+	const char *state_dir;	/* for messages */
+	const char *dev_root;	/* /dev/vfio paths of a group's holders */
+	/* Held groups changed: the device plugins recompute their resources. */
+	void (*changed)(void *arg);
+	void *changed_arg;
 };
+
+/* What the rest of the daemon may know of the records (metrics, status,
+ * readiness): counts, never the records themselves. */
+struct claims_summary {
+	size_t n;
+	size_t busy;		/* moves in flight */
+	size_t by_state[CLAIM_STATE_MAX];
+	size_t absent;		/* with a member missing from sysfs */
+	size_t drift;		/* found on another driver, being bound again */
+	bool fail_closed;
+	const char *fail_reason;	/* valid while the engine lives */
+	bool rebooted;		/* boot id differs from the one recorded */
+};
+void claims_summarize(const struct claims *c, struct claims_summary *out);
+/* state.json cannot be trusted (false for NULL). */
+bool claims_fail_closed(const struct claims *c);
+/* The first start since the node booted, as state.json's boot id says. */
+bool claims_first_since_boot(const struct claims *c);
 
 /* A module's section of state.json (borrowed), or NULL. */
 const json_t *claims_module_section(const struct claims *c, const char *module);
@@ -84,8 +72,14 @@ const json_t *claims_module_section(const struct claims *c, const char *module);
 int claims_module_section_put(struct claims *c, const char *module, const json_t *section);
 
 /* Loads state.json (a torn or corrupt file makes the engine fail closed).
+ * `cfg` is the configuration in force (claims_set_config replaces it).
  * Returns 0 or -errno for an unusable state directory. */
-int claims_new(struct daemon *d, int state_dirfd, struct claims **ret);
+int claims_new(const struct claims_env *env, const struct config *cfg, int state_dirfd,
+	       struct claims **ret);
+/* The event loop and the worker, once they exist (before claims_reconcile). */
+void claims_attach(struct claims *c, struct loop *loop, struct worker *worker);
+/* The configuration in force after a reload (the old one is freed after). */
+void claims_set_config(struct claims *c, const struct config *cfg);
 void claims_free(struct claims *c);
 
 /* After start-up: checks every recorded group against the live system

@@ -15,7 +15,10 @@
 #include "ctl-server.h"
 #include "ctl.h"
 #include "claim.h"
-#include "daemon.h"
+#include "conf.h"
+#include "fsroot.h"
+#include "inventory.h"
+#include "module.h"
 #include "dp.h"
 #include "log.h"
 #include "loop.h"
@@ -28,7 +31,71 @@
 #define CTL_PENDING ((json_t *)&ctl_pending_marker)
 static int ctl_pending_marker;
 
-typedef json_t *(*ctl_fn)(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code,
+static void ctl_jobs_free(struct ctl *c);
+
+/* The core's control methods and what they answer from. */
+struct ctl {
+	struct inventory *inv;
+	struct module_set *mods;
+	struct claims *claims;
+	struct bus *bus;
+	struct dp *dp;
+	struct fsroot *sys;
+	void (*facts)(void *arg, struct ctl_facts *out);
+	int (*rescan)(void *arg, json_t **summary);
+	void *arg;
+	const struct config *cfg;
+	struct loop *loop;
+	struct worker *worker;
+	struct ctl_server *server;
+	struct ctl_list_job *list_jobs;	/* whole devices.list answers being built */
+};
+
+int
+ctl_new(const struct ctl_env *env, const struct config *cfg, struct ctl **ret)
+{
+	struct ctl *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return -ENOMEM;
+	c->inv = env->inv;
+	c->mods = env->mods;
+	c->claims = env->claims;
+	c->bus = env->bus;
+	c->dp = env->dp;
+	c->sys = env->sys;
+	c->facts = env->facts;
+	c->rescan = env->rescan;
+	c->arg = env->arg;
+	c->cfg = cfg;
+	*ret = c;
+	return 0;
+}
+
+void
+ctl_attach(struct ctl *c, struct loop *loop, struct worker *worker, struct ctl_server *server)
+{
+	c->loop = loop;
+	c->worker = worker;
+	c->server = server;
+}
+
+void
+ctl_set_config(struct ctl *c, const struct config *cfg)
+{
+	c->cfg = cfg;
+}
+
+void
+ctl_free(struct ctl *c)
+{
+	if (c == NULL)
+		return;
+	ctl_jobs_free(c);
+	free(c);
+}
+
+typedef json_t *(*ctl_fn)(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code,
 			  char *msg, size_t msglen);
 
 struct ctl_method {
@@ -46,17 +113,17 @@ ctl_error_response(json_t *id, int code, const char *message)
 }
 
 bool
-ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer)
+ctl_peer_privileged(const struct ctl *c, const struct ctl_peer *peer)
 {
 	if (peer->uid == 0)
 		return true;
-	if (d->cfg == NULL || d->cfg->control_group == NULL)
+	if (c->cfg == NULL || c->cfg->control_group == NULL)
 		return false;
-	if (peer->gid == d->cfg->control_gid)
+	if (peer->gid == c->cfg->control_gid)
 		return true;
 	/* usermod -aG: the group is one of the peer's supplementary groups. */
 	for (size_t i = 0; i < peer->ngroups; i++)
-		if (peer->groups[i] == d->cfg->control_gid)
+		if (peer->groups[i] == c->cfg->control_gid)
 			return true;
 	return false;
 }
@@ -152,12 +219,12 @@ mono_usec(void)
 }
 
 json_t *
-ctl_mdev_parents_json(struct daemon *d)
+ctl_mdev_parents_json(struct ctl *c)
 {
 	json_t *out = json_array();
 	struct dirent *de;
 	DIR *dir;
-	int fd = fsroot_open_dir(d->sys, "class/mdev_bus");
+	int fd = fsroot_open_dir(c->sys, "class/mdev_bus");
 
 	if (fd < 0)
 		return out;
@@ -171,9 +238,9 @@ ctl_mdev_parents_json(struct daemon *d)
 		json_t *types;
 
 		if (de->d_name[0] == '.' ||
-		    fsroot_readlink(d->sys, "class/mdev_bus", -1, de->d_name, target, sizeof(target)) < 0)
+		    fsroot_readlink(c->sys, "class/mdev_bus", -1, de->d_name, target, sizeof(target)) < 0)
 			continue;
-		types = scan_mdev_types(d->sys, target);
+		types = scan_mdev_types(c->sys, target);
 		json_array_append_new(out, json_pack("{s:s, s:b, s:o}", "parent", de->d_name, "pci",
 						     pci_address_valid(de->d_name), "types",
 						     types ? types : json_array()));
@@ -183,17 +250,17 @@ ctl_mdev_parents_json(struct daemon *d)
 }
 
 json_t *
-ctl_device_json(struct daemon *d, struct device *dev)
+ctl_device_json(struct ctl *c, struct device *dev)
 {
 	json_t *o = device_facts_json(dev);
 
 	if (o == NULL)
 		return NULL;
-	json_object_set_new(o, "module", dev->owner ? json_string(dev->owner->desc->name)
+	json_object_set_new(o, "module", dev->owner ? json_string(module_name(dev->owner))
 						     : json_null());
 	if (dev->cls == HDD_DEV_PCI) {
 		struct device *members[64];
-		size_t n = inventory_group_members(d->inv, dev->pci.f.iommu_group, members, 64);
+		size_t n = inventory_group_members(c->inv, dev->pci.f.iommu_group, members, 64);
 		json_t *peers = json_array();
 
 		for (size_t i = 0; i < n && i < 64; i++)
@@ -214,135 +281,141 @@ ctl_device_json(struct daemon *d, struct device *dev)
 }
 
 json_t *
-ctl_modules_json(struct daemon *d)
+ctl_modules_json(struct ctl *c)
 {
 	json_t *out = json_array();
 
-	for (size_t i = 0; out && d->mods && i < d->mods->n; i++) {
-		const struct module *m = d->mods->v[i];
+	for (size_t i = 0; out && i < modules_count(c->mods); i++) {
+		const struct module *m = modules_at(c->mods, i);
 		json_t *subs = json_array(), *methods = json_array(), *o;
+		struct module_info mi;
 		size_t owned = 0;
 		char abi[24];
 
-		if (m->desc && m->desc->subsystems)
-			for (const char *const *s = m->desc->subsystems; *s; s++)
-				json_array_append_new(subs, json_string(*s));
-		for (const struct hdd_method *x = m->desc ? m->desc->methods : NULL; x && x->name; x++)
+		module_info(m, &mi);
+		for (const char *const *s = mi.subsystems; s && *s; s++)
+			json_array_append_new(subs, json_string(*s));
+		for (const struct hdd_method *x = mi.methods; x && x->name; x++)
 			json_array_append_new(methods, json_string(x->name));
 		module_abi_string(m, abi, sizeof(abi));
-		for (size_t j = 0; j < inventory_count(d->inv); j++)
-			owned += inventory_at(d->inv, j)->owner == m;
+		for (size_t j = 0; j < inventory_count(c->inv); j++)
+			owned += inventory_at(c->inv, j)->owner == m;
 		o = json_pack("{s:s?, s:s?, s:s?, s:i, s:s, s:b, s:s?, s:o, s:o, s:I}",
-			      "name", m->desc ? m->desc->name : NULL,
-			      "description", m->desc ? m->desc->description : NULL,
-			      "path", m->path,
-			      "abi_version", m->abi_major ? (int)m->abi_major : -1,
+			      "name", mi.name,
+			      "description", mi.description,
+			      "path", mi.path,
+			      "abi_version", mi.abi_major ? (int)mi.abi_major : -1,
 			      "abi", abi,
-			      "active", m->active,
-			      "error", m->error,
+			      "active", mi.active,
+			      "error", mi.error,
 			      "subsystems", subs,
 			      "methods", methods,
 			      "devices", (json_int_t)owned);
-		if (m->active) {
-			json_object_set_new(o, "ready", json_boolean(!m->unready));
-			json_object_set_new(o, "reason", m->unready && m->unready_reason
-						   ? json_string(m->unready_reason) : json_null());
+		if (mi.active) {
+			json_object_set_new(o, "ready", json_boolean(mi.ready));
+			json_object_set_new(o, "reason", mi.reason ? json_string(mi.reason) : json_null());
 		}
 		json_array_append_new(out, o);
 	}
 	return out;
 }
 
-static json_t *status_base(struct daemon *d);
-static json_t *status_claims(struct daemon *d);
+static json_t *status_base(struct ctl *c);
+static json_t *status_claims(struct ctl *c);
 
 json_t *
-ctl_status_json(struct daemon *d)
+ctl_status_json(struct ctl *c)
 {
-	json_t *o = status_base(d);
+	json_t *o = status_base(c);
 
 	if (o) {
-		json_object_set_new(o, "claims", status_claims(d));
-		json_object_set_new(o, "worker", d->worker ? json_pack("{s:i, s:I}", "pid",
-			worker_pid(d->worker), "restarts", (json_int_t)worker_restarts(d->worker))
+		json_object_set_new(o, "claims", status_claims(c));
+		json_object_set_new(o, "worker", c->worker ? json_pack("{s:i, s:I}", "pid",
+			worker_pid(c->worker), "restarts", (json_int_t)worker_restarts(c->worker))
 			: json_null());
 	}
 	return o;
 }
 
 static json_t *
-status_base(struct daemon *d)
+status_base(struct ctl *c)
 {
 	size_t npci = 0, nusb = 0, nmdev = 0, nmods = 0;
+	struct ctl_facts f;
 
-	for (size_t i = 0; i < inventory_count(d->inv); i++) {
-		enum hdd_dev_class cls = inventory_at(d->inv, i)->cls;
+	memset(&f, 0, sizeof(f));
+	if (c->facts)
+		c->facts(c->arg, &f);
+	for (size_t i = 0; i < inventory_count(c->inv); i++) {
+		enum hdd_dev_class cls = inventory_at(c->inv, i)->cls;
 
 		npci += cls == HDD_DEV_PCI;
 		nusb += cls == HDD_DEV_USB;
 		nmdev += cls == HDD_DEV_MDEV;
 	}
-	for (size_t i = 0; d->mods && i < d->mods->n; i++)
-		nmods += d->mods->v[i]->active;
-	return json_pack("{s:s, s:s, s:i, s:f, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s}, s:s,"
+	nmods = modules_active(c->mods);
+	return json_pack("{s:s, s:s?, s:i, s:f, s:{s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}, s:s,"
 			 " s:{s:I, s:I, s:I}, s:I, s:O, s:{s:I, s:f, s:i},"
 			 " s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i}}",
 			 "version", PACKAGE_VERSION,
-			 "node_name", d->node_name,
+			 "node_name", f.node_name,
 			 "pid", (int)getpid(),
-			 "uptime_s", (double)(mono_usec() - d->started_usec) / 1e6,
+			 "uptime_s", f.started_usec ? (double)(mono_usec() - f.started_usec) / 1e6 : 0.0,
 			 "paths",
-			 "sysfs_root", d->opts.sysfs_root,
-			 "dev_root", d->opts.dev_root,
-			 "kubelet_dir", d->opts.kubelet_dir,
-			 "control_socket", d->opts.control_socket,
-			 "state_dir", d->opts.state_dir,
-			 "config", d->opts.config_file,
-			 "module_dir", d->opts.module_dir,
+			 "sysfs_root", f.sysfs_root,
+			 "dev_root", f.dev_root,
+			 "kubelet_dir", f.kubelet_dir,
+			 "control_socket", f.control_socket,
+			 "state_dir", f.state_dir,
+			 "config", f.config_file,
+			 "module_dir", f.module_dir,
 			 "log_level", log_level_to_string(log_get_level()),
 			 "devices", "pci", (json_int_t)npci, "usb", (json_int_t)nusb, "mdev",
 			 (json_int_t)nmdev,
 			 "modules", (json_int_t)nmods,
-			 "iommu", d->iommu ? d->iommu : json_null(),
+			 "iommu", f.iommu ? f.iommu : json_null(),
 			 "resync",
-			 "last", (json_int_t)d->last_resync_wall,
-			 "last_duration_ms", (double)inventory_last_resync_usec(d->inv) / 1000.0,
-			 "interval_s", d->cfg->resync_interval,
+			 "last", (json_int_t)f.last_resync_wall,
+			 "last_duration_ms", (double)inventory_last_resync_usec(c->inv) / 1000.0,
+			 "interval_s", c->cfg->resync_interval,
 			 "stats",
-			 "uevents", (json_int_t)d->stats.uevents,
-			 "uevents_ignored", (json_int_t)d->stats.uevents_ignored,
-			 "resyncs", (json_int_t)d->stats.resyncs,
-			 "debounced_bursts", (json_int_t)d->stats.debounced_bursts,
-			 "events_sent", (json_int_t)ctl_server_events_sent(d->ctl),
+			 "uevents", (json_int_t)f.uevents,
+			 "uevents_ignored", (json_int_t)f.uevents_ignored,
+			 "resyncs", (json_int_t)f.resyncs,
+			 "debounced_bursts", (json_int_t)f.debounced_bursts,
+			 "events_sent", (json_int_t)ctl_server_events_sent(c->server),
 			 "control",
-			 "clients", d->ctl ? ctl_server_clients(d->ctl) : 0,
-			 "subscribers", d->ctl ? ctl_server_subscribers(d->ctl) : 0);
+			 "clients", c->server ? ctl_server_clients(c->server) : 0,
+			 "subscribers", c->server ? ctl_server_subscribers(c->server) : 0);
 }
 
 static json_t *
-status_claims(struct daemon *d)
+status_claims(struct ctl *c)
 {
-	return d->claims ? json_pack("{s:I, s:b, s:s?}", "count", (json_int_t)d->claims->n,
-				     "fail_closed", d->claims->fail_closed, "fail_reason",
-				     d->claims->fail_closed ? d->claims->fail_reason : NULL)
-			 : json_null();
+	struct claims_summary sum;
+
+	if (c->claims == NULL)
+		return json_null();
+	claims_summarize(c->claims, &sum);
+	return json_pack("{s:I, s:b, s:s?}", "count", (json_int_t)sum.n, "fail_closed",
+			 sum.fail_closed, "fail_reason", sum.fail_closed ? sum.fail_reason : NULL);
 }
 
 /* --- methods ------------------------------------------------------------ */
 
 static json_t *
-m_daemon_status(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_daemon_status(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 		size_t msglen)
 {
-	return ctl_status_json(d);
+	return ctl_status_json(c);
 }
 
 static json_t *
-m_daemon_rescan(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_daemon_rescan(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 		size_t msglen)
 {
 	json_t *summary = NULL;
-	int err = daemon_resync(d, "rescan", &summary);
+	int err = c->rescan ? c->rescan(c->arg, &summary) : -ENOSYS;
 
 	if (err < 0) {
 		json_decref(summary);
@@ -354,10 +427,10 @@ m_daemon_rescan(struct daemon *d, struct ctl_peer *peer, json_t *params, int *co
 }
 
 static json_t *
-m_modules_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_modules_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
 {
-	return ctl_modules_json(d);
+	return ctl_modules_json(c);
 }
 
 /* Filter values are compared as the API prints them: hex without 0x in any
@@ -399,7 +472,7 @@ device_matches(const struct device *dev, json_t *params)
 					    dev->cls == HDD_DEV_MDEV ? dev->mdev.driver : dev->usb.driver))
 				return false;
 		} else if (strcmp(key, "module") == 0) {
-			if (!str_matches(v, dev->owner ? dev->owner->desc->name : NULL))
+			if (!str_matches(v, dev->owner ? module_name(dev->owner) : NULL))
 				return false;
 		} else if (strcmp(key, "iommu_group") == 0) {
 			if (dev->cls == HDD_DEV_USB)
@@ -523,41 +596,41 @@ list_job_free(struct ctl_list_job *j)
 	free(j);
 }
 
-void
-ctl_jobs_free(struct daemon *d)
+static void
+ctl_jobs_free(struct ctl *c)
 {
-	while (d->list_jobs) {
-		struct ctl_list_job *j = d->list_jobs;
+	while (c->list_jobs) {
+		struct ctl_list_job *j = c->list_jobs;
 
-		d->list_jobs = j->next;
+		c->list_jobs = j->next;
 		list_job_free(j);
 	}
 }
 
 /* Ends the job at the head of the queue and schedules the next one. */
 static void
-list_job_pop(struct daemon *d)
+list_job_pop(struct ctl *c)
 {
-	struct ctl_list_job *j = d->list_jobs;
+	struct ctl_list_job *j = c->list_jobs;
 
-	d->list_jobs = j->next;
-	ctl_server_list_done(d->ctl, j->serial);
+	c->list_jobs = j->next;
+	ctl_server_list_done(c->server, j->serial);
 	list_job_free(j);
-	if (d->list_jobs && loop_call_later(d->loop, 0, list_job_step, d) < 0)
+	if (c->list_jobs && loop_call_later(c->loop, 0, list_job_step, c) < 0)
 		log_warnx("ctl", "cannot schedule the next devices.list: out of memory");
 }
 
 static void
-list_job_fail(struct daemon *d, struct ctl_list_job *j, int code, const char *why)
+list_job_fail(struct ctl *c, struct ctl_list_job *j, int code, const char *why)
 {
-	ctl_server_send_to(d->ctl, j->serial, ctl_error_response(j->id, code, why));
-	list_job_pop(d);
+	ctl_server_send_to(c->server, j->serial, ctl_error_response(j->id, code, why));
+	list_job_pop(c);
 }
 
 /* Writes the next chunk of the list's devices (those still there and
  * matching). Returns 0 or -ENOMEM. */
 static int
-list_job_chunk(struct daemon *d, struct ctl_list_job *j)
+list_job_chunk(struct ctl *c, struct ctl_list_job *j)
 {
 	for (size_t end = j->i + CTL_LIST_CHUNK; j->i < j->n && j->i < end; j->i++) {
 		char *slash = strchr(j->keys[j->i], '/');
@@ -565,11 +638,11 @@ list_job_chunk(struct daemon *d, struct ctl_list_job *j)
 		json_t *dj;
 
 		*slash = '\0';
-		dev = inventory_find(d->inv, (enum hdd_dev_class)dev_class_from_string(j->keys[j->i]),
+		dev = inventory_find(c->inv, (enum hdd_dev_class)dev_class_from_string(j->keys[j->i]),
 				     slash + 1);
 		if (dev == NULL || (j->params && !device_matches(dev, j->params)))
 			continue;
-		dj = ctl_device_json(d, dev);
+		dj = ctl_device_json(c, dev);
 		if (dj == NULL || (j->written && fputc(',', j->mem) == EOF) ||
 		    json_dumpf(dj, j->mem, JSON_COMPACT) < 0) {
 			json_decref(dj);
@@ -584,28 +657,28 @@ list_job_chunk(struct daemon *d, struct ctl_list_job *j)
 static void
 list_job_step(void *arg)
 {
-	struct daemon *d = arg;
-	struct ctl_list_job *j = d->list_jobs;
-	size_t limit = d->cfg->control_max_answer;
+	struct ctl *c = arg;
+	struct ctl_list_job *j = c->list_jobs;
+	size_t limit = c->cfg->control_max_answer;
 
 	if (j == NULL)
 		return;
-	if (!ctl_server_serial_alive(d->ctl, j->serial)) {
-		list_job_pop(d);	/* nobody waits for it any more */
+	if (!ctl_server_serial_alive(c->server, j->serial)) {
+		list_job_pop(c);	/* nobody waits for it any more */
 		return;
 	}
-	if (!j->root && ctl_server_total_output(d->ctl) >= d->cfg->control_max_total_output) {
+	if (!j->root && ctl_server_total_output(c->server) >= c->cfg->control_max_total_output) {
 		/* As for any request while the clients hold their budget of
 		 * unsent output (root's are let through). */
 		log_debug("ctl", "devices.list: %zu bytes wait for all clients; request refused",
-			  ctl_server_total_output(d->ctl));
-		list_job_fail(d, j, CTL_ERR_TOO_LARGE,
+			  ctl_server_total_output(c->server));
+		list_job_fail(c, j, CTL_ERR_TOO_LARGE,
 			      "the daemon holds too much unsent output for its clients "
 			      "(control.max_total_output_bytes); try again later");
 		return;
 	}
-	if (list_job_chunk(d, j) < 0 || fflush(j->mem) == EOF) {
-		list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+	if (list_job_chunk(c, j) < 0 || fflush(j->mem) == EOF) {
+		list_job_fail(c, j, CTL_INTERNAL_ERROR, "out of memory");
 		return;
 	}
 	if (j->len > limit) {
@@ -613,24 +686,24 @@ list_job_step(void *arg)
 
 		snprintf(why, sizeof(why), "the answer would pass %zu bytes (control.max_answer_bytes): "
 			 "page it (devices.list limit and cursor) or filter", limit);
-		list_job_fail(d, j, CTL_ERR_TOO_LARGE, why);
+		list_job_fail(c, j, CTL_ERR_TOO_LARGE, why);
 		return;
 	}
 	if (j->i < j->n) {
-		if (loop_call_later(d->loop, 0, list_job_step, d) < 0)
-			list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+		if (loop_call_later(c->loop, 0, list_job_step, c) < 0)
+			list_job_fail(c, j, CTL_INTERNAL_ERROR, "out of memory");
 		return;
 	}
 	if (j->paged) {
-		json_t *c = j->next_cursor[0] ? json_string(j->next_cursor) : json_null();
-		int bad = c == NULL;
+		json_t *cur = j->next_cursor[0] ? json_string(j->next_cursor) : json_null();
+		int bad = cur == NULL;
 
 		fputs("],\"next_cursor\":", j->mem);
-		bad = bad || json_dumpf(c, j->mem, JSON_ENCODE_ANY) < 0;
-		json_decref(c);
+		bad = bad || json_dumpf(cur, j->mem, JSON_ENCODE_ANY) < 0;
+		json_decref(cur);
 		fputs("}}", j->mem);
 		if (bad) {
-			list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+			list_job_fail(c, j, CTL_INTERNAL_ERROR, "out of memory");
 			return;
 		}
 	} else {
@@ -638,24 +711,24 @@ list_job_step(void *arg)
 	}
 	if (ferror(j->mem) || fclose(j->mem) == EOF) {
 		j->mem = NULL;
-		list_job_fail(d, j, CTL_INTERNAL_ERROR, "out of memory");
+		list_job_fail(c, j, CTL_INTERNAL_ERROR, "out of memory");
 		return;
 	}
 	j->mem = NULL;
-	ctl_server_send_text_to(d->ctl, j->serial, j->text, j->len);
+	ctl_server_send_text_to(c->server, j->serial, j->text, j->len);
 	j->text = NULL;
-	list_job_pop(d);
+	list_job_pop(c);
 }
 
 /* Queues the answer of the `n` matching devices from inventory index
  * `start` (a page when `paged`, with `next_cursor` or NULL); returns
  * CTL_PENDING, or NULL with *code set. */
 static json_t *
-list_job_start(struct daemon *d, struct ctl_peer *peer, json_t *params, size_t start, size_t n,
+list_job_start(struct ctl *c, struct ctl_peer *peer, json_t *params, size_t start, size_t n,
 	       bool paged, const char *next_cursor, int *code, char *msg, size_t msglen)
 {
 	struct ctl_list_job *j = calloc(1, sizeof(*j)), **tail;
-	size_t count = inventory_count(d->inv), k = 0;
+	size_t count = inventory_count(c->inv), k = 0;
 	char *id = NULL;
 
 	if (j == NULL || (n > 0 && (j->keys = calloc(n, sizeof(*j->keys))) == NULL))
@@ -664,7 +737,7 @@ list_job_start(struct daemon *d, struct ctl_peer *peer, json_t *params, size_t s
 	j->root = peer->uid == 0;
 	snprintf(j->next_cursor, sizeof(j->next_cursor), "%s", next_cursor ? next_cursor : "");
 	for (size_t i = start; i < count && k < n; i++) {
-		struct device *dev = inventory_at(d->inv, i);
+		struct device *dev = inventory_at(c->inv, i);
 
 		if (params && !device_matches(dev, params))
 			continue;
@@ -683,11 +756,11 @@ list_job_start(struct daemon *d, struct ctl_peer *peer, json_t *params, size_t s
 		goto oom;
 	free(id);
 	id = NULL;
-	for (tail = &d->list_jobs; *tail; tail = &(*tail)->next)
+	for (tail = &c->list_jobs; *tail; tail = &(*tail)->next)
 		;
 	*tail = j;
-	if (d->list_jobs == j && loop_call_later(d->loop, 0, list_job_step, d) < 0) {
-		d->list_jobs = NULL;
+	if (c->list_jobs == j && loop_call_later(c->loop, 0, list_job_step, c) < 0) {
+		c->list_jobs = NULL;
 		goto oom;
 	}
 	peer->pending++;
@@ -703,12 +776,12 @@ oom:
 }
 
 static json_t *
-m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_devices_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
 {
 	json_t *jlimit = params ? json_object_get(params, "limit") : NULL;
 	json_t *jcursor = params ? json_object_get(params, "cursor") : NULL;
-	size_t count = inventory_count(d->inv), start = 0, limit = SIZE_MAX, n = 0, i;
+	size_t count = inventory_count(c->inv), start = 0, limit = SIZE_MAX, n = 0, i;
 	bool paged = jlimit || jcursor;
 	struct device *next = NULL;
 	char key[72];
@@ -729,12 +802,12 @@ m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 			snprintf(msg, msglen, "cursor: expected the next_cursor of the last page");
 			return NULL;
 		}
-		while (start < count && cursor_cmp(inventory_at(d->inv, start), cls, id) < 0)
+		while (start < count && cursor_cmp(inventory_at(c->inv, start), cls, id) < 0)
 			start++;
 	}
 	/* What the answer holds, counted first (no JSON). */
 	for (i = start; i < count; i++) {
-		struct device *dev = inventory_at(d->inv, i);
+		struct device *dev = inventory_at(c->inv, i);
 
 		if (params && !device_matches(dev, params))
 			continue;
@@ -749,8 +822,8 @@ m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 	/* Long answers, whole lists and pages alike, are built across loop
 	 * turns, when there is a loop and someone to answer later (not inside
 	 * a batch). */
-	if (n > CTL_LIST_CHUNK && d->loop && peer->current_id && !peer->in_batch)
-		return list_job_start(d, peer, params, start, n, paged, next ? key : NULL, code,
+	if (n > CTL_LIST_CHUNK && c->loop && peer->current_id && !peer->in_batch)
+		return list_job_start(c, peer, params, start, n, paged, next ? key : NULL, code,
 				      msg, msglen);
 	if (n > CTL_LIST_MAX) {
 		*code = CTL_ERR_TOO_LARGE;
@@ -762,12 +835,12 @@ m_devices_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *cod
 	if (out == NULL)
 		goto oom;
 	for (i = start; i < count && json_array_size(out) < n; i++) {
-		struct device *dev = inventory_at(d->inv, i);
+		struct device *dev = inventory_at(c->inv, i);
 		json_t *dj;
 
 		if (params && !device_matches(dev, params))
 			continue;
-		dj = ctl_device_json(d, dev);
+		dj = ctl_device_json(c, dev);
 		if (dj == NULL) {
 			json_decref(out);
 			goto oom;
@@ -786,7 +859,7 @@ oom:
 static const char *const get_params[] = { "address", "id", "class", NULL };
 
 static json_t *
-m_devices_get(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_devices_get(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	      size_t msglen)
 {
 	json_t *a = params ? json_object_get(params, "address") : NULL;
@@ -802,11 +875,11 @@ m_devices_get(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code
 	}
 	id = json_string_value(a);
 	if (pci_address_valid(id))
-		dev = inventory_find(d->inv, HDD_DEV_PCI, id);
+		dev = inventory_find(c->inv, HDD_DEV_PCI, id);
 	else if (mdev_uuid_valid(id))
-		dev = inventory_find(d->inv, HDD_DEV_MDEV, id);
+		dev = inventory_find(c->inv, HDD_DEV_MDEV, id);
 	else if (usb_port_valid(id) || strncmp(id, "usb", 3) == 0)
-		dev = inventory_find(d->inv, HDD_DEV_USB, id);
+		dev = inventory_find(c->inv, HDD_DEV_USB, id);
 	else {
 		*code = CTL_INVALID_PARAMS;
 		snprintf(msg, msglen, "address: \"%.64s\" is not a PCI address (0000:3b:00.0), USB port (1-2.1) or mdev UUID",
@@ -818,13 +891,13 @@ m_devices_get(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code
 		snprintf(msg, msglen, "no such device: %s", id);
 		return NULL;
 	}
-	return ctl_device_json(d, dev);
+	return ctl_device_json(c, dev);
 }
 
 static const char *const subscribe_params[] = { "types", NULL };
 
 static json_t *
-m_events_subscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code,
+m_events_subscribe(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code,
 		   char *msg, size_t msglen)
 {
 	json_t *types = params ? json_object_get(params, "types") : NULL;
@@ -851,11 +924,11 @@ m_events_subscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, int 
 	json_decref(peer->event_types);
 	peer->event_types = types ? json_deep_copy(types) : NULL;
 	peer->subscribed = true;
-	return json_pack("{s:b, s:I}", "subscribed", 1, "seq", (json_int_t)bus_seq(d->bus));
+	return json_pack("{s:b, s:I}", "subscribed", 1, "seq", (json_int_t)bus_seq(c->bus));
 }
 
 static json_t *
-m_events_unsubscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code,
+m_events_unsubscribe(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code,
 		     char *msg, size_t msglen)
 {
 	peer->subscribed = false;
@@ -865,10 +938,10 @@ m_events_unsubscribe(struct daemon *d, struct ctl_peer *peer, json_t *params, in
 }
 
 static json_t *
-m_resources_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_resources_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 		 size_t msglen)
 {
-	return d->dp ? dp_resources_json(d->dp) : json_array();
+	return c->dp ? dp_resources_json(c->dp) : json_array();
 }
 
 static int
@@ -884,7 +957,7 @@ errno_to_code(int err)
 }
 
 static json_t *
-m_claims_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_claims_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	      size_t msglen)
 {
 	json_t *list = json_array(), *all, *v;
@@ -893,32 +966,31 @@ m_claims_list(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code
 	if (list == NULL)
 		return NULL;
 	/* What each module holds, as it describes it ("list what you hold"). */
-	for (size_t k = 0; d->mods && k < d->mods->n; k++) {
-		struct module *m = d->mods->v[k];
+	for (size_t k = 0; k < modules_count(c->mods); k++) {
+		const struct module *m = modules_at(c->mods, k);
 
-		if (m->active && m->desc && m->desc->list_held &&
-		    m->desc->list_held(m->state, list) < 0)
+		if (module_lists_held(m) && module_list_held(m, list) < 0)
 			log_warnx("control", "claims.list: module %s could not list what it holds",
-				  m->desc->name);
+				  module_name(m));
 	}
 	/* Groups in the engine whose owner does not list them: as the engine
 	 * sees them (an owner without the hook, or not loaded). */
-	all = d->claims ? claims_owner_json(d->claims, NULL) : NULL;
+	all = c->claims ? claims_owner_json(c->claims, NULL) : NULL;
 	json_array_foreach(all, i, v) {
-		struct module *m = modules_find(d->mods, json_string_value(json_object_get(v, "owner")));
+		struct module *m = modules_find(c->mods, json_string_value(json_object_get(v, "owner")));
 
-		if (m == NULL || m->desc->list_held == NULL)
+		if (!module_lists_held(m))
 			json_array_append(list, v);
 	}
 	json_decref(all);
-	return claims_json(d->claims, list);
+	return claims_json(c->claims, list);
 }
 
 static json_t *
-m_mdev_parents(struct daemon *d, struct ctl_peer *peer, json_t *params, int *code, char *msg,
+m_mdev_parents(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 	       size_t msglen)
 {
-	return ctl_mdev_parents_json(d);
+	return ctl_mdev_parents_json(c);
 }
 
 static const char *const no_params[] = { NULL };
@@ -939,7 +1011,7 @@ static const struct ctl_method methods[] = {
 /* --- module methods (ABI v2) ----------------------------------------------- */
 
 struct hdd_request {
-	struct daemon *d;
+	struct ctl *c;
 	uint64_t serial;
 	json_t *id;			/* NULL: a notification, nobody waits */
 	bool privileged;
@@ -973,7 +1045,7 @@ request_answer(struct hdd_request *req, json_t *resp)
 	}
 	request_unlink(req);
 	if (req->id && resp)
-		ctl_server_send_to(req->d->ctl, req->serial, resp);
+		ctl_server_send_to(req->c->server, req->serial, resp);
 	else
 		json_decref(resp);
 	json_decref(req->id);
@@ -1019,7 +1091,7 @@ ctl_requests_free(void)
 
 /* Runs a module's method; its answer now, or CTL_PENDING when it comes later. */
 static json_t *
-call_module_method(struct daemon *d, struct ctl_peer *peer, struct module *mod,
+call_module_method(struct ctl *c, struct ctl_peer *peer, struct module *mod,
 		   const struct hdd_method *m, json_t *params, json_t *id)
 {
 	struct hdd_request *req = calloc(1, sizeof(*req));
@@ -1028,12 +1100,12 @@ call_module_method(struct daemon *d, struct ctl_peer *peer, struct module *mod,
 
 	if (req == NULL)
 		return id ? ctl_error_response(id, CTL_INTERNAL_ERROR, "out of memory") : NULL;
-	req->d = d;
+	req->c = c;
 	req->serial = peer->serial;
 	req->id = id ? json_incref(id) : NULL;
-	req->privileged = ctl_peer_privileged(d, peer);
+	req->privileged = ctl_peer_privileged(c, peer);
 	req->in_call = true;
-	err = m->call(mod->state, req, params);
+	err = module_call(mod, m, req, params);
 	if (req->in_call && err < 0) {
 		char msg[160];
 
@@ -1115,7 +1187,7 @@ check_envelope(json_t *req, json_t **ret_id)
 /* The core's method `name`, or a module's as a table entry in `modm` (the
  * same checks apply) with *ret_mm and *ret_mod set; NULL when none. */
 static const struct ctl_method *
-resolve_method(struct daemon *d, const char *name, struct ctl_method *modm,
+resolve_method(struct ctl *c, const char *name, struct ctl_method *modm,
 	       const struct hdd_method **ret_mm, struct module **ret_mod)
 {
 	const struct ctl_method *m = find_method(name);
@@ -1125,7 +1197,7 @@ resolve_method(struct daemon *d, const char *name, struct ctl_method *modm,
 	*ret_mod = NULL;
 	if (m)
 		return m;
-	mm = modules_find_method(d->mods, name, ret_mod);
+	mm = modules_find_method(c->mods, name, ret_mod);
 	if (mm == NULL)
 		return NULL;
 	modm->name = mm->name;
@@ -1170,21 +1242,21 @@ check_params(const struct ctl_method *m, json_t *req, json_t **ret, char *msg, s
 /* A mutating method needs root or the configured group. Returns 0, or an
  * error code with why in msg (logged once here). */
 static int
-check_privilege(struct daemon *d, struct ctl_peer *peer, const struct ctl_method *m, char *msg,
+check_privilege(struct ctl *c, struct ctl_peer *peer, const struct ctl_method *m, char *msg,
 		size_t msglen)
 {
-	if (!m->mutating || ctl_peer_privileged(d, peer))
+	if (!m->mutating || ctl_peer_privileged(c, peer))
 		return 0;
 	log_info("ctl", "refused %s to uid %u pid %d: not privileged", m->name,
 		 (unsigned)peer->uid, (int)peer->pid);
 	snprintf(msg, msglen, "%s: permission denied (needs root%s%s)", m->name,
-		 d->cfg->control_group ? " or group " : "",
-		 d->cfg->control_group ? d->cfg->control_group : "");
+		 c->cfg->control_group ? " or group " : "",
+		 c->cfg->control_group ? c->cfg->control_group : "");
 	return CTL_ERR_PERMISSION;
 }
 
 static json_t *
-handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
+handle_one(struct ctl *c, struct ctl_peer *peer, json_t *req)
 {
 	const struct ctl_method *m;
 	struct ctl_method modm;
@@ -1199,23 +1271,23 @@ handle_one(struct daemon *d, struct ctl_peer *peer, json_t *req)
 	if (result)
 		return result;
 	name = json_string_value(json_object_get(req, "method"));
-	m = resolve_method(d, name, &modm, &modmethod, &modmod);
+	m = resolve_method(c, name, &modm, &modmethod, &modmod);
 	if (m == NULL) {
 		snprintf(msg, sizeof(msg), "no method \"%.64s\"", name);
 		return id ? ctl_error_response(id, CTL_METHOD_NOT_FOUND, msg) : NULL;
 	}
 	code = check_params(m, req, &params, msg, sizeof(msg));
 	if (code == 0)
-		code = check_privilege(d, peer, m, msg, sizeof(msg));
+		code = check_privilege(c, peer, m, msg, sizeof(msg));
 	if (code != 0)
 		return id ? ctl_error_response(id, code, msg) : NULL;
 	if (modmethod) {
-		result = call_module_method(d, peer, modmod, modmethod, params, id);
+		result = call_module_method(c, peer, modmod, modmethod, params, id);
 		return result == CTL_PENDING ? NULL : result;
 	}
 	code = CTL_INTERNAL_ERROR;
 	peer->current_id = id;
-	result = m->fn(d, peer, params, &code, msg, sizeof(msg));
+	result = m->fn(c, peer, params, &code, msg, sizeof(msg));
 	peer->current_id = NULL;
 	if (result == CTL_PENDING)
 		return NULL;		/* answered later through the token */
@@ -1248,7 +1320,7 @@ too_large(json_t *id, size_t limit)
 /* A batch answers each element, within one answer's budget: once the
  * answers pass it, the rest are not run and each gets -32006. */
 static json_t *
-handle_batch(struct daemon *d, struct ctl_peer *peer, json_t *req, size_t limit)
+handle_batch(struct ctl *c, struct ctl_peer *peer, json_t *req, size_t limit)
 {
 	json_t *out, *item;
 	size_t i, total = 2;
@@ -1274,7 +1346,7 @@ handle_batch(struct daemon *d, struct ctl_peer *peer, json_t *req, size_t limit)
 			continue;
 		}
 		peer->in_batch = true;
-		r = handle_one(d, peer, item);
+		r = handle_one(c, peer, item);
 		peer->in_batch = false;
 		size = answer_size(r);
 		if (total + size > limit) {
@@ -1295,9 +1367,9 @@ handle_batch(struct daemon *d, struct ctl_peer *peer, json_t *req, size_t limit)
 }
 
 json_t *
-ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_t len)
+ctl_handle_line(struct ctl *c, struct ctl_peer *peer, const char *line, size_t len)
 {
-	size_t limit = d->cfg ? d->cfg->control_max_answer : 4 * 1024 * 1024;
+	size_t limit = c->cfg ? c->cfg->control_max_answer : 4 * 1024 * 1024;
 	json_error_t jerr;
 	json_t *req, *out;
 	char msg[256];
@@ -1316,11 +1388,11 @@ ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_
 			json_decref(req);
 			return ctl_error_response(NULL, CTL_INVALID_REQUEST, "empty batch");
 		}
-		out = handle_batch(d, peer, req, limit);
+		out = handle_batch(c, peer, req, limit);
 		json_decref(req);
 		return out;
 	}
-	out = handle_one(d, peer, req);
+	out = handle_one(c, peer, req);
 	if (out && answer_size(out) > limit) {
 		json_decref(out);
 		out = too_large(json_object_get(req, "id"), limit);

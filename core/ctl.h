@@ -25,8 +25,52 @@
 #define CTL_ERR_TOO_LARGE	-32006	/* the answer would pass a memory limit: page it, retry */
 #define CTL_ERR_FAILED		-32010	/* the operation failed; data says why */
 
-struct daemon;
+struct bus;
+struct claims;
+struct config;
+struct ctl;
+struct ctl_server;
 struct device;
+struct dp;
+struct fsroot;
+struct inventory;
+struct loop;
+struct module_set;
+struct worker;
+
+/* The daemon's own facts for daemon.status, filled by its owner when asked. */
+struct ctl_facts {
+	const char *node_name;
+	int64_t started_usec;		/* CLOCK_MONOTONIC */
+	const char *sysfs_root, *dev_root, *kubelet_dir, *control_socket, *state_dir;
+	const char *config_file, *module_dir;
+	json_t *iommu;			/* borrowed, or NULL */
+	int64_t last_resync_wall;	/* unix time */
+	uint64_t uevents, uevents_ignored, resyncs, debounced_bursts;
+};
+
+/* What the core's methods answer from, given at creation by their owner
+ * (daemon.c). */
+struct ctl_env {
+	struct inventory *inv;
+	struct module_set *mods;
+	struct claims *claims;
+	struct bus *bus;
+	struct dp *dp;
+	struct fsroot *sys;
+	void (*facts)(void *arg, struct ctl_facts *out);
+	/* daemon.rescan: a full resync; returns 0 or -errno, *summary its counts. */
+	int (*rescan)(void *arg, json_t **summary);
+	void *arg;
+};
+
+int ctl_new(const struct ctl_env *env, const struct config *cfg, struct ctl **ret);
+/* The loop, the worker and the control server, once they exist (NULL: gone). */
+void ctl_attach(struct ctl *c, struct loop *loop, struct worker *worker, struct ctl_server *server);
+/* The configuration in force after a reload. */
+void ctl_set_config(struct ctl *c, const struct config *cfg);
+/* Drops the whole lists still being built too. */
+void ctl_free(struct ctl *c);
 
 /* What the protocol layer knows of a connected client. */
 struct ctl_peer {
@@ -66,7 +110,7 @@ int ctl_parse_status_groups(const char *text, gid_t **ret_groups, size_t *ret_n)
 /* Handles one request line (without its newline). Returns the response to
  * send (an object, or an array for a batch), or NULL when nothing is to be
  * sent (notifications). */
-json_t *ctl_handle_line(struct daemon *d, struct ctl_peer *peer, const char *line, size_t len);
+json_t *ctl_handle_line(struct ctl *c, struct ctl_peer *peer, const char *line, size_t len);
 
 /* A complete error response object. `id` is borrowed (NULL means null). */
 json_t *ctl_error_response(json_t *id, int code, const char *message);
@@ -76,17 +120,15 @@ bool ctl_peer_wants(const struct ctl_peer *peer, const char *type);
 
 /* JSON views of the control methods (also the device.* events' "device"
  * and the metrics). New references; NULL when out of memory. */
-json_t *ctl_status_json(struct daemon *d);
-json_t *ctl_modules_json(struct daemon *d);
-json_t *ctl_device_json(struct daemon *d, struct device *dev);
+json_t *ctl_status_json(struct ctl *c);
+json_t *ctl_modules_json(struct ctl *c);
+json_t *ctl_device_json(struct ctl *c, struct device *dev);
 /* Every mdev parent (class/mdev_bus) and the types it offers. */
-json_t *ctl_mdev_parents_json(struct daemon *d);
+json_t *ctl_mdev_parents_json(struct ctl *c);
 
-/* Drops the whole lists still being built (at shutdown). */
-void ctl_jobs_free(struct daemon *d);
 
 /* Whether the peer may call mutating methods (root, or the configured group). */
-bool ctl_peer_privileged(const struct daemon *d, const struct ctl_peer *peer);
+bool ctl_peer_privileged(const struct ctl *c, const struct ctl_peer *peer);
 
 /* A module's control request (hostdevd/module.h): answered once, during
  * its method's call or later. An answer after the call goes to the

@@ -18,12 +18,13 @@
 #include "ctl.h"
 #include "ctl-server.h"
 #include "claim.h"
-#include "daemon.h"
+#include "daemon-private.h"
 #include "dp-names.h"
 #include "dp-server.h"
 #include "dp.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "modhost.h"
 #include "sdnotify.h"
 #include "sysfs.h"
@@ -54,37 +55,23 @@ mono_usec(void)
 /* The modules' event hooks as one deferred bus subscriber: each active
  * module with the hook gets every event but its own. */
 static bool
-modules_want_events(void *arg)
+want_events(void *arg)
 {
-	const struct module_set *set = arg;
-
-	for (size_t i = 0; i < set->n; i++)
-		if (set->v[i]->active && set->v[i]->desc && set->v[i]->desc->event)
-			return true;
-	return false;
+	return modules_want_events(arg);
 }
 
 static void
-modules_deliver_event(void *arg, const struct bus_event *ev)
+deliver_event(void *arg, const struct bus_event *ev)
 {
-	const struct module_set *set = arg;
-
-	for (size_t i = 0; i < set->n; i++) {
-		const struct module *m = set->v[i];
-
-		if (!m->active || m->desc == NULL || m->desc->event == NULL ||
-		    (ev->origin && strcmp(ev->origin, m->desc->name) == 0))
-			continue;
-		m->desc->event(m->state, ev->type, ev->params);
-	}
+	modules_event(arg, ev->origin, ev->type, ev->params);
 }
 
 static int
 subscribe_modules(struct daemon *d)
 {
 	const struct bus_subscriber sub = {
-		.wants = modules_want_events,
-		.deliver = modules_deliver_event,
+		.wants = want_events,
+		.deliver = deliver_event,
 		.arg = d->mods,
 		.deferred = true,
 	};
@@ -102,7 +89,7 @@ probe_owner(struct daemon *d, struct device *dev)
 	owner = modules_probe(d->mods, &view);
 	if (owner != dev->owner && !d->quiet)
 		log_debug("daemon", "%s %s: owned by %s", dev_class_to_string(dev->cls), dev->id,
-			  owner ? owner->desc->name : "no module");
+			  owner ? module_name(owner) : "no module");
 	dev->owner = owner;
 }
 
@@ -159,7 +146,7 @@ daemon_inv_event(void *arg, enum inv_event ev, struct device *dev, struct device
 	} else {
 		params = json_pack("{s:s, s:s, s:s, s:o}", "class", dev_class_to_string(dev->cls),
 				   "id", dev->id, "source", source, "device",
-				   ctl_device_json(d, dev));
+				   ctl_device_json(d->methods, dev));
 		if (params && changed)
 			json_object_set(params, "changed", (json_t *)changed);
 		bus_publish(d->bus, NULL, type, params);
@@ -503,7 +490,9 @@ debounce_cb(void *arg)
 static json_t *
 ctl_line_cb(void *arg, struct ctl_peer *peer, const char *line, size_t len)
 {
-	return ctl_handle_line(arg, peer, line, len);
+	struct daemon *d = arg;
+
+	return ctl_handle_line(d->methods, peer, line, len);
 }
 
 static void
@@ -530,6 +519,7 @@ daemon_open_control(struct daemon *d, struct event_base *base)
 	err = ctl_server_new(&hooks, &limits, base, d->opts.control_socket, &d->ctl);
 	if (err < 0)
 		return err;
+	ctl_attach(d->methods, d->loop, d->worker, d->ctl);
 	/* events.subscribe streams are one subscriber of the bus */
 	err = bus_subscribe(d->bus, &(const struct bus_subscriber){
 		.wants = ctl_server_wants_events, .deliver = ctl_server_event, .arg = d->ctl });
@@ -544,6 +534,7 @@ daemon_close_control(struct daemon *d)
 	if (d->ctl == NULL)
 		return;
 	bus_unsubscribe(d->bus, d->ctl);
+	ctl_attach(d->methods, NULL, NULL, NULL);
 	ctl_server_free(d->ctl);
 	d->ctl = NULL;
 }
@@ -587,6 +578,72 @@ coldplug(struct daemon *d)
 		 d->node_name, d->opts.sysfs_root, (double)inventory_last_resync_usec(d->inv) / 1000.0,
 		 json_is_true(json_object_get(d->iommu, "enabled")) ? "IOMMU on"
 		 : "IOMMU off or no groups (intel_iommu=on / amd_iommu=on, VT-d / AMD-Vi in firmware)");
+}
+
+static void
+held_groups_changed(void *arg)
+{
+	struct daemon *d = arg;
+
+	dp_resources_changed(d->dp);
+}
+
+static int
+new_claims(struct daemon *d)
+{
+	const struct claims_env env = {
+		.sys = d->sys, .dev = d->dev, .inv = d->inv, .bus = d->bus,
+		.state_dir = d->opts.state_dir, .dev_root = d->opts.dev_root,
+		.changed = held_groups_changed, .changed_arg = d,
+	};
+
+	return claims_new(&env, d->cfg, d->state_dirfd, &d->claims);
+}
+
+/* daemon.status's facts of the daemon itself (ctl.h). */
+static void
+status_facts(void *arg, struct ctl_facts *f)
+{
+	const struct daemon *d = arg;
+
+	*f = (struct ctl_facts){
+		.node_name = d->node_name, .started_usec = d->started_usec,
+		.sysfs_root = d->opts.sysfs_root, .dev_root = d->opts.dev_root,
+		.kubelet_dir = d->opts.kubelet_dir, .control_socket = d->opts.control_socket,
+		.state_dir = d->opts.state_dir, .config_file = d->opts.config_file,
+		.module_dir = d->opts.module_dir, .iommu = d->iommu,
+		.last_resync_wall = d->last_resync_wall, .uevents = d->stats.uevents,
+		.uevents_ignored = d->stats.uevents_ignored, .resyncs = d->stats.resyncs,
+		.debounced_bursts = d->stats.debounced_bursts,
+	};
+}
+
+static int
+rescan(void *arg, json_t **summary)
+{
+	return daemon_resync(arg, "rescan", summary);
+}
+
+static int
+new_methods(struct daemon *d)
+{
+	const struct ctl_env env = {
+		.inv = d->inv, .mods = d->mods, .claims = d->claims, .bus = d->bus, .dp = d->dp,
+		.sys = d->sys, .facts = status_facts, .rescan = rescan, .arg = d,
+	};
+
+	return ctl_new(&env, d->cfg, &d->methods);
+}
+
+static int
+new_dp(struct daemon *d)
+{
+	const struct dp_env env = {
+		.inv = d->inv, .claims = d->claims, .mods = d->mods, .dev = d->dev,
+		.kubelet_dir = d->opts.kubelet_dir,
+	};
+
+	return dp_new(&env, d->cfg, &d->dp);
 }
 
 int
@@ -637,7 +694,12 @@ daemon_init(struct daemon *d, const struct options *opts)
 	err = inventory_new(d->sys, d->names, daemon_inv_event, d, &d->inv);
 	if (err < 0)
 		return err;
-	err = modules_load_dir(opts->module_dir, d->cfg, &modhost_ops, d, &d->mods);
+	d->modenv = (struct modhost_env){
+		.sys = d->sys, .dev = d->dev, .dev_root = d->opts.dev_root,
+		.node_name = d->node_name, .inv = d->inv,
+		.bus = d->bus, .cfg = d->cfg,
+	};
+	err = modules_load_dir(opts->module_dir, d->cfg, &modhost_ops, &d->modenv, &d->mods);
 	if (err < 0)
 		return err;
 	err = subscribe_modules(d);
@@ -646,12 +708,17 @@ daemon_init(struct daemon *d, const struct options *opts)
 	err = check_sections(d, d->cfg);
 	if (err < 0)
 		return err;
-	err = dp_new(d, &d->dp);
+	err = new_claims(d);
 	if (err < 0)
 		return err;
-	err = claims_new(d, d->state_dirfd, &d->claims);
+	err = new_dp(d);
 	if (err < 0)
 		return err;
+	err = new_methods(d);
+	if (err < 0)
+		return err;
+	d->modenv.dp = d->dp;
+	d->modenv.claims = d->claims;
 
 	coldplug(d);
 	return 0;
@@ -660,7 +727,7 @@ daemon_init(struct daemon *d, const struct options *opts)
 void
 daemon_fini(struct daemon *d)
 {
-	ctl_jobs_free(d);
+	ctl_free(d->methods);
 	ctl_requests_free();
 	claims_free(d->claims);
 	dp_free(d->dp);
@@ -709,6 +776,11 @@ daemon_reload(struct daemon *d)
 	}
 	if (d->opts.log_level < 0)
 		log_set_level(cfg->log_level >= 0 ? (enum hdd_log_level)cfg->log_level : HDD_LOG_INFO);
+	claims_set_config(d->claims, cfg);
+	dp_set_config(d->dp, cfg);
+	if (d->methods)
+		ctl_set_config(d->methods, cfg);
+	d->modenv.cfg = cfg;
 	config_free(d->cfg);
 	d->cfg = cfg;
 	if (d->loop)
@@ -726,3 +798,186 @@ daemon_reload(struct daemon *d)
 	sd_notify_send("READY=1\nSTATUS=configuration reloaded");
 	return 0;
 }
+
+/* --- the process's life ------------------------------------------------ */
+
+/* What a metrics scrape shows (metrics.h), taken when it comes. */
+static int
+metrics_snapshot(void *arg, struct metrics_view *v)
+{
+	struct daemon *d = arg;
+
+	memset(v, 0, sizeof(*v));
+	v->node = d->node_name;
+	v->status = ctl_status_json(d->methods);
+	v->modules = ctl_modules_json(d->methods);
+	v->resources = d->dp ? dp_resources_json(d->dp) : json_array();
+	if (v->status == NULL || v->modules == NULL || v->resources == NULL) {
+		metrics_view_release(v);
+		return -ENOMEM;
+	}
+	claims_summarize(d->claims, &v->claims);
+	v->uevents = d->stats.uevents;
+	v->uevents_ignored = d->stats.uevents_ignored;
+	v->resyncs = d->stats.resyncs;
+	v->debounced_bursts = d->stats.debounced_bursts;
+	v->events_sent = d->ctl ? ctl_server_events_sent(d->ctl) : 0;
+	v->worker_restarts = d->worker ? worker_restarts(d->worker) : 0;
+	return 0;
+}
+
+static void
+signal_ready(int fd)
+{
+	if (fd >= 0) {
+		ssize_t n;
+
+		do {
+			n = write(fd, "READY\n", 6);
+		} while (n < 0 && errno == EINTR);
+		if (n != 6)
+			log_warn("daemon", "cannot write READY to fd %d", fd);
+		close(fd);
+	}
+}
+
+/* systemd's READY=1 (and /readyz) waits until the recorded claims have been
+ * re-applied: no claim job left in flight. */
+static void
+ready_when_settled(void *arg)
+{
+	struct daemon *d = arg;
+	struct claims_summary sum;
+
+	claims_summarize(d->claims, &sum);
+	if (sum.busy > 0 && loop_call_later(d->loop, 50, ready_when_settled, d) == 0) {
+		sd_notify_sendf("STATUS=re-applying %zu recorded claims", sum.busy);
+		return;
+	}
+	metrics_set_ready(true);
+	if (sum.fail_closed)
+		sd_notify_sendf("READY=1\nSTATUS=failing closed: %s", sum.fail_reason);
+	else
+		sd_notify_sendf("READY=1\nSTATUS=serving: %zu claims", sum.n);
+}
+
+/* The bus's deferred subscribers run from the loop, on its next turn. */
+static int
+bus_schedule(void *arg, void (*fn)(void *fnarg), void *fnarg)
+{
+	return loop_call_later(arg, 0, fn, fnarg);
+}
+
+/* The control socket, the kubelet's device plugins and the metrics
+ * listener. Returns 0 or -errno after logging why. */
+static int
+open_listeners(struct daemon *d, struct event_base *base, const struct options *opts,
+	       struct metrics_server **metrics)
+{
+	int err;
+
+	err = daemon_open_control(d, base);
+	if (err < 0) {
+		log_errx("daemon", "control socket %s: %s", opts->control_socket, strerror(-err));
+		return err;
+	}
+	err = dp_server_new(d->dp, d->bus, opts->kubelet_dir, opts->dev_root, base, &d->dps);
+	if (err < 0) {
+		log_errx("daemon", "device plugins: %s", strerror(-err));
+		return err;
+	}
+	dp_attach_server(d->dp, d->dps);
+	dp_server_kick(d->dps);	/* first membership, sockets, Register */
+	if (opts->metrics_address) {
+		err = metrics_server_new(base, opts->metrics_address, metrics_snapshot, d,
+					 metrics);
+		if (err < 0) {
+			log_errx("daemon", "metrics listener %s: %s", opts->metrics_address,
+				 strerror(-err));
+			return err;
+		}
+		log_info("daemon", "metrics on http://%s/metrics", opts->metrics_address);
+	}
+	return 0;
+}
+
+/* The daemon proper: start-up, the event loop, the orderly stop. Returns
+ * the exit status. */
+int
+daemon_run(const struct options *o)
+{
+	struct options opts = *o;
+	struct daemon d;
+	struct loop *loop = NULL;
+	struct loop_hooks hooks;
+	struct metrics_server *metrics = NULL;
+	int err, rc = EXIT_FAILURE;
+
+	sd_notify_send("STATUS=reading the inventory and the recorded claims");
+	proc_root_set(opts.proc_root);	/* before the worker starts: it inherits it */
+	if (daemon_init(&d, &opts) < 0)
+		goto out;
+	daemon_loop_hooks(&d, &hooks);
+	err = loop_new(&hooks, d.cfg->resync_interval, &loop);
+	if (err < 0) {
+		log_errx("daemon", "cannot set up the event loop: %s", strerror(-err));
+		goto out;
+	}
+	d.loop = loop;
+	d.modenv.loop = loop;
+	bus_set_scheduler(d.bus, bus_schedule, loop);
+	if (d.udev && loop_watch_udev(loop, udev_watch_fd(d.udev)) < 0) {
+		log_errx("daemon", "cannot watch the udev monitor");
+		goto out;
+	}
+	/* The worker is forked before any outside input is read; then the
+	 * recorded claims are re-applied before anything else can bind. */
+	err = worker_new(loop_base(loop), opts.sysfs_root, opts.dev_root, &d.worker);
+	if (err < 0) {
+		log_errx("daemon", "cannot start the worker process: %s", strerror(-err));
+		goto out;
+	}
+	claims_attach(d.claims, loop, d.worker);
+	d.modenv.worker = d.worker;
+	sd_notify_send("STATUS=re-applying recorded claims");
+	claims_reconcile(d.claims, "start");
+	/* Modules re-apply what their state sections record, before the control
+	 * socket opens and before any resource registers. */
+	modules_start(d.mods);
+	if (open_listeners(&d, loop_base(loop), &opts, &metrics) < 0)
+		goto out;
+	if (sd_watchdog_start(loop_base(loop)) < 0)
+		log_warnx("daemon", "cannot start the systemd watchdog timer");
+	log_info("daemon", "hostdevd %s ready (pid %d)", PACKAGE_VERSION, (int)getpid());
+	signal_ready(opts.ready_fd);
+	opts.ready_fd = -1;
+	ready_when_settled(&d);
+
+	if (loop_run(loop) == 0)
+		rc = EXIT_SUCCESS;
+	sd_notify_send("STOPPING=1\nSTATUS=stopping");
+	modules_stop(d.mods);
+out:
+	sd_watchdog_stop();
+	metrics_server_free(metrics);
+	if (opts.ready_fd >= 0)
+		close(opts.ready_fd);
+	if (d.dp)
+		dp_attach_server(d.dp, NULL);
+	dp_server_free(d.dps);
+	d.dps = NULL;
+	daemon_close_control(&d);
+	d.modenv.worker = NULL;
+	d.modenv.loop = NULL;
+	if (d.claims)
+		claims_attach(d.claims, NULL, NULL);
+	worker_free(d.worker);
+	d.worker = NULL;
+	if (d.bus)
+		bus_set_scheduler(d.bus, NULL, NULL);
+	d.loop = NULL;
+	loop_free(loop);
+	daemon_fini(&d);
+	return rc;
+}
+

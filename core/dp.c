@@ -9,7 +9,10 @@
 #include <time.h>
 
 #include "claim.h"
-#include "daemon.h"
+#include "conf.h"
+#include "fsroot.h"
+#include "inventory.h"
+#include "module.h"
 #include "deviceplugin.pb-c.h"
 #include "dp-names.h"
 #include "dp-server.h"
@@ -17,6 +20,33 @@
 #include "log.h"
 #include "metrics.h"
 #include "modhost.h"
+
+struct dp_stats {
+	uint64_t full;			/* recomputes of every device */
+	uint64_t incremental;		/* recomputes of the devices that changed */
+	uint64_t evaluated;		/* device evaluations, all recomputes */
+	size_t last_evaluated;
+	size_t last_changed;		/* resources whose list changed, last recompute */
+};
+
+struct dp {
+	struct dp_env env;
+	const struct config *cfg;	/* in force; replaced on reload */
+	struct dp_server *server;	/* the transport, once it runs */
+	struct dp_resource **v;
+	size_t n;
+	bool dirty;			/* every device must be recomputed */
+	bool stopping;
+	char (*pending)[32];		/* ids to recompute (when not dirty) */
+	size_t npending, cap_pending;
+	/* <dev-root>/vfio/<group> by group: 0 not known yet, 1 there, 2 not.
+	 * Trusted only while dp-server watches the directory. */
+	uint8_t *vfio;
+	size_t nvfio;
+	bool vfio_watched;
+	int64_t aer_next;		/* monotonic s when an AER hold ends; 0: none */
+	struct dp_stats stats;
+};
 
 #define DP_MAX_IDS 4096		/* devices in one request */
 
@@ -70,22 +100,36 @@ dp_aer_next(const struct dp *dp)
 }
 
 void
+dp_attach_server(struct dp *dp, struct dp_server *server)
+{
+	dp->server = server;
+}
+
+void
+dp_set_config(struct dp *dp, const struct config *cfg)
+{
+	dp->cfg = cfg;
+}
+
+void
 dp_resources_changed(struct dp *dp)
 {
 	if (dp == NULL)
 		return;
 	dp->dirty = true;
-	dp_server_kick(dp->d->dps);
+	dp_server_kick(dp->server);
 }
 
 int
-dp_new(struct daemon *d, struct dp **ret)
+dp_new(const struct dp_env *env, const struct config *cfg, struct dp **ret)
 {
 	struct dp *dp = calloc(1, sizeof(*dp));
 
 	if (dp == NULL)
 		return -ENOMEM;
-	dp->d = d;
+	if (env)
+		dp->env = *env;
+	dp->cfg = cfg;
 	dp->dirty = true;
 	*ret = dp;
 	return 0;
@@ -247,7 +291,7 @@ dp_dev_exists(struct dp *dp, const char *rel)
 
 	if (group >= 0 && (size_t)group < dp->nvfio && dp->vfio[group])
 		return dp->vfio[group] == 1;
-	there = dp->d && dp->d->dev && fsroot_exists(dp->d->dev, rel) == 0;
+	there = dp->env.dev && fsroot_exists(dp->env.dev, rel) == 0;
 	if (group >= 0)
 		vfio_cache_set(dp, group, there ? 1 : 2);
 	return there;
@@ -278,7 +322,7 @@ dp_vfio_event(struct dp *dp, const char *name, bool present)
 		return;		/* the container, devices/: no one's health */
 	if (dp->vfio_watched)
 		vfio_cache_set(dp, group, present ? 1 : 2);
-	n = inventory_group_members(dp->d->inv, group, members, 256);
+	n = inventory_group_members(dp->env.inv, group, members, 256);
 	if (n > 256) {
 		dp_resources_changed(dp);
 		return;
@@ -297,7 +341,7 @@ static bool
 claimed_candidate(struct dp *dp, const struct claims_member *cm, struct device *dev,
 		  struct candidate *c)
 {
-	const struct config *cfg = dp->d->cfg;
+	const struct config *cfg = dp->cfg;
 	const struct resource_rule *rule;
 	struct hdd_device_view view;
 	bool healthy = true;
@@ -308,26 +352,25 @@ claimed_candidate(struct dp *dp, const struct claims_member *cm, struct device *
 
 	if (!cm->offered || dev->pci.f.is_bridge || dev->owner == NULL)
 		return false;
-	if (dev->owner->desc->advertise) {
-		device_view(dev, &view);
-		said = dev->owner->desc->advertise(dev->owner->state, &view, c->name,
-						   sizeof(c->name), &healthy);
-		if (said != 1 && said != 2)
-			return false;
-	} else {
+	device_view(dev, &view);
+	said = module_advertise(dev->owner, &view, c->name, sizeof(c->name), &healthy);
+	if (said == -EOPNOTSUPP) {
 		dp_default_resource_name(&dev->pci.f, c->name, sizeof(c->name));
+		said = 1;
+	} else if (said != 1 && said != 2) {
+		return false;
 	}
 	rule = said == 2 ? NULL : config_match_rule(cfg, dev->id, dev->pci.f.vendor_id,
 						    dev->pci.f.device_id, dev->pci.f.class_code);
 	if (rule && rule->name)
 		snprintf(c->name, sizeof(c->name), "%s", rule->name);
-	claims_member_advertised(dp->d->claims, dev->id, c->name);
+	claims_member_advertised(dp->env.claims, dev->id, c->name);
 	snprintf(node, sizeof(node), "vfio/%d", dev->pci.f.iommu_group);
 	c->m.healthy = healthy && dev->pci.driver && strcmp(dev->pci.driver, "vfio-pci") == 0 &&
 		       dev->pci.f.iommu_group == cm->group && dp_dev_exists(dp, node);
 	/* AER errors since the last look: Unhealthy for a resync interval
 	 * (at least a minute) after the last new one. */
-	if (claims_member_aer(dp->d->claims, dev->id, dev->pci.f.aer_errors, hold, now, &until,
+	if (claims_member_aer(dp->env.claims, dev->id, dev->pci.f.aer_errors, hold, now, &until,
 			      &fresh)) {
 		c->m.healthy = false;
 		/* Recovery is due then, whatever else happens. */
@@ -348,7 +391,7 @@ claimed_candidate(struct dp *dp, const struct claims_member *cm, struct device *
 static bool
 device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 {
-	const struct config *cfg = dp->d->cfg;
+	const struct config *cfg = dp->cfg;
 	const struct resource_rule *rule;
 	struct hdd_device_view view;
 	struct claims_member cm;
@@ -357,13 +400,10 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 
 	if (dev->cls != HDD_DEV_PCI || dev->owner == NULL)
 		return false;
-	if (claims_member_get(dp->d->claims, dev->id, &cm))
+	if (claims_member_get(dp->env.claims, dev->id, &cm))
 		return claimed_candidate(dp, &cm, dev, c);
-	if (dev->owner->desc->advertise == NULL)
-		return false;
 	device_view(dev, &view);
-	said = dev->owner->desc->advertise(dev->owner->state, &view, c->name, sizeof(c->name),
-					   &healthy);
+	said = module_advertise(dev->owner, &view, c->name, sizeof(c->name), &healthy);
 	if (said != 1 && said != 2)
 		return false;
 	/* A final name (2) is neither renamed nor withheld by the configuration. */
@@ -390,7 +430,7 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 static bool
 absent_candidate(struct dp *dp, const struct claims_member *m, struct candidate *c)
 {
-	const struct module *owner = modules_find(dp->d->mods, m->owner);
+	const struct module *owner = modules_find(dp->env.mods, m->owner);
 
 	if (owner == NULL || !m->offered || !m->advertised[0] || m->bridge)
 		return false;
@@ -408,13 +448,13 @@ absent_candidate(struct dp *dp, const struct claims_member *m, struct candidate 
 static bool
 id_candidate(struct dp *dp, const char *id, struct candidate *c)
 {
-	struct device *dev = inventory_find(dp->d->inv, HDD_DEV_PCI, id);
+	struct device *dev = inventory_find(dp->env.inv, HDD_DEV_PCI, id);
 	struct claims_member cm;
 
 	memset(c, 0, sizeof(*c));
 	if (dev)
 		return device_candidate(dp, dev, c);
-	return claims_member_get(dp->d->claims, id, &cm) && absent_candidate(dp, &cm, c);
+	return claims_member_get(dp->env.claims, id, &cm) && absent_candidate(dp, &cm, c);
 }
 
 /* Members a module set that are not inventory devices (MIG instances,
@@ -453,7 +493,7 @@ resource_new(struct dp *dp, const char *name, const struct module *module)
 		return NULL;
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	r->module = module;
-	err = dp_socket_name(dp->d->opts.kubelet_dir, name, r->sock, sizeof(r->sock));
+	err = dp_socket_name(dp->env.kubelet_dir, name, r->sock, sizeof(r->sock));
 	if (err < 0) {
 		dp_reg_set_state(r, DP_REG_FAILED, "no socket name fits");
 		snprintf(r->last_error, sizeof(r->last_error),
@@ -475,7 +515,7 @@ resource_announce(struct dp *dp, struct dp_resource *r)
 {
 	log_info("dp", "resource %s: %zu devices, endpoint %s", r->name, r->n, r->sock);
 	if (r->state != DP_REG_FAILED)
-		dp_server_resource_added(dp->d->dps, r);
+		dp_server_resource_added(dp->server, r);
 }
 
 static void
@@ -553,7 +593,7 @@ withdraw_unseen(struct dp *dp)
 			continue;
 		}
 		log_info("dp", "resource %s: no devices left; withdrawing it", r->name);
-		dp_server_resource_removed(dp->d->dps, r);
+		dp_server_resource_removed(dp->server, r);
 		memmove(&dp->v[i], &dp->v[i + 1], (dp->n - i - 1) * sizeof(*dp->v));
 		dp->n--;
 		resource_free(r);
@@ -571,7 +611,7 @@ absent_member_cb(const struct claims_member *m, void *arg)
 {
 	struct absent_walk *w = arg;
 
-	if (inventory_find(w->dp->d->inv, HDD_DEV_PCI, m->address))
+	if (inventory_find(w->dp->env.inv, HDD_DEV_PCI, m->address))
 		return;
 	w->evaluated++;
 	if (absent_candidate(w->dp, m, &w->c[w->n]))
@@ -582,13 +622,13 @@ absent_member_cb(const struct claims_member *m, void *arg)
 static size_t
 recompute_all(struct dp *dp)
 {
-	size_t total = inventory_count(dp->d->inv), extra = 0, n = 0, evaluated = total;
+	size_t total = inventory_count(dp->env.inv), extra = 0, n = 0, evaluated = total;
 	struct absent_walk absent = { .dp = dp };
 	struct extra_walk walk;
 	struct candidate *c;
 
-	extra += claims_member_count(dp->d->claims);
-	extra += modhost_member_count(dp->d->mods);
+	extra += claims_member_count(dp->env.claims);
+	extra += modhost_member_count(dp->env.mods);
 	c = calloc(total + extra + 1, sizeof(*c));
 	if (c == NULL)
 		return 0;
@@ -597,16 +637,16 @@ recompute_all(struct dp *dp)
 		memset(dp->vfio, 0, dp->nvfio);
 	dp->aer_next = 0;
 	for (size_t i = 0; i < total; i++)
-		if (device_candidate(dp, inventory_at(dp->d->inv, i), &c[n]))
+		if (device_candidate(dp, inventory_at(dp->env.inv, i), &c[n]))
 			n++;
 	absent.c = c;
 	absent.n = n;
-	claims_member_foreach(dp->d->claims, absent_member_cb, &absent);
+	claims_member_foreach(dp->env.claims, absent_member_cb, &absent);
 	n = absent.n;
 	evaluated += absent.evaluated;
 	walk.c = c;
 	walk.n = n;
-	modhost_member_foreach(dp->d->mods, extra_member_cb, &walk);
+	modhost_member_foreach(dp->env.mods, extra_member_cb, &walk);
 	n = walk.n;
 	qsort(c, n, sizeof(*c), candidate_cmp);
 	for (size_t i = 0; i < dp->n; i++)
@@ -736,7 +776,7 @@ dp_recompute(struct dp *dp)
 	dp->stats.last_evaluated = evaluated;
 	dp->stats.last_changed = changed;
 	log_debug("dp", "recompute (%s): %zu of %zu devices evaluated, %zu resources changed",
-		  full ? "full" : "incremental", evaluated, inventory_count(dp->d->inv), changed);
+		  full ? "full" : "incremental", evaluated, inventory_count(dp->env.inv), changed);
 }
 
 void
@@ -757,7 +797,7 @@ dp_id_changed(struct dp *dp, const char *id)
 		else
 			dp->dirty = true;	/* that many: all at once */
 	}
-	dp_server_kick(dp->d->dps);
+	dp_server_kick(dp->server);
 }
 
 void
@@ -1044,18 +1084,16 @@ allocate_container(struct dp *dp, struct dp_resource *r,
 	status = container_views(r, creq, views, vs, taken, why, whylen);
 	if (status != GRPC_STATUS_OK)
 		goto out;
-	if (dp->d && views[0]->pci) {
+	if (dp->cfg && views[0]->pci) {
 		const struct resource_rule *rule =
-			config_match_rule(dp->d->cfg, views[0]->id, views[0]->pci->vendor_id,
+			config_match_rule(dp->cfg, views[0]->id, views[0]->pci->vendor_id,
 					  views[0]->pci->device_id, views[0]->pci->class_code);
 		alloc->prefer_iommufd = rule && rule->prefer_iommufd;
 	}
-	err = r->module->desc->allocate
-		      ? r->module->desc->allocate(r->module->state, r->name, views, n, alloc)
-		      : -EOPNOTSUPP;
+	err = module_allocate(r->module, r->name, views, n, alloc);
 	if (err < 0) {
 		status = GRPC_STATUS_INTERNAL;
-		snprintf(why, whylen, "module %s cannot allocate: %s", r->module->desc->name,
+		snprintf(why, whylen, "module %s cannot allocate: %s", module_name(r->module),
 			 strerror(-err));
 	}
 out:
@@ -1119,7 +1157,7 @@ out:
 		log_info("dp", "%s: Allocate answered (%zu containers)", r->name, ncont);
 		for (size_t c = 0; c < ncont; c++)
 			for (size_t i = 0; i < req->container_requests[c]->n_devices_ids; i++)
-				claims_member_allocated(dp->d ? dp->d->claims : NULL,
+				claims_member_allocated(dp->env.claims,
 							req->container_requests[c]->devices_ids[i]);
 	} else {
 		log_warnx("dp", "%s: Allocate refused: %s", r->name, why);
@@ -1673,11 +1711,11 @@ dp_resources_json(struct dp *dp)
 							      m->healthy ? "Healthy" : "Unhealthy",
 							      "numa_node", m->numa));
 		}
-		snprintf(path, sizeof(path), "%s/%s", dp->d->opts.kubelet_dir, r->sock);
+		snprintf(path, sizeof(path), "%s/%s", dp->env.kubelet_dir, r->sock);
 		json_array_append_new(
 			out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I, s:I, s:I, s:i, s:i, "
 				       "s:I, s:o}",
-				       "name", r->name, "module", r->module->desc->name, "socket", path,
+				       "name", r->name, "module", module_name(r->module), "socket", path,
 				       "endpoint", r->sock, "state", dp_reg_state_to_string(r->state),
 				       "last_error", r->last_error[0] ? r->last_error : NULL,
 				       "registrations", (json_int_t)r->registrations,

@@ -11,9 +11,24 @@
 #include "grpc.h"
 #include "hostdevd/module.h"
 
-struct daemon;
+struct claims;
+struct config;
 struct device;
 struct dp_endpoint;
+struct dp_server;
+struct fsroot;
+struct inventory;
+struct module_set;
+
+/* What the resources are computed from, given at creation by their owner
+ * (daemon.c); any may be NULL (fuzz targets, tests). */
+struct dp_env {
+	struct inventory *inv;
+	struct claims *claims;		/* held IOMMU groups */
+	struct module_set *mods;	/* owners, their resource members */
+	struct fsroot *dev;		/* /dev/vfio nodes */
+	const char *kubelet_dir;
+};
 
 #define DP_PATH_PREFIX "/v1beta1.DevicePlugin/"
 #define DP_REGISTER_PATH "/v1beta1.Registration/Register"
@@ -64,32 +79,14 @@ struct dp_resource {
 	struct dp_endpoint *ep;		/* the libevent side */
 };
 
-struct dp_stats {
-	uint64_t full;			/* recomputes of every device */
-	uint64_t incremental;		/* recomputes of the devices that changed */
-	uint64_t evaluated;		/* device evaluations, all recomputes */
-	size_t last_evaluated;
-	size_t last_changed;		/* resources whose list changed, last recompute */
-};
+/* The resources and how they are computed: dp.c's own. */
+struct dp;
 
-struct dp {
-	struct daemon *d;
-	struct dp_resource **v;
-	size_t n;
-	bool dirty;			/* every device must be recomputed */
-	bool stopping;
-	char (*pending)[32];		/* ids to recompute (when not dirty) */
-	size_t npending, cap_pending;
-	/* <dev-root>/vfio/<group> by group: 0 not known yet, 1 there, 2 not.
-	 * Trusted only while dp-server watches the directory. */
-	uint8_t *vfio;
-	size_t nvfio;
-	bool vfio_watched;
-	int64_t aer_next;		/* monotonic s when an AER hold ends; 0: none */
-	struct dp_stats stats;
-};
-
-int dp_new(struct daemon *d, struct dp **ret);
+int dp_new(const struct dp_env *env, const struct config *cfg, struct dp **ret);
+/* The transport (dp-server.c) that serves the resources, or NULL. */
+void dp_attach_server(struct dp *dp, struct dp_server *server);
+/* The configuration in force after a reload. */
+void dp_set_config(struct dp *dp, const struct config *cfg);
 /* "Resources changed", the one call for it (modules' resources_changed,
  * claims, rescans, reload, the /dev/vfio watch): every device's membership
  * is recomputed and ListAndWatch updates go out once, at the end of this

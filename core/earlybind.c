@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "claim.h"
 #include "earlybind.h"
 
 static const char early_driver[] = "vfio-pci\n";
@@ -61,24 +60,13 @@ name_cmp(const void *a, const void *b)
 
 /* The functions that should have an entry, sorted, without duplicates. */
 static int
-wanted_list(const struct claims *c, struct early_bind *out)
+wanted_list(const char (*want)[16], size_t n, struct early_bind *out)
 {
-	size_t n = 0, cap = 0;
-
-	for (size_t i = 0; c && i < c->n; i++)
-		cap += c->v[i]->n;
-	out->v = cap ? calloc(cap, sizeof(*out->v)) : NULL;
-	if (cap && out->v == NULL)
+	out->v = n ? calloc(n, sizeof(*out->v)) : NULL;
+	if (n && out->v == NULL)
 		return -ENOMEM;
-	for (size_t i = 0; c && i < c->n; i++) {
-		const struct claim *cl = c->v[i];
-
-		if (cl->state != CLAIM_CLAIMING && cl->state != CLAIM_CLAIMED)
-			continue;
-		for (size_t k = 0; k < cl->n; k++)
-			if (!cl->members[k].bridge)
-				snprintf(out->v[n++], sizeof(out->v[0]), "%s", cl->members[k].address);
-	}
+	for (size_t i = 0; i < n; i++)
+		snprintf(out->v[i], sizeof(out->v[0]), "%s", want[i]);
 	if (n > 1)
 		qsort(out->v, n, sizeof(out->v[0]), name_cmp);
 	out->n = 0;
@@ -147,13 +135,14 @@ early_bind_free(struct early_bind *eb)
 }
 
 int
-early_bind_sync(int state_dirfd, const struct claims *c, struct early_bind **known)
+early_bind_sync(int state_dirfd, const char (*want_v)[16], size_t want_n,
+		struct early_bind **known)
 {
 	struct early_bind want = { 0 };
 	bool changed = *known == NULL;
 	int dirfd, first, err;
 
-	if (wanted_list(c, &want) < 0)
+	if (wanted_list(want_v, want_n, &want) < 0)
 		return -ENOMEM;
 	if (*known && want.n == (*known)->n &&
 	    (want.n == 0 || memcmp(want.v, (*known)->v, want.n * sizeof(want.v[0])) == 0)) {

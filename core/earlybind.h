@@ -7,7 +7,6 @@
 #ifndef HOSTDEVD_EARLYBIND_H
 #define HOSTDEVD_EARLYBIND_H
 
-struct claims;
 
 #define EARLY_BIND_DIR "early-bind"
 
@@ -17,12 +16,13 @@ struct early_bind {
 	size_t n;
 };
 
-/* Makes the directory match the claims being applied or held (claiming or
- * claimed; not releasing). *known (NULL at first: the directory is read
+/* Makes the directory match `want` (the PCI functions of the claims being
+ * applied or held, in any order, duplicates allowed). *known (NULL at first: the directory is read
  * then) is what the last sync left, replaced by what this one leaves, or
  * NULL after an error. Returns 0 or the first -errno (it goes on past
  * errors). */
-int early_bind_sync(int state_dirfd, const struct claims *c, struct early_bind **known);
+int early_bind_sync(int state_dirfd, const char (*want)[16], size_t n,
+		    struct early_bind **known);
 void early_bind_free(struct early_bind *eb);
 
 #endif

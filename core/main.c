@@ -14,16 +14,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "bus.h"
-#include "ctl-server.h"
-#include "claim.h"
 #include "daemon.h"
-#include "dp-server.h"
 #include "log.h"
-#include "loop.h"
 #include "metrics.h"
-#include "sdnotify.h"
-#include "udev.h"
 #include "worker.h"
 
 #ifndef MODULEDIR
@@ -88,42 +81,6 @@ static const struct option long_options[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-static void
-signal_ready(int fd)
-{
-	if (fd >= 0) {
-		ssize_t n;
-
-		do {
-			n = write(fd, "READY\n", 6);
-		} while (n < 0 && errno == EINTR);
-		if (n != 6)
-			log_warn("daemon", "cannot write READY to fd %d", fd);
-		close(fd);
-	}
-}
-
-/* systemd's READY=1 (and /readyz) waits until the recorded claims have been
- * re-applied: no claim job left in flight. */
-static void
-ready_when_settled(void *arg)
-{
-	struct daemon *d = arg;
-	size_t busy = 0;
-
-	for (size_t i = 0; d->claims && i < d->claims->n; i++)
-		busy += d->claims->v[i]->job != NULL;
-	if (busy > 0 && loop_call_later(d->loop, 50, ready_when_settled, d) == 0) {
-		sd_notify_sendf("STATUS=re-applying %zu recorded claims", busy);
-		return;
-	}
-	metrics_set_ready(true);
-	if (d->claims && d->claims->fail_closed)
-		sd_notify_sendf("READY=1\nSTATUS=failing closed: %s", d->claims->fail_reason);
-	else
-		sd_notify_sendf("READY=1\nSTATUS=serving: %zu claims", d->claims ? d->claims->n : 0);
-}
-
 static int parse_fd(const char *s);
 
 /* hostdevd --worker-fd N --worker-sysfs-fd M: the worker process, which the
@@ -152,13 +109,6 @@ parse_fd(const char *s)
 	if (errno || *end || end == s || v < 0 || v > 65535)
 		return -1;
 	return (int)v;
-}
-
-/* The bus's deferred subscribers run from the loop, on its next turn. */
-static int
-bus_schedule(void *arg, void (*fn)(void *fnarg), void *fnarg)
-{
-	return loop_call_later(arg, 0, fn, fnarg);
 }
 
 struct cmdline {
@@ -232,108 +182,6 @@ parse_args(int argc, char **argv, struct options *opts, struct cmdline *cl)
 	return -1;
 }
 
-/* The control socket, the kubelet's device plugins and the metrics
- * listener. Returns 0 or -errno after logging why. */
-static int
-open_listeners(struct daemon *d, struct event_base *base, const struct options *opts,
-	       struct metrics_server **metrics)
-{
-	int err;
-
-	err = daemon_open_control(d, base);
-	if (err < 0) {
-		log_errx("daemon", "control socket %s: %s", opts->control_socket, strerror(-err));
-		return err;
-	}
-	err = dp_server_new(d->dp, d->bus, opts->kubelet_dir, opts->dev_root, base, &d->dps);
-	if (err < 0) {
-		log_errx("daemon", "device plugins: %s", strerror(-err));
-		return err;
-	}
-	dp_server_kick(d->dps);	/* first membership, sockets, Register */
-	if (opts->metrics_address) {
-		err = metrics_server_new(d, base, opts->metrics_address, metrics);
-		if (err < 0) {
-			log_errx("daemon", "metrics listener %s: %s", opts->metrics_address,
-				 strerror(-err));
-			return err;
-		}
-		log_info("daemon", "metrics on http://%s/metrics", opts->metrics_address);
-	}
-	return 0;
-}
-
-/* The daemon proper: start-up, the event loop, the orderly stop. Returns
- * the exit status. */
-static int
-run(const struct options *o)
-{
-	struct options opts = *o;
-	struct daemon d;
-	struct loop *loop = NULL;
-	struct loop_hooks hooks;
-	struct metrics_server *metrics = NULL;
-	int err, rc = EXIT_FAILURE;
-
-	sd_notify_send("STATUS=reading the inventory and the recorded claims");
-	proc_root_set(opts.proc_root);	/* before the worker starts: it inherits it */
-	if (daemon_init(&d, &opts) < 0)
-		goto out;
-	daemon_loop_hooks(&d, &hooks);
-	err = loop_new(&hooks, d.cfg->resync_interval, &loop);
-	if (err < 0) {
-		log_errx("daemon", "cannot set up the event loop: %s", strerror(-err));
-		goto out;
-	}
-	d.loop = loop;
-	bus_set_scheduler(d.bus, bus_schedule, loop);
-	if (d.udev && loop_watch_udev(loop, udev_watch_fd(d.udev)) < 0) {
-		log_errx("daemon", "cannot watch the udev monitor");
-		goto out;
-	}
-	/* The worker is forked before any outside input is read; then the
-	 * recorded claims are re-applied before anything else can bind. */
-	err = worker_new(loop_base(loop), opts.sysfs_root, opts.dev_root, &d.worker);
-	if (err < 0) {
-		log_errx("daemon", "cannot start the worker process: %s", strerror(-err));
-		goto out;
-	}
-	sd_notify_send("STATUS=re-applying recorded claims");
-	claims_reconcile(d.claims, "start");
-	/* Modules re-apply what their state sections record, before the control
-	 * socket opens and before any resource registers. */
-	modules_start(d.mods);
-	if (open_listeners(&d, loop_base(loop), &opts, &metrics) < 0)
-		goto out;
-	if (sd_watchdog_start(loop_base(loop)) < 0)
-		log_warnx("daemon", "cannot start the systemd watchdog timer");
-	log_info("daemon", "hostdevd %s ready (pid %d)", PACKAGE_VERSION, (int)getpid());
-	signal_ready(opts.ready_fd);
-	opts.ready_fd = -1;
-	ready_when_settled(&d);
-
-	if (loop_run(loop) == 0)
-		rc = EXIT_SUCCESS;
-	sd_notify_send("STOPPING=1\nSTATUS=stopping");
-	modules_stop(d.mods);
-out:
-	sd_watchdog_stop();
-	metrics_server_free(metrics);
-	if (opts.ready_fd >= 0)
-		close(opts.ready_fd);
-	dp_server_free(d.dps);
-	d.dps = NULL;
-	daemon_close_control(&d);
-	worker_free(d.worker);
-	d.worker = NULL;
-	if (d.bus)
-		bus_set_scheduler(d.bus, NULL, NULL);
-	d.loop = NULL;
-	loop_free(loop);
-	daemon_fini(&d);
-	return rc;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -379,5 +227,5 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	return run(&opts);
+	return daemon_run(&opts);
 }

@@ -16,14 +16,8 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "claim.h"
-#include "ctl-server.h"
-#include "ctl.h"
-#include "daemon.h"
-#include "dp.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
 
 /* Allocate latency buckets, in seconds. */
 static const double alloc_buckets[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -40,7 +34,8 @@ static struct {
 } m_state;
 
 struct metrics_server {
-	struct daemon *d;
+	metrics_snapshot_fn snapshot;
+	void *arg;
 	struct evhttp *http;
 };
 
@@ -127,36 +122,19 @@ jint(const json_t *o, const char *key)
 	return json_integer_value(json_object_get(o, key));
 }
 
-static bool
-fail_closed(const struct daemon *d)
-{
-	return d->claims && d->claims->fail_closed;
-}
-
 static void
-render_claims(FILE *f, struct daemon *d)
+render_claims(FILE *f, const struct metrics_view *v)
 {
-	uint64_t by_state[CLAIM_STATE_MAX] = { 0 };
-	uint64_t absent = 0, drift = 0;
-
-	for (size_t i = 0; d->claims && i < d->claims->n; i++) {
-		const struct claim *cl = d->claims->v[i];
-
-		if ((unsigned)cl->state < CLAIM_STATE_MAX)
-			by_state[cl->state]++;
-		absent += cl->absent;
-		drift += cl->drift;
-	}
 	head(f, "hostdevd_claims", "gauge", "Recorded PCI claims by state.");
 	for (int s = 0; s < CLAIM_STATE_MAX; s++) {
 		fputs("hostdevd_claims{state=", f);
 		put_label(f, claim_state_to_string((enum claim_state)s));
-		fprintf(f, "} %" PRIu64 "\n", by_state[s]);
+		fprintf(f, "} %zu\n", v->claims.by_state[s]);
 	}
 	one(f, "hostdevd_claims_absent", "gauge", "Claims with a member missing from sysfs.",
-	    (double)absent);
+	    (double)v->claims.absent);
 	one(f, "hostdevd_claims_drift", "gauge", "Claims found on another driver and being bound again.",
-	    (double)drift);
+	    (double)v->claims.drift);
 	one(f, "hostdevd_claims_started_total", "counter", "IOMMU-group binds started (claims).",
 	    (double)m_state.counters[METRICS_CLAIMS_STARTED]);
 	one(f, "hostdevd_claims_failed_total", "counter", "IOMMU-group binds that failed.",
@@ -168,9 +146,9 @@ render_claims(FILE *f, struct daemon *d)
 }
 
 static void
-render_resources(FILE *f, struct daemon *d)
+render_resources(FILE *f, const struct metrics_view *view)
 {
-	json_t *res = d->dp ? dp_resources_json(d->dp) : json_array(), *r;
+	json_t *res = view->resources, *r;
 	static const struct {
 		const char *name, *type, *help;
 	} fams[] = {
@@ -213,7 +191,6 @@ render_resources(FILE *f, struct daemon *d)
 			fprintf(f, "} %" JSON_INTEGER_FORMAT "\n", v);
 		}
 	}
-	json_decref(res);
 
 	head(f, "hostdevd_allocate_duration_seconds", "histogram",
 	     "Time to answer an Allocate call, refusals included.");
@@ -229,9 +206,9 @@ render_resources(FILE *f, struct daemon *d)
 }
 
 static void
-render_modules(FILE *f, struct daemon *d)
+render_modules(FILE *f, const struct metrics_view *v)
 {
-	json_t *mods = ctl_modules_json(d), *m;
+	json_t *mods = v->modules, *m;
 	size_t i;
 
 	head(f, "hostdevd_module_devices", "gauge", "Devices owned by each device-class module.");
@@ -246,47 +223,44 @@ render_modules(FILE *f, struct daemon *d)
 		put_label(f, json_string_value(json_object_get(m, "name")) ?: "?");
 		fprintf(f, "} %d\n", json_is_true(json_object_get(m, "active")));
 	}
-	json_decref(mods);
 }
 
 char *
-metrics_render(struct daemon *d)
+metrics_render(const struct metrics_view *v)
 {
-	json_t *st = ctl_status_json(d), *devs = json_object_get(st, "devices");
+	json_t *devs = json_object_get(v->status, "devices");
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	static const char *const classes[] = { "pci", "usb", "mdev" };
 
-	if (f == NULL) {
-		json_decref(st);
+	if (f == NULL)
 		return NULL;
-	}
 	head(f, "hostdevd_info", "gauge", "hostdevd's version and node.");
 	fputs("hostdevd_info{version=", f);
 	put_label(f, PACKAGE_VERSION);
 	fputs(",node=", f);
-	put_label(f, d->node_name);
+	put_label(f, v->node ? v->node : "");
 	fputs("} 1\n", f);
 	one(f, "hostdevd_ready", "gauge", "1 once start-up is over and the daemon serves.",
 	    m_state.ready);
 	one(f, "hostdevd_fail_closed", "gauge",
 	    "1 while the state file cannot be trusted: bindings kept, claims and releases refused.",
-	    fail_closed(d));
+	    v->claims.fail_closed);
 	head(f, "hostdevd_devices", "gauge", "Devices in the inventory by class.");
 	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
 		fprintf(f, "hostdevd_devices{class=\"%s\"} %" JSON_INTEGER_FORMAT "\n", classes[i],
 			jint(devs, classes[i]));
 	one(f, "hostdevd_uevents_total", "counter", "Kernel uevents handled.",
-	    (double)d->stats.uevents);
+	    (double)v->uevents);
 	one(f, "hostdevd_uevents_ignored_total", "counter", "Kernel uevents of no interest.",
-	    (double)d->stats.uevents_ignored);
+	    (double)v->uevents_ignored);
 	one(f, "hostdevd_resyncs_total", "counter", "Full mark-and-sweep resyncs of sysfs.",
-	    (double)d->stats.resyncs);
+	    (double)v->resyncs);
 	one(f, "hostdevd_debounced_bursts_total", "counter",
-	    "Uevent bursts turned into one resync.", (double)d->stats.debounced_bursts);
+	    "Uevent bursts turned into one resync.", (double)v->debounced_bursts);
 	one(f, "hostdevd_events_sent_total", "counter", "Event notifications sent to subscribers.",
-	    (double)ctl_server_events_sent(d->ctl));
+	    (double)v->events_sent);
 	one(f, "hostdevd_worker_jobs_total", "counter", "Kernel-write operations run by the worker.",
 	    (double)m_state.counters[METRICS_WORKER_JOBS]);
 	one(f, "hostdevd_worker_failures_total", "counter", "Worker operations that failed.",
@@ -295,11 +269,10 @@ metrics_render(struct daemon *d)
 	    "Worker operations cut short by their time limit.",
 	    (double)m_state.counters[METRICS_WORKER_TIMEOUTS]);
 	one(f, "hostdevd_worker_restarts_total", "counter", "Times the worker process was restarted.",
-	    d->worker ? (double)worker_restarts(d->worker) : 0.0);
-	render_claims(f, d);
-	render_resources(f, d);
-	render_modules(f, d);
-	json_decref(st);
+	    (double)v->worker_restarts);
+	render_claims(f, v);
+	render_resources(f, v);
+	render_modules(f, v);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;
@@ -328,13 +301,17 @@ http_cb(struct evhttp_request *req, void *arg)
 	struct evhttp_uri *u = evhttp_uri_parse(uri ? uri : "/");
 	const char *path = u ? evhttp_uri_get_path(u) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct metrics_view view;
 
+	memset(&view, 0, sizeof(view));
 	if (path == NULL || path[0] == '\0')
 		path = "/";
 	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
 		reply_text(req, 405, "Method Not Allowed", "text/plain", "GET only\n");
+	} else if (m->snapshot(m->arg, &view) < 0) {
+		reply_text(req, 500, "Internal Server Error", "text/plain", "out of memory\n");
 	} else if (strcmp(path, "/metrics") == 0) {
-		char *body = metrics_render(m->d);
+		char *body = metrics_render(&view);
 
 		if (body)
 			reply_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
@@ -342,12 +319,12 @@ http_cb(struct evhttp_request *req, void *arg)
 			reply_text(req, 500, "Internal Server Error", "text/plain", "out of memory\n");
 		free(body);
 	} else if (strcmp(path, "/healthz") == 0) {
-		if (fail_closed(m->d))
+		if (view.claims.fail_closed)
 			reply_text(req, 503, "Service Unavailable", "text/plain", "fail-closed\n");
 		else
 			reply_text(req, 200, "OK", "text/plain", "ok\n");
 	} else if (strcmp(path, "/readyz") == 0) {
-		if (fail_closed(m->d))
+		if (view.claims.fail_closed)
 			reply_text(req, 503, "Service Unavailable", "text/plain", "fail-closed\n");
 		else if (!m_state.ready)
 			reply_text(req, 503, "Service Unavailable", "text/plain", "starting\n");
@@ -357,6 +334,7 @@ http_cb(struct evhttp_request *req, void *arg)
 		reply_text(req, 404, "Not Found", "text/plain",
 			   "hostdevd: /metrics, /healthz, /readyz\n");
 	}
+	metrics_view_release(&view);
 	if (u)
 		evhttp_uri_free(u);
 }
@@ -401,9 +379,18 @@ metrics_parse_address(const char *address, char *host, size_t hostlen, uint16_t 
 	return 0;
 }
 
+void
+metrics_view_release(struct metrics_view *v)
+{
+	json_decref(v->status);
+	json_decref(v->modules);
+	json_decref(v->resources);
+	memset(v, 0, sizeof(*v));
+}
+
 int
-metrics_server_new(struct daemon *d, struct event_base *base, const char *address,
-		   struct metrics_server **ret)
+metrics_server_new(struct event_base *base, const char *address, metrics_snapshot_fn snapshot,
+		   void *arg, struct metrics_server **ret)
 {
 	struct metrics_server *m;
 	char host[256];
@@ -415,7 +402,8 @@ metrics_server_new(struct daemon *d, struct event_base *base, const char *addres
 	m = calloc(1, sizeof(*m));
 	if (m == NULL)
 		return -ENOMEM;
-	m->d = d;
+	m->snapshot = snapshot;
+	m->arg = arg;
 	m->http = evhttp_new(base);
 	if (m->http == NULL) {
 		free(m);

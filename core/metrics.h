@@ -6,8 +6,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 
-struct daemon;
+#include "claim.h"
+
 struct event_base;
 struct metrics_server;
 
@@ -36,17 +38,33 @@ int64_t metrics_now_usec(void);
 void metrics_set_ready(bool ready);
 bool metrics_ready(void);
 
-/* The Prometheus text exposition of d's state and the counters above.
+/* What a scrape shows of the daemon, taken by its owner (daemon.c) for
+ * each request: metrics.c reads no other subsystem's records. */
+struct metrics_view {
+	const char *node;
+	json_t *status;		/* daemon.status's object (owned) */
+	json_t *modules;	/* modules.list's array (owned) */
+	json_t *resources;	/* the device-plugin resources (owned) */
+	struct claims_summary claims;
+	uint64_t uevents, uevents_ignored, resyncs, debounced_bursts;
+	uint64_t events_sent;
+	uint64_t worker_restarts;
+};
+/* Fills *v; returns 0 or -ENOMEM (then *v holds nothing to release). */
+typedef int (*metrics_snapshot_fn)(void *arg, struct metrics_view *v);
+void metrics_view_release(struct metrics_view *v);
+
+/* The Prometheus text exposition of a view and the counters above.
  * Returns a malloc'ed string or NULL. */
-char *metrics_render(struct daemon *d);
+char *metrics_render(const struct metrics_view *v);
 
 /* Splits "HOST:PORT", "[V6]:PORT" or ":PORT" (all addresses). Returns 0 or
  * -EINVAL. `host` gets "0.0.0.0"/"::" style text or the host as given. */
 int metrics_parse_address(const char *address, char *host, size_t hostlen, uint16_t *port);
 
 /* Listens on `address`. Returns 0 or -errno. */
-int metrics_server_new(struct daemon *d, struct event_base *base, const char *address,
-		       struct metrics_server **ret);
+int metrics_server_new(struct event_base *base, const char *address, metrics_snapshot_fn snapshot,
+		       void *arg, struct metrics_server **ret);
 void metrics_server_free(struct metrics_server *m);
 
 #endif

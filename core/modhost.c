@@ -11,10 +11,9 @@
 #include "bus.h"
 #include "claim.h"
 #include "ctl.h"
-#include "daemon.h"
 #include "dp-names.h"
-#include "dp-server.h"
 #include "dp.h"
+#include "inventory.h"
 #include "fsroot.h"
 #include "log.h"
 #include "loop.h"
@@ -73,10 +72,10 @@ mod_of(struct hdd_core *core)
 	return (struct module *)core;
 }
 
-static struct daemon *
-daemon_of(struct hdd_core *core)
+static const struct modhost_env *
+env_of(struct hdd_core *core)
 {
-	return mod_of(core)->d;
+	return mod_of(core)->env;
 }
 
 static struct modhost *
@@ -109,16 +108,16 @@ core_log(struct hdd_core *core, enum hdd_log_level level, const char *module, co
 static const char *
 core_node_name(struct hdd_core *core)
 {
-	return daemon_of(core)->node_name;
+	return env_of(core)->node_name;
 }
 
 static int
 core_iommu_group_foreach(struct hdd_core *core, int group,
 			 void (*fn)(const struct hdd_device_view *dev, void *arg), void *arg)
 {
-	struct daemon *d = daemon_of(core);
+	const struct modhost_env *e = env_of(core);
 	struct device *members[256];
-	size_t n = inventory_group_members(d->inv, group, members, 256);
+	size_t n = inventory_group_members(e->inv, group, members, 256);
 
 	for (size_t i = 0; i < n && i < 256; i++) {
 		struct hdd_device_view view;
@@ -132,11 +131,11 @@ core_iommu_group_foreach(struct hdd_core *core, int group,
 static bool
 core_dev_exists(struct hdd_core *core, const char *rel)
 {
-	struct daemon *d = daemon_of(core);
+	const struct modhost_env *e = env_of(core);
 
-	if (d->dp)
-		return dp_dev_exists(d->dp, rel);	/* group nodes cached, kept by inotify */
-	return d->dev && fsroot_exists(d->dev, rel) == 0;
+	if (e->dp)
+		return dp_dev_exists(e->dp, rel);	/* group nodes cached, kept by inotify */
+	return e->dev && fsroot_exists(e->dev, rel) == 0;
 }
 
 static int
@@ -153,11 +152,11 @@ static int
 core_device_foreach(struct hdd_core *core, enum hdd_dev_class cls,
 		    void (*fn)(const struct hdd_device_view *dev, void *arg), void *arg)
 {
-	struct daemon *d = daemon_of(core);
+	const struct modhost_env *e = env_of(core);
 	int n = 0;
 
-	for (size_t i = 0; i < inventory_count(d->inv); i++) {
-		struct device *dev = inventory_at(d->inv, i);
+	for (size_t i = 0; i < inventory_count(e->inv); i++) {
+		struct device *dev = inventory_at(e->inv, i);
 		struct hdd_device_view view;
 
 		if (cls != HDD_DEV_NONE && dev->cls != cls)
@@ -172,8 +171,8 @@ core_device_foreach(struct hdd_core *core, enum hdd_dev_class cls,
 static int
 core_host_needs(struct hdd_core *core, const char *id, char *why, size_t whylen)
 {
-	struct daemon *d = daemon_of(core);
-	struct device *dev = inventory_find(d->inv, HDD_DEV_PCI, id);
+	const struct modhost_env *e = env_of(core);
+	struct device *dev = inventory_find(e->inv, HDD_DEV_PCI, id);
 	const char *never;
 
 	if (dev == NULL)
@@ -183,7 +182,7 @@ core_host_needs(struct hdd_core *core, const char *id, char *why, size_t whylen)
 		snprintf(why, whylen, "%s", never + 3);	/* past "is " */
 		return 1;
 	}
-	return protect_check(d, dev, why, whylen);
+	return protect_check(e->sys, e->cfg, dev, why, whylen);
 }
 
 static void
@@ -227,7 +226,7 @@ call_submit(struct hdd_core *core, json_t *req, int timeout_ms, hdd_worker_done_
 		json_decref(req);
 		return -ENOMEM;
 	}
-	if (m->d->worker == NULL) {
+	if (m->env->worker == NULL) {
 		json_decref(req);
 		return -EAGAIN;		/* before start: no worker yet */
 	}
@@ -242,7 +241,7 @@ call_submit(struct hdd_core *core, json_t *req, int timeout_ms, hdd_worker_done_
 	c->arg = arg;
 	c->next = h->calls;
 	h->calls = c;
-	err = worker_submit(m->d->worker, req, timeout_ms, call_done_cb, c);
+	err = worker_submit(m->env->worker, req, timeout_ms, call_done_cb, c);
 	if (err < 0) {
 		call_unlink(h, c);
 		free(c);
@@ -294,8 +293,8 @@ core_call_cancel(struct hdd_core *core, int64_t id)
 	for (struct mh_call *c = h ? h->calls : NULL; c; c = c->next) {
 		if (c->id != id)
 			continue;
-		if (m->d->worker)
-			worker_forget(m->d->worker, c);
+		if (m->env->worker)
+			worker_forget(m->env->worker, c);
 		call_unlink(h, c);
 		free(c);
 		return;
@@ -329,7 +328,7 @@ core_timer_add(struct hdd_core *core, int ms, void (*fn)(void *arg), void *arg)
 
 	if (h == NULL)
 		return -ENOMEM;
-	if (m->d->loop == NULL)
+	if (m->env->loop == NULL)
 		return -EAGAIN;
 	if (fn == NULL || ms < 0)
 		return -EINVAL;
@@ -340,7 +339,7 @@ core_timer_add(struct hdd_core *core, int ms, void (*fn)(void *arg), void *arg)
 	t->id = h->next_id++;
 	t->fn = fn;
 	t->arg = arg;
-	err = loop_call_later(m->d->loop, ms, timer_cb, t);
+	err = loop_call_later(m->env->loop, ms, timer_cb, t);
 	if (err < 0) {
 		free(t);
 		return err;
@@ -365,10 +364,10 @@ static const json_t *
 core_state_get(struct hdd_core *core, int *err)
 {
 	struct module *m = mod_of(core);
-	struct claims *c = m->d->claims;
+	struct claims *c = m->env->claims;
 
 	if (err)
-		*err = c && c->fail_closed ? -EBADMSG : 0;
+		*err = claims_fail_closed(c) ? -EBADMSG : 0;
 	return c ? claims_module_section(c, m->desc->name) : NULL;
 }
 
@@ -377,17 +376,15 @@ core_state_put(struct hdd_core *core, const json_t *section)
 {
 	struct module *m = mod_of(core);
 
-	if (m->d->claims == NULL)
+	if (m->env->claims == NULL)
 		return -EAGAIN;
-	return claims_module_section_put(m->d->claims, m->desc->name, section);
+	return claims_module_section_put(m->env->claims, m->desc->name, section);
 }
 
 static bool
 core_rebooted(struct hdd_core *core)
 {
-	struct claims *c = daemon_of(core)->claims;
-
-	return c && c->first_since_boot;
+	return claims_first_since_boot(env_of(core)->claims);
 }
 
 static void
@@ -403,7 +400,7 @@ core_emit(struct hdd_core *core, const char *event, json_t *params)
 		return;
 	}
 	snprintf(type, sizeof(type), "%s.%.48s", m->desc->name, event);
-	bus_publish(m->d->bus, m->desc->name, type, params);
+	bus_publish(m->env->bus, m->desc->name, type, params);
 }
 
 static void core_reply_error(struct hdd_request *req, int code, const char *fmt, ...)
@@ -424,9 +421,9 @@ core_reply_error(struct hdd_request *req, int code, const char *fmt, ...)
 static void
 core_resources_changed(struct hdd_core *core)
 {
-	struct daemon *d = daemon_of(core);
+	const struct modhost_env *e = env_of(core);
 
-	dp_resources_changed(d->dp);	/* recomputed once, at the end of this turn */
+	dp_resources_changed(e->dp);	/* recomputed once, at the end of this turn */
 }
 
 static void
@@ -498,23 +495,23 @@ core_resource_set(struct hdd_core *core, const char *resource,
 static int
 core_sysfs_fd(struct hdd_core *core)
 {
-	struct daemon *d = mod_of(core)->d;
+	const struct modhost_env *e = env_of(core);
 
-	return d->sys ? fsroot_fd(d->sys) : -1;
+	return e->sys ? fsroot_fd(e->sys) : -1;
 }
 
 static int
 core_dev_fd(struct hdd_core *core)
 {
-	struct daemon *d = mod_of(core)->d;
+	const struct modhost_env *e = env_of(core);
 
-	return d->dev ? fsroot_fd(d->dev) : -1;
+	return e->dev ? fsroot_fd(e->dev) : -1;
 }
 
 static int
 core_dev_path(struct hdd_core *core, const char *rel, char *buf, size_t size)
 {
-	int n = snprintf(buf, size, "%s/%s", mod_of(core)->d->opts.dev_root, rel ? rel : "");
+	int n = snprintf(buf, size, "%s/%s", env_of(core)->dev_root, rel ? rel : "");
 
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
@@ -623,7 +620,7 @@ ecall_started(struct mh_ecall *c, int err, json_t *now, const char *why)
 
 	if (err == 1) {
 		c->now = now;
-		if (loop_call_later(c->m->d->loop, 0, ecall_now_cb, c) < 0) {
+		if (loop_call_later(c->m->env->loop, 0, ecall_now_cb, c) < 0) {
 			ecall_unlink(h, c);
 			json_decref(c->now);
 			free(c);
@@ -650,7 +647,7 @@ engine_ready(struct hdd_core *core)
 	if (h == NULL)
 		return -ENOMEM;
 	h->last_error[0] = '\0';
-	if (m->d->claims == NULL || m->d->worker == NULL || m->d->loop == NULL) {
+	if (m->env->claims == NULL || m->env->worker == NULL || m->env->loop == NULL) {
 		snprintf(h->last_error, sizeof(h->last_error), "the engine starts with the worker");
 		return -EAGAIN;
 	}
@@ -674,7 +671,7 @@ core_vfio_group_bind(struct hdd_core *core, const char *address, int timeout_ms,
 	c = ecall_new(core, done, arg);
 	if (c == NULL)
 		return -ENOMEM;
-	err = claims_bind(m->d->claims, m->desc->name, address, timeout_ms, ecall_done_cb, c, &now,
+	err = claims_bind(m->env->claims, m->desc->name, address, timeout_ms, ecall_done_cb, c, &now,
 			  why, sizeof(why));
 	return ecall_started(c, err, now, why);
 }
@@ -696,7 +693,7 @@ core_vfio_group_unbind(struct hdd_core *core, const char *address, bool force, i
 	c = ecall_new(core, done, arg);
 	if (c == NULL)
 		return -ENOMEM;
-	err = claims_unbind(m->d->claims, m->desc->name, address, force, timeout_ms, ecall_done_cb,
+	err = claims_unbind(m->env->claims, m->desc->name, address, force, timeout_ms, ecall_done_cb,
 			    c, &now, why, sizeof(why));
 	return ecall_started(c, err, now, why);
 }
@@ -707,7 +704,7 @@ core_vfio_group_holder(struct hdd_core *core, const char *address, char *owner, 
 {
 	if (address == NULL)
 		return -EINVAL;
-	return claims_holder(daemon_of(core)->claims, address, owner, size, allocated);
+	return claims_holder(env_of(core)->claims, address, owner, size, allocated);
 }
 
 static json_t *
@@ -715,7 +712,7 @@ core_vfio_group_info(struct hdd_core *core, const char *address)
 {
 	struct module *m = mod_of(core);
 
-	return address ? claims_member_json(m->d->claims, m->desc->name, address) : NULL;
+	return address ? claims_member_json(m->env->claims, m->desc->name, address) : NULL;
 }
 
 static json_t *
@@ -723,7 +720,7 @@ core_vfio_group_list(struct hdd_core *core)
 {
 	struct module *m = mod_of(core);
 
-	return m->d->claims ? claims_owner_json(m->d->claims, m->desc->name) : json_array();
+	return m->env->claims ? claims_owner_json(m->env->claims, m->desc->name) : json_array();
 }
 
 static const char *
@@ -737,13 +734,13 @@ core_last_error(struct hdd_core *core)
 static int
 core_resource_rule(struct hdd_core *core, const char *id, char *name, size_t size, bool *claim)
 {
-	struct daemon *d = daemon_of(core);
-	struct device *dev = id ? inventory_find(d->inv, HDD_DEV_PCI, id) : NULL;
+	const struct modhost_env *e = env_of(core);
+	struct device *dev = id ? inventory_find(e->inv, HDD_DEV_PCI, id) : NULL;
 	const struct resource_rule *r;
 
 	if (dev == NULL)
 		return -ENOENT;
-	r = config_match_rule(d->cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
+	r = config_match_rule(e->cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
 			      dev->pci.f.class_code);
 	if (r == NULL)
 		return 0;
@@ -757,7 +754,7 @@ core_resource_rule(struct hdd_core *core, const char *id, char *name, size_t siz
 static int
 core_config_ms(struct hdd_core *core, const char *key)
 {
-	const struct config *cfg = daemon_of(core)->cfg;
+	const struct config *cfg = env_of(core)->cfg;
 
 	if (key && strcmp(key, "claims.gpu_free_timeout") == 0)
 		return cfg->gpu_free_timeout_ms;
@@ -905,8 +902,8 @@ modhost_stop(struct module *m)
 		void *arg = c->arg;
 
 		h->calls = c->next;
-		if (m->d && m->d->worker)
-			worker_forget(m->d->worker, c);
+		if (m->env && m->env->worker)
+			worker_forget(m->env->worker, c);
 		free(c);
 		if (done)
 			done(arg, -ECANCELED, NULL);
@@ -931,8 +928,8 @@ modhost_free(struct module *m)
 		struct mh_call *c = h->calls;
 
 		h->calls = c->next;
-		if (m->d && m->d->worker)
-			worker_forget(m->d->worker, c);
+		if (m->env && m->env->worker)
+			worker_forget(m->env->worker, c);
 		free(c);
 	}
 	/* The loop is gone by now (it is freed first): nothing fires. */

@@ -8,8 +8,34 @@
 #include <stddef.h>
 #include "hostdevd/module.h"
 
+struct bus;
+struct claims;
+struct config;
+struct dp;
+struct fsroot;
+struct inventory;
+struct loop;
 struct module;
 struct module_set;
+struct worker;
+
+/* What the services work with. Its owner (daemon.c) fills it as the
+ * subsystems come up (NULL until then: a service answers -EAGAIN or
+ * nothing) and keeps `cfg` the configuration in force; every module's
+ * handle points at it. */
+struct modhost_env {
+	struct fsroot *sys;
+	struct fsroot *dev;
+	const char *dev_root;
+	const char *node_name;
+	struct inventory *inv;
+	struct bus *bus;
+	struct claims *claims;	/* the IOMMU-group engine and state.json */
+	struct dp *dp;
+	const struct config *cfg;
+	struct loop *loop;
+	struct worker *worker;
+};
 
 /* The ops table every module gets; the handle it gets is its struct module. */
 extern const struct hdd_core_ops modhost_ops;

@@ -251,7 +251,7 @@ load_one(struct module_set *set, struct module *m, const struct config *cfg,
 
 int
 modules_load_dir(const char *dir, const struct config *cfg, const struct hdd_core_ops *ops,
-		 struct daemon *d, struct module_set **ret)
+		 const struct modhost_env *env, struct module_set **ret)
 {
 	struct module_set *set = calloc(1, sizeof(*set));
 	struct dirent **names = NULL;
@@ -269,7 +269,7 @@ modules_load_dir(const char *dir, const struct config *cfg, const struct hdd_cor
 		struct module *m = set_append(set);
 
 		if (m)
-			m->d = d;
+			m->env = env;
 		if (m == NULL || asprintf(&m->path, "%s/%s", dir, names[i]->d_name) < 0) {
 			if (m)
 				m->path = NULL;
@@ -289,13 +289,13 @@ modules_load_dir(const char *dir, const struct config *cfg, const struct hdd_cor
 
 int
 modules_add_builtin(struct module_set *set, const struct hdd_module *desc,
-		    const struct hdd_core_ops *ops, struct daemon *d)
+		    const struct hdd_core_ops *ops, const struct modhost_env *env)
 {
 	struct module *m = set_append(set);
 
 	if (m == NULL)
 		return -ENOMEM;
-	m->d = d;
+	m->env = env;
 	module_start(set, m, NULL, ops, desc);
 	return m->active ? 0 : -EINVAL;
 }
@@ -536,4 +536,112 @@ void
 module_abi_string(const struct module *m, char *buf, size_t size)
 {
 	snprintf(buf, size, "%u.%u", m->abi_major, m->abi_minor);
+}
+
+/* --- what the rest of the core asks of a module --------------------------- */
+
+const char *
+module_name(const struct module *m)
+{
+	return m && m->desc ? m->desc->name : NULL;
+}
+
+size_t
+modules_count(const struct module_set *set)
+{
+	return set ? set->n : 0;
+}
+
+const struct module *
+modules_at(const struct module_set *set, size_t i)
+{
+	return set && i < set->n ? set->v[i] : NULL;
+}
+
+size_t
+modules_active(const struct module_set *set)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; set && i < set->n; i++)
+		n += set->v[i]->active != 0;
+	return n;
+}
+
+void
+module_info(const struct module *m, struct module_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->name = module_name(m);
+	out->description = m->desc ? m->desc->description : NULL;
+	out->path = m->path;
+	out->abi_major = m->abi_major;
+	out->active = m->active != 0;
+	out->error = m->error;
+	out->ready = !m->unready;
+	out->reason = m->unready ? m->unready_reason : NULL;
+	out->subsystems = m->desc ? m->desc->subsystems : NULL;
+	out->methods = m->desc ? m->desc->methods : NULL;
+}
+
+int
+module_advertise(const struct module *m, const struct hdd_device_view *view, char *name,
+		 size_t size, bool *healthy)
+{
+	if (m == NULL || !m->active || m->desc->advertise == NULL)
+		return -EOPNOTSUPP;
+	return m->desc->advertise(m->state, view, name, size, healthy);
+}
+
+int
+module_allocate(const struct module *m, const char *resource,
+		const struct hdd_device_view *const *views, size_t n, struct hdd_alloc *alloc)
+{
+	if (m == NULL || !m->active || m->desc->allocate == NULL)
+		return -EOPNOTSUPP;
+	return m->desc->allocate(m->state, resource, views, n, alloc);
+}
+
+bool
+module_lists_held(const struct module *m)
+{
+	return m && m->active && m->desc->list_held;
+}
+
+int
+module_list_held(const struct module *m, json_t *list)
+{
+	if (!module_lists_held(m))
+		return -EOPNOTSUPP;
+	return m->desc->list_held(m->state, list);
+}
+
+int
+module_call(const struct module *m, const struct hdd_method *method, struct hdd_request *req,
+	    json_t *params)
+{
+	return method->call(m->state, req, params);
+}
+
+bool
+modules_want_events(const struct module_set *set)
+{
+	for (size_t i = 0; set && i < set->n; i++)
+		if (set->v[i]->active && set->v[i]->desc && set->v[i]->desc->event)
+			return true;
+	return false;
+}
+
+void
+modules_event(const struct module_set *set, const char *origin, const char *type,
+	      const json_t *params)
+{
+	for (size_t i = 0; set && i < set->n; i++) {
+		const struct module *m = set->v[i];
+
+		if (!m->active || m->desc == NULL || m->desc->event == NULL ||
+		    (origin && strcmp(origin, m->desc->name) == 0))
+			continue;
+		m->desc->event(m->state, type, params);
+	}
 }

@@ -7,8 +7,8 @@
 #include "hostdevd/module.h"
 #include "conf.h"
 
-struct daemon;
 struct modhost;
+struct modhost_env;
 
 struct module {
 	struct hdd_module copy;		/* the descriptor, zero past the module's size */
@@ -21,7 +21,7 @@ struct module {
 	int active;
 	bool unready;			/* the module said it cannot work now (set_ready) */
 	char *unready_reason;
-	struct daemon *d;		/* its core, for the services (modhost.c) */
+	const struct modhost_env *env;	/* what its services work with (modhost.h) */
 	struct modhost *host;		/* timers, calls, resource members it holds */
 };
 
@@ -37,7 +37,7 @@ struct module_set {
  * succeeds. Modules that fail are kept with `error` set so modules.list can
  * say why. A missing directory gives an empty set. Returns 0 or -ENOMEM. */
 int modules_load_dir(const char *dir, const struct config *cfg, const struct hdd_core_ops *ops,
-		     struct daemon *d, struct module_set **ret);
+		     const struct modhost_env *env, struct module_set **ret);
 
 /* Checks a module file as the loader does (regular, not writable by group
  * or others, owned by root or us). Returns 0 or -errno with why. */
@@ -45,7 +45,7 @@ int module_file_check(const char *path, char *why, size_t whylen);
 
 /* Adds a module from a descriptor in memory (tests). */
 int modules_add_builtin(struct module_set *set, const struct hdd_module *desc,
-			const struct hdd_core_ops *ops, struct daemon *d);
+			const struct hdd_core_ops *ops, const struct modhost_env *env);
 
 void modules_free(struct module_set *set);
 
@@ -84,6 +84,42 @@ int modules_uevent(struct module_set *set, const char *action, const char *subsy
 /* The union of the active modules' udev subsystems plus the core's own, as
  * a NULL-terminated array (free the array, not the strings). */
 const char **modules_subsystems(const struct module_set *set);
+
+/* What the rest of the core asks of a module: it reads no member of
+ * struct module (only module.c and modhost.c, the module host, do). */
+const char *module_name(const struct module *m);	/* NULL before its ABI is accepted */
+size_t modules_count(const struct module_set *set);
+const struct module *modules_at(const struct module_set *set, size_t i);
+size_t modules_active(const struct module_set *set);
+
+/* modules.list's facts of one module (borrowed strings). */
+struct module_info {
+	const char *name, *description, *path;
+	uint32_t abi_major;
+	bool active;
+	const char *error;		/* why it is not active */
+	bool ready;			/* set_ready */
+	const char *reason;		/* why it is not ready */
+	const char *const *subsystems;
+	const struct hdd_method *methods;
+};
+void module_info(const struct module *m, struct module_info *out);
+
+/* The module's hooks; -EOPNOTSUPP when it is inactive or has none. */
+int module_advertise(const struct module *m, const struct hdd_device_view *view, char *name,
+		     size_t size, bool *healthy);
+int module_allocate(const struct module *m, const char *resource,
+		    const struct hdd_device_view *const *views, size_t n, struct hdd_alloc *alloc);
+bool module_lists_held(const struct module *m);
+int module_list_held(const struct module *m, json_t *list);
+int module_call(const struct module *m, const struct hdd_method *method, struct hdd_request *req,
+		json_t *params);
+
+/* The modules' event hooks: whether any has one, and an event to every
+ * active module with one but `origin` (the module that emitted it). */
+bool modules_want_events(const struct module_set *set);
+void modules_event(const struct module_set *set, const char *origin, const char *type,
+		   const json_t *params);
 
 /* "2.0": the ABI a module declared. */
 void module_abi_string(const struct module *m, char *buf, size_t size);

@@ -12,15 +12,17 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "conf.h"
+#include "device.h"
+#include "fsroot.h"
 #include "protect.h"
 #include "sysfs.h"
 
 /* A directory under the sysfs root as a DIR, or NULL. */
 static DIR *
-open_sysdir(struct daemon *d, const char *rel)
+open_sysdir(struct fsroot *sys, const char *rel)
 {
-	int fd = fsroot_open_dir(d->sys, rel);
+	int fd = fsroot_open_dir(sys, rel);
 	DIR *dir;
 
 	if (fd < 0)
@@ -47,7 +49,7 @@ path_has_pci(const char *rel, const char *addr)
 /* A block device (major:minor) and everything it stacks on (dm, md,
  * partitions): does any of it sit on `addr`? */
 static int
-block_on_device(struct daemon *d, unsigned maj, unsigned min, const char *addr, int depth)
+block_on_device(struct fsroot *sys, unsigned maj, unsigned min, const char *addr, int depth)
 {
 	char rel[64], target[1024];
 	int found = 0;
@@ -57,13 +59,13 @@ block_on_device(struct daemon *d, unsigned maj, unsigned min, const char *addr, 
 	if (depth > 8)
 		return 0;
 	snprintf(rel, sizeof(rel), "%u:%u", maj, min);
-	if (fsroot_readlink(d->sys, "dev/block", -1, rel, target, sizeof(target)) < 0)
+	if (fsroot_readlink(sys, "dev/block", -1, rel, target, sizeof(target)) < 0)
 		return 0;
 	if (path_has_pci(target, addr))
 		return 1;
 	/* dm/md: the devices under it are in slaves/. */
 	snprintf(rel, sizeof(rel), "dev/block/%u:%u/slaves", maj, min);
-	dir = open_sysdir(d, rel);
+	dir = open_sysdir(sys, rel);
 	if (dir == NULL)
 		return 0;
 	while (!found && (de = readdir(dir)) != NULL) {
@@ -74,11 +76,11 @@ block_on_device(struct daemon *d, unsigned maj, unsigned min, const char *addr, 
 		if (de->d_name[0] == '.')
 			continue;
 		snprintf(devrel, sizeof(devrel), "%s/%s", rel, de->d_name);
-		dfd = fsroot_open_dir(d->sys, devrel);
+		dfd = fsroot_open_dir(sys, devrel);
 		if (dfd < 0)
 			continue;
 		if (sysfs_read_attr(dfd, "dev", buf, sizeof(buf)) > 0 && sscanf(buf, "%u:%u", &a, &b) == 2)
-			found = block_on_device(d, a, b, addr, depth + 1);
+			found = block_on_device(sys, a, b, addr, depth + 1);
 		close(dfd);
 	}
 	closedir(dir);
@@ -86,7 +88,7 @@ block_on_device(struct daemon *d, unsigned maj, unsigned min, const char *addr, 
 }
 
 static int
-check_mounts(struct daemon *d, const char *addr, char *why, size_t whylen)
+check_mounts(struct fsroot *sys, const char *addr, char *why, size_t whylen)
 {
 	char line[4096];
 	char ppath[4096];
@@ -106,7 +108,7 @@ check_mounts(struct daemon *d, const char *addr, char *why, size_t whylen)
 		sep = strstr(line, " - ");
 		if (sep)
 			sscanf(sep + 3, "%*s %255s", src);
-		if (block_on_device(d, maj, min, addr, 0)) {
+		if (block_on_device(sys, maj, min, addr, 0)) {
 			snprintf(why, whylen, "backs the mounted filesystem %s (%s, %u:%u)", mnt, src,
 				 maj, min);
 			hit = 1;
@@ -125,7 +127,7 @@ check_mounts(struct daemon *d, const char *addr, char *why, size_t whylen)
 		if (sscanf(line, "%1023s", path) != 1 || path[0] != '/' || stat(path, &st) < 0 ||
 		    !S_ISBLK(st.st_mode))
 			continue;
-		if (block_on_device(d, major(st.st_rdev), minor(st.st_rdev), addr, 0)) {
+		if (block_on_device(sys, major(st.st_rdev), minor(st.st_rdev), addr, 0)) {
 			snprintf(why, whylen, "backs the swap device %s", path);
 			hit = 1;
 		}
@@ -136,7 +138,7 @@ check_mounts(struct daemon *d, const char *addr, char *why, size_t whylen)
 
 /* The interfaces under a bond, bridge or VLAN: lower_* links, brif/. */
 static int
-iface_on_device(struct daemon *d, const char *ifname, const char *addr, int depth)
+iface_on_device(struct fsroot *sys, const char *ifname, const char *addr, int depth)
 {
 	char rel[256], target[1024];
 	int found = 0;
@@ -146,31 +148,31 @@ iface_on_device(struct daemon *d, const char *ifname, const char *addr, int dept
 	if (depth > 6 || strchr(ifname, '/') || ifname[0] == '.')
 		return 0;
 	snprintf(rel, sizeof(rel), "class/net/%s", ifname);
-	if (fsroot_readlink(d->sys, "class/net", -1, ifname, target, sizeof(target)) == 0 &&
+	if (fsroot_readlink(sys, "class/net", -1, ifname, target, sizeof(target)) == 0 &&
 	    path_has_pci(target, addr))
 		return 1;
-	dir = open_sysdir(d, rel);
+	dir = open_sysdir(sys, rel);
 	if (dir == NULL)
 		return 0;
 	while (!found && (de = readdir(dir)) != NULL)
 		if (strncmp(de->d_name, "lower_", 6) == 0)
-			found = iface_on_device(d, de->d_name + 6, addr, depth + 1);
+			found = iface_on_device(sys, de->d_name + 6, addr, depth + 1);
 	closedir(dir);
 	if (found)
 		return 1;
 	snprintf(rel, sizeof(rel), "class/net/%s/brif", ifname);
-	dir = open_sysdir(d, rel);
+	dir = open_sysdir(sys, rel);
 	if (dir == NULL)
 		return 0;
 	while (!found && (de = readdir(dir)) != NULL)
 		if (de->d_name[0] != '.')
-			found = iface_on_device(d, de->d_name, addr, depth + 1);
+			found = iface_on_device(sys, de->d_name, addr, depth + 1);
 	closedir(dir);
 	return found;
 }
 
 static int
-check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen)
+check_default_route(struct fsroot *sys, const char *addr, char *why, size_t whylen)
 {
 	char line[512], ifname[64], path[4096];
 	FILE *f = proc_path(path, sizeof(path), "net/route") ? NULL : fopen(path, "re");
@@ -181,7 +183,7 @@ check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen
 			unsigned long dest, mask;
 
 			if (sscanf(line, "%63s %lx %*x %*x %*d %*d %*d %lx", ifname, &dest, &mask) == 3 &&
-			    dest == 0 && mask == 0 && iface_on_device(d, ifname, addr, 0))
+			    dest == 0 && mask == 0 && iface_on_device(sys, ifname, addr, 0))
 				hit = 1;
 		}
 		fclose(f);
@@ -193,7 +195,7 @@ check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen
 			unsigned plen;
 
 			if (sscanf(line, "%32s %x %*s %*s %*s %*s %*s %*s %*s %63s", dest, &plen, ifname) == 3 &&
-			    plen == 0 && strcmp(ifname, "lo") != 0 && iface_on_device(d, ifname, addr, 0))
+			    plen == 0 && strcmp(ifname, "lo") != 0 && iface_on_device(sys, ifname, addr, 0))
 				hit = 1;
 		}
 		fclose(f);
@@ -204,19 +206,20 @@ check_default_route(struct daemon *d, const char *addr, char *why, size_t whylen
 }
 
 int
-protect_check(struct daemon *d, const struct device *dev, char *why, size_t whylen)
+protect_check(struct fsroot *sys, const struct config *cfg, const struct device *dev, char *why,
+	      size_t whylen)
 {
 	const struct resource_rule *rule;
 
 	if (dev->cls != HDD_DEV_PCI)
 		return 0;
-	rule = config_match_exclude(d->cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
+	rule = config_match_exclude(cfg, dev->id, dev->pci.f.vendor_id, dev->pci.f.device_id,
 				    dev->pci.f.class_code);
 	if (rule) {
 		snprintf(why, whylen, "is excluded by the configuration");
 		return 1;
 	}
-	if (check_mounts(d, dev->id, why, whylen))
+	if (check_mounts(sys, dev->id, why, whylen))
 		return 1;
-	return check_default_route(d, dev->id, why, whylen);
+	return check_default_route(sys, dev->id, why, whylen);
 }

@@ -5,7 +5,8 @@
 
 #include <stddef.h>
 
-struct daemon;
+struct config;
+struct fsroot;
 struct device;
 
 /* Why `dev` must stay with the host (the boot disk, the default-route NIC
@@ -14,6 +15,7 @@ struct device;
  * never claimable whatever the host does: hdd_pci_never_claimable().
  * Reads /proc/self/mountinfo, /proc/swaps and /proc/net/{route,ipv6_route}
  * of the real system and resolves devices through the sysfs root. */
-int protect_check(struct daemon *d, const struct device *dev, char *why, size_t whylen);
+int protect_check(struct fsroot *sys, const struct config *cfg, const struct device *dev,
+		  char *why, size_t whylen);
 
 #endif

@@ -32,7 +32,7 @@ handle(const char *line, size_t len)
 				     { .uid = 0, .serial = 2 } };
 
 	for (int i = 0; i < 2; i++) {
-		json_t *resp = ctl_handle_line(&fuzz_d, &peers[i], line, len);
+		json_t *resp = ctl_handle_line(fuzz_d.methods, &peers[i], line, len);
 
 		if (resp) {
 			char *text = json_dumps(resp, JSON_COMPACT);
@@ -55,8 +55,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_host();
 	unlinkat(fuzz_state_fd, STATE_FILE, 0);
 	fuzz_daemon_scan();
-	if (claims_new(&fuzz_d, fuzz_state_fd, &fuzz_d.claims) < 0)
-		abort();
+	fuzz_daemon_claims();
+	{
+		const struct ctl_env env = { .inv = fuzz_d.inv, .mods = fuzz_d.mods,
+					     .claims = fuzz_d.claims, .bus = fuzz_d.bus,
+					     .sys = fuzz_d.sys };
+
+		if (ctl_new(&env, fuzz_d.cfg, &fuzz_d.methods) < 0)
+			abort();
+		ctl_attach(fuzz_d.methods, NULL, fuzz_d.worker, NULL);
+	}
 	/* Several requests in one input: a claim, then its release... */
 	for (; line < data + size; line = end + 1) {
 		end = memchr(line, '\n', (size_t)(data + size - line));
@@ -65,6 +73,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		handle((const char *)line, (size_t)(end - line));
 	}
 	fuzz_drain();
+	ctl_free(fuzz_d.methods);
+	fuzz_d.methods = NULL;
 	claims_free(fuzz_d.claims);
 	fuzz_d.claims = NULL;
 	fuzz_daemon_unscan();

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 
 #include "claim.h"
-#include "daemon.h"
+#include "daemon-private.h"
 #include "fuzz-tree.h"
 #include "log.h"
 #include "state.h"
@@ -227,6 +227,21 @@ fuzz_daemon_scan(void)
 	if (inventory_new(fuzz_d.sys, fuzz_d.names, NULL, NULL, &fuzz_d.inv) < 0)
 		abort();
 	inventory_resync(fuzz_d.inv, "fuzz");
+}
+
+/* The IOMMU-group engine over the simulated host, as daemon.c makes it;
+ * its worker calls and timers go to the harness below. */
+static void
+fuzz_daemon_claims(void)
+{
+	const struct claims_env env = {
+		.sys = fuzz_d.sys, .dev = fuzz_d.dev, .inv = fuzz_d.inv, .bus = fuzz_d.bus,
+		.state_dir = fuzz_d.opts.state_dir, .dev_root = fuzz_d.opts.dev_root,
+	};
+
+	if (claims_new(&env, fuzz_d.cfg, fuzz_state_fd, &fuzz_d.claims) < 0)
+		abort();
+	claims_attach(fuzz_d.claims, fuzz_d.loop, fuzz_d.worker);
 }
 
 static void

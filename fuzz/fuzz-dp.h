@@ -19,7 +19,7 @@
 
 #define FUZZ_DP_MEMBERS 4
 
-static struct dp dp;
+static struct dp *dp;
 static struct dp_resource res = { .name = "fuzz.io/dev", .sock = "hostdevd-fuzz.io-dev.sock" };
 static struct dp_member members[FUZZ_DP_MEMBERS];
 
@@ -44,13 +44,13 @@ static void
 fuzz_dp_request(void *arg, struct grpc_call *call, const char *path, const uint8_t *msg,
 		size_t len)
 {
-	dp_handle(&dp, &res, call, path, msg, len);
+	dp_handle(dp, &res, call, path, msg, len);
 }
 
 static void
 fuzz_dp_closed(void *arg, struct grpc_call *call)
 {
-	dp_call_closed(&dp, &res, call);
+	dp_call_closed(dp, &res, call);
 }
 
 static bool
@@ -68,6 +68,8 @@ fuzz_dp_init(void)
 
 	log_init(HDD_LOG_ERR, 0);
 	log_set_level(HDD_LOG_ERR);
+	if (dp_new(NULL, NULL, &dp) < 0)
+		abort();
 	for (int i = 0; i < FUZZ_DP_MEMBERS; i++) {
 		snprintf(members[i].id, sizeof(members[i].id), "%s", ids[i]);
 		members[i].healthy = i != 2;

@@ -98,7 +98,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct device *dev = inventory_at(fuzz_d.inv, i);
 
 		why[0] = '\0';
-		protect_check(&fuzz_d, dev, why, sizeof(why));
+		protect_check(fuzz_d.sys, fuzz_d.cfg, dev, why, sizeof(why));
 	}
 	fuzz_daemon_unscan();
 	return 0;

@@ -59,8 +59,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_tree_clear();
 	fuzz_host();
 	fuzz_daemon_scan();
-	if (claims_new(&fuzz_d, fuzz_state_fd, &fuzz_d.claims) < 0)
-		abort();
+	fuzz_daemon_claims();
 	j = claims_json(fuzz_d.claims, NULL);
 	json_decref(j);
 	if (data[0] & 2) {

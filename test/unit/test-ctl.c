@@ -4,18 +4,43 @@
 
 #include <errno.h>
 
+#include "conf.h"
 #include "ctl.h"
-#include "daemon.h"
+#include "fsroot.h"
+#include "inventory.h"
 #include "log.h"
+#include "module.h"
+#include "names.h"
 #include "tap.h"
 #include "tree.h"
 
-static struct daemon d;
+static struct ctl *ctl;
+static struct config *cfg;
+static struct inventory *inv;
+static int rescans;
 
 static json_t *
 req(struct ctl_peer *peer, const char *line)
 {
-	return ctl_handle_line(&d, peer, line, strlen(line));
+	return ctl_handle_line(ctl, peer, line, strlen(line));
+}
+
+/* What daemon.c gives daemon.status and daemon.rescan, played here. */
+static void
+facts(void *arg, struct ctl_facts *f)
+{
+	*f = (struct ctl_facts){ .node_name = "node1", .sysfs_root = tree_root, .dev_root = "/dev",
+				 .kubelet_dir = "/k", .control_socket = "/c", .state_dir = "/s",
+				 .config_file = "/f", .module_dir = "/m", .uevents = 42 };
+}
+
+static int
+rescan(void *arg, json_t **summary)
+{
+	rescans++;
+	inventory_resync(inv, "test");
+	*summary = json_pack("{s:I}", "devices", (json_int_t)inventory_count(inv));
+	return 0;
 }
 
 static int
@@ -28,6 +53,9 @@ int
 main(void)
 {
 	struct ctl_peer root = { .uid = 0 }, user = { .uid = 1000, .gid = 1000 };
+	struct fsroot *sys;
+	struct names *names;
+	struct module_set *mods;
 	json_t *r, *res;
 
 	log_init(HDD_LOG_ERR, 0);
@@ -36,20 +64,19 @@ main(void)
 	tree_pci("0000:00:03.0", 0x8086, 0x1521, 0x020000, "igb", 13, 0);
 	tree_pci("0000:00:03.1", 0x8086, 0x1521, 0x020000, NULL, 13, 0);
 
-	d.opts.sysfs_root = tree_root;
-	d.opts.dev_root = "/dev";
-	d.opts.kubelet_dir = "/k";
-	d.opts.control_socket = "/c";
-	d.opts.state_dir = "/s";
-	d.opts.config_file = "/f";
-	d.opts.module_dir = "/m";
-	snprintf(d.node_name, sizeof(d.node_name), "node1");
-	d.cfg = config_defaults();
-	if (fsroot_new(tree_root, &d.sys) < 0 || names_new(NULL, NULL, &d.names) < 0 ||
-	    inventory_new(d.sys, d.names, NULL, NULL, &d.inv) < 0)
+	cfg = config_defaults();
+	if (cfg == NULL || fsroot_new(tree_root, &sys) < 0 || names_new(NULL, NULL, &names) < 0 ||
+	    inventory_new(sys, names, NULL, NULL, &inv) < 0)
 		return 99;
-	d.mods = calloc(1, sizeof(*d.mods));
-	inventory_resync(d.inv, "test");
+	mods = calloc(1, sizeof(*mods));
+	inventory_resync(inv, "test");
+	{
+		const struct ctl_env env = { .inv = inv, .mods = mods, .sys = sys, .facts = facts,
+					     .rescan = rescan };
+
+		if (mods == NULL || ctl_new(&env, cfg, &ctl) < 0)
+			return 99;
+	}
 
 	r = req(&root, "{not json");
 	is_int(err_code(r), CTL_PARSE_ERROR, "malformed JSON is -32700");
@@ -132,6 +159,7 @@ main(void)
 	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.rescan\"}");
 	is_int(json_integer_value(json_object_get(json_object_get(r, "result"), "devices")), 3,
 	       "rescan as root");
+	is_int(rescans, 1, "through the daemon's rescan, once");
 	json_decref(r);
 
 	r = req(&user, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\",\"params\":{\"types\":[\"device.add\"]}}");
@@ -152,6 +180,10 @@ main(void)
 	res = json_object_get(r, "result");
 	is_int(json_integer_value(json_object_get(json_object_get(res, "devices"), "pci")), 3,
 	       "status counts PCI devices");
+	is_str(json_string_value(json_object_get(res, "node_name")), "node1",
+	       "with the daemon's facts");
+	is_int(json_integer_value(json_object_get(json_object_get(res, "stats"), "uevents")), 42,
+	       "and its counters");
 	json_decref(r);
 
 	/* Pages: limit and cursor, next_cursor until the end. */
@@ -179,7 +211,7 @@ main(void)
 	json_decref(r);
 
 	/* A batch's answers share one budget; what passes it is not run. */
-	d.cfg->control_max_answer = 1500;
+	cfg->control_max_answer = 1500;
 	{
 		char line[8192];
 		size_t n = 0;
@@ -201,7 +233,7 @@ main(void)
 	r = req(&root, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"devices.list\"}");
 	is_int(err_code(r), CTL_ERR_TOO_LARGE, "a single answer over the budget is -32006");
 	json_decref(r);
-	d.cfg->control_max_answer = 4 * 1024 * 1024;
+	cfg->control_max_answer = 4 * 1024 * 1024;
 
 	/* Supplementary groups, from /proc/PID/status. */
 	{
@@ -219,22 +251,22 @@ main(void)
 		is_int(ctl_parse_status_groups("Groups:\t4 x\n", &g, &ng), -EINVAL, "garbage is refused");
 		is_int(ctl_parse_status_groups("Groups:\t99999999999999\n", &g, &ng), -EINVAL,
 		       "an out-of-range gid is refused");
-		free(d.cfg->control_group);
-		d.cfg->control_group = strdup("hostdevd");
-		d.cfg->control_gid = 27;
-		ok(!ctl_peer_privileged(&d, &member), "not in the group: not privileged");
+		free(cfg->control_group);
+		cfg->control_group = strdup("hostdevd");
+		cfg->control_gid = 27;
+		ok(!ctl_peer_privileged(ctl, &member), "not in the group: not privileged");
 		ctl_parse_status_groups("Groups:\t4 27\n", &member.groups, &member.ngroups);
-		ok(ctl_peer_privileged(&d, &member), "the group as a supplementary group is enough");
+		ok(ctl_peer_privileged(ctl, &member), "the group as a supplementary group is enough");
 		ctl_peer_clear(&member);
 		ok(member.groups == NULL && member.ngroups == 0, "ctl_peer_clear frees the groups");
 	}
 
-	inventory_free(d.inv);
-	free(d.mods);
-	names_free(d.names);
-	fsroot_free(d.sys);
-	config_free(d.cfg);
-	json_decref(d.iommu);
+	ctl_free(ctl);
+	inventory_free(inv);
+	free(mods);
+	names_free(names);
+	fsroot_free(sys);
+	config_free(cfg);
 	tree_rm("");
 	return tap_done();
 }
