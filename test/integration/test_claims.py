@@ -348,15 +348,12 @@ def test_slow_unbind_keeps_the_daemon_answering(host):
         c.send_raw(b'{"jsonrpc":"2.0","id":9,"method":"pci.release","params":{"address":"0000:01:10.2"}}\n')
         # Out of the resource first, then the blocking unbind.
         plugin.wait_devices(lambda x: len(x) == 1)
-        t_end = time.monotonic() + 2.5
-        worst = 0
-        while time.monotonic() < t_end:
-            t0 = time.monotonic()
+        # Answers come while the unbind still sleeps in the worker: a loop
+        # that waited for it would answer only after the step moved on.
+        for _ in range(3):
             d.call("daemon.status")
             plugin.allocate(["0000:01:10.0"])
-            worst = max(worst, time.monotonic() - t0)
-        assert worst < 0.5, f"the daemon stalled for {worst:.2f} s during the unbind"
-        assert claims(d)[0]["step"] == "release-unbind"
+            assert claims(d)[0]["step"] == "release-unbind", "answered during the unbind"
         resp = c.recv_line(timeout=30)
         assert resp["result"]["state"] == "released"
         c.close()

@@ -171,11 +171,10 @@ def test_kubelet_restart_reregisters(kubelet_daemon):
     hdtest.wait_until(lambda: next((r for r in d.call("resources.list")
                                     if r["name"] == X540VF and r["state"] == "registered"), None),
                       what="the first registration to be answered")
-    t0 = time.monotonic()
     k.restart()
     plugin = k.wait_registered(X540VF, count=2, timeout=5)
-    when = k.registrations[-1][0]
-    assert when - t0 < 2.0, f"re-registered after {when - t0:.2f} s"
+    # Because the kubelet's socket came back (inotify), not a periodic check.
+    assert "kubelet.sock appeared: registering every resource again" in d.log_text()
     assert plugin.wait_devices(lambda x: len(x) == 1)
     assert os.path.exists(os.path.join(d.kubelet, X540VF_SOCK))
     r = hdtest.wait_until(lambda: next((r for r in d.call("resources.list")
@@ -217,15 +216,13 @@ def test_register_refused_then_backoff(make_daemon):
         k.wait_registered(X540VF, timeout=10)
         times = [t for t, name in k.attempts if name == X540VF]
         assert len(times) == 4, times
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        # A protocol observation: the retry after the first refusal comes
-        # well before the old fixed 1 s, and the waits grow.
-        assert gaps[0] < 0.5, f"second Register {gaps[0]:.3f} s after the first"
-        assert sum(gaps) < 1.0, gaps
         hdtest.wait_until(lambda: d.call("resources.list")[0]["last_error"] is None,
                           what="the error to clear once Register is answered")
         log = d.log_text()
-        assert "retrying in 50 ms" in log
+        # The daemon's schedule, as it decided it (not the wall clock, which
+        # a loaded machine stretches): well before the old fixed 1 s, growing.
+        waits = [int(m) for m in re.findall(r"Register refused: .*; retrying in (\d+) ms", log)]
+        assert waits == [50, 100, 200], waits
         warned = [l for l in log.splitlines() if " warn " in l and "Register refused" in l]
         assert len(warned) == 1, "the same refusal again is not logged at warn"
         assert "registered with the kubelet after 3 failed attempts" in log
