@@ -143,7 +143,10 @@ def test_uevent_burst_is_debounced(start_hotplug):
         return st if st["uevents"] - before["uevents"] >= 300 and \
             st["debounced_bursts"] > before["debounced_bursts"] else None
     st = hdtest.wait_until(settled, what="the burst to be folded into one resync")
-    assert st["resyncs"] == before["resyncs"] + 1
+    # One resync per overflowing debounce window, not one per uevent: a
+    # machine slow enough to spread the 300 over two windows gets two.
+    bursts = st["debounced_bursts"] - before["debounced_bursts"]
+    assert st["resyncs"] - before["resyncs"] == bursts and 1 <= bursts <= 300 // 64, st
     assert "uevent burst" in d.log_text()
 
 
