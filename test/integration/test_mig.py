@@ -890,3 +890,27 @@ def test_layout_again_after_the_vfs_are_enabled(make_daemon, tmp_path):
     finally:
         vk.stop()
         pk.stop()
+
+
+def test_mig_backed_type_refused_while_the_layout_is_applied(vgpu_mig):
+    """The layout first, then the vGPUs on it: a MIG-backed type asked for
+    while mig changes the GPU is refused (busy), nothing written."""
+    start, h = vgpu_mig
+    d = start({"timeout_ms": 1500})
+    d.call("mig.apply", {"gpu": A100, "layout": {"3g.20gb": 2}})
+    vf = A100_VFS[1]
+    hdtest.wait_until(lambda: vf_types(d, vf)["1149"].get("mig_backed") is True,
+                      what="vgpu to know the GPU instances")
+    h.nvml.set(hang="nvmlGpuInstanceCreateComputeInstance")
+    n = h.nvml.calls("nvmlGpuInstanceCreateComputeInstance")
+    c = d.client()
+    c.send_raw(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "mig.apply",
+                           "params": {"gpu": A100, "layout": {"3g.20gb": 1}}}).encode() + b"\n")
+    hdtest.wait_until(lambda: h.nvml.calls("nvmlGpuInstanceCreateComputeInstance") > n,
+                      what="the apply to be under way")
+    with pytest.raises(hdtest.RpcError) as e:
+        d.call("vgpu.set_type", {"address": vf, "type": 1149})
+    assert e.value.code == BUSY and "being applied" in e.value.message
+    assert h.kernel.current(vf) == 0 and vf not in vgpu_list(d)
+    h.nvml.set(hang="")
+    c.close()
