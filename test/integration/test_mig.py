@@ -48,13 +48,7 @@ class Host:
 
     def __init__(self, tmp):
         self.root = os.path.join(tmp, "host")
-        t = hdtest.simhost.build("dell-190", self.root)
-        t.pci("0000:60:00.0", 0x8086, 0x2032, 0x060400, driver="pcieport", group=60, numa=1)
-        t.pci(H100, 0x10de, 0x2330, 0x030200, parent="0000:60:00.0", driver="nvidia",
-              group=61, numa=1, svendor=0x10de, sdevice=0x16c1)
-        t.pci(A100_80, 0x10de, 0x20b5, 0x030200, driver="vfio-pci", group=62, numa=0)
-        t.pci(H200, 0x10de, 0x2335, 0x030200, driver="nvidia", group=63, numa=1)
-        self.tree = t
+        self.tree = self.build_tree(self.root)
         self.nvml = fakenvml.FakeNvml(os.path.join(tmp, "nvml.json"))
         self.nvml.add_gpu(A100, "A100-40GB", 0)
         self.nvml.add_gpu(H100, "H100-80GB", 1, mig=1)
@@ -63,6 +57,16 @@ class Host:
              "cis": [{"id": 0, "profile_id": 4, "start": 0, "size": 7,
                       "uuid": "MIG-00000000-0000-0000-0000-000000000001"}]}])
         self.nvml.add_gpu(H200, "H200-141GB", 3)
+
+    @staticmethod
+    def build_tree(root):
+        t = hdtest.simhost.build("dell-190", root)
+        t.pci("0000:60:00.0", 0x8086, 0x2032, 0x060400, driver="pcieport", group=60, numa=1)
+        t.pci(H100, 0x10de, 0x2330, 0x030200, parent="0000:60:00.0", driver="nvidia",
+              group=61, numa=1, svendor=0x10de, sdevice=0x16c1)
+        t.pci(A100_80, 0x10de, 0x20b5, 0x030200, driver="vfio-pci", group=62, numa=0)
+        t.pci(H200, 0x10de, 0x2335, 0x030200, driver="nvidia", group=63, numa=1)
+        return t
 
 
 @pytest.fixture
@@ -736,7 +740,7 @@ class VgpuHost(Host):
         if profile is None:
             return None
         used = set()
-        for vf in A100_VFS:
+        for vf in list(self.kernel.types_now):
             if vf != addr and self.kernel.types_now.get(vf):
                 with open(os.path.join(self.tree.sys, "bus/pci/devices", vf,
                                        "nvidia/gpu_instance_id")) as f:
@@ -746,8 +750,8 @@ class VgpuHost(Host):
                 return gi["id"]
         return None
 
-    def start_kernel(self):
-        self.kernel = SimVgpuKernel(self.root)
+    def start_kernel(self, make_vfs=None):
+        self.kernel = SimVgpuKernel(self.root, make_vfs=make_vfs)
         # No GPU instance of its profile: the driver refuses the type (EIO).
         self.kernel.refuse_type = lambda addr, t: t in A100_MIG_TYPES and \
             self.free_gi(addr, t) is None
@@ -914,3 +918,58 @@ def test_mig_backed_type_refused_while_the_layout_is_applied(vgpu_mig):
     assert h.kernel.current(vf) == 0 and vf not in vgpu_list(d)
     h.nvml.set(hang="")
     c.close()
+
+
+def test_reboot_order_vfs_layout_then_types(make_daemon, tmp_path):
+    """After a reboot with everything recorded: the VFs are enabled again
+    (sriov-manage's rebind takes every GPU instance), the MIG layout is
+    applied after that, and only then the VF's MIG-backed type is set (the
+    driver refuses it without its instance: no refused write is seen)."""
+    from simkernel import SimKernel
+    from test_vgpu import a100_vf_bdf, drop_a100_vfs, make_a100_vfs
+    h = VgpuHost(str(tmp_path))
+    vf = a100_vf_bdf(3)
+
+    def host_after_boot():
+        drop_a100_vfs(h.tree)
+        make = make_a100_vfs(h.root)
+
+        def make_and_rebind(pf, n):
+            make(pf, n)
+            h.nvml.set_gpu(pf, gis=[])      # the driver's rebind: instances gone
+        return SimKernel(h.root), h.start_kernel(make_and_rebind)
+
+    pk, vk = host_after_boot()
+    d = make_daemon(tree=h.root, env={"FAKE_NVML_STATE": h.nvml.path}, start=False,
+                    config={"mig": {"nvml_library": LIB, "check_interval_ms": 0}},
+                    extra_args=["--module-dir", module_dir(str(tmp_path), ("vgpu.so",))])
+    try:
+        d.start()
+        d.call("vgpu.enable_vfs", {"gpu": A100})
+        d.call("daemon.rescan")
+        d.call("mig.apply", {"gpu": A100, "layout": {"2g.10gb": 3}})
+        hdtest.wait_until(lambda: vf_types(d, vf)["1148"].get("mig_backed") is True,
+                          what="vgpu to know the GPU instances")
+        assert d.call("vgpu.set_type", {"address": vf, "type": 1148})["mig_backed"] is True
+        d.stop()
+    finally:
+        vk.stop()
+        pk.stop()
+    # The reboot: a new tree without VFs, no instances, the same state.json.
+    shutil.rmtree(h.root)
+    h.tree = Host.build_tree(h.root)
+    h.nvml.reboot()
+    fake_reboot(d)
+    pk, vk = host_after_boot()
+    try:
+        d.start()
+        hdtest.wait_until(lambda: ("set", vf, 1148) in vk.log, timeout=40,
+                          what=f"the type set again: {vk.log}")
+        assert [x for x in vk.log if x[0] != "clear"] == [("numvfs", A100, 16), ("set", vf, 1148)]
+        assert len(h.nvml.layout(A100)) == 3 and vk.current(vf) == 1148
+        hdtest.wait_until(lambda: gpus(d)[A100]["status"] == "synced", what="synced")
+        assert vgpu_list(d)[vf]["waiting_for"] is None
+    finally:
+        d.stop()
+        vk.stop()
+        pk.stop()
