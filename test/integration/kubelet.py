@@ -63,8 +63,10 @@ class Plugin:
         self._prestart = method(self.channel, "PreStartContainer", m.PreStartContainerRequest,
                                 m.PreStartContainerResponse)
         self._law = method(self.channel, "ListAndWatch", m.Empty, m.ListAndWatchResponse, True)
-        self.updates = queue.Queue()
+        self.updates = queue.Queue()	# (number, devices), every message in order
         self.latest = None
+        self.latest_n = 0
+        self.lock = threading.Lock()
         self.ended = threading.Event()
         self.end_status = None
         self.stream = None
@@ -78,8 +80,10 @@ class Plugin:
         try:
             for resp in self.stream:
                 devs = [(d.ID, d.health, [n.ID for n in d.topology.nodes]) for d in resp.devices]
-                self.latest = devs
-                self.updates.put((time.monotonic(), devs))
+                with self.lock:
+                    self.latest_n += 1
+                    self.latest = devs
+                    self.updates.put((self.latest_n, devs))
             self.end_status = grpc.StatusCode.OK
         except grpc.RpcError as e:
             self.end_status = e.code()
@@ -89,20 +93,24 @@ class Plugin:
         self.stream.cancel()
 
     def wait_devices(self, pred, timeout=10.0):
-        """Waits for a ListAndWatch message whose device list satisfies pred."""
+        """Waits for a ListAndWatch message whose device list satisfies pred:
+        the latest one, or one that comes after it (never an older one still
+        queued: it would answer for a state the daemon already left)."""
         deadline = time.monotonic() + timeout
-        if self.latest is not None and pred(self.latest):
-            return self.latest
+        with self.lock:
+            latest, seen = self.latest, self.latest_n
+        if latest is not None and pred(latest):
+            return latest
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"{self.name}: no ListAndWatch update matched; "
                                      f"last: {self.latest}")
             try:
-                _, devs = self.updates.get(timeout=left)
+                n, devs = self.updates.get(timeout=left)
             except queue.Empty:
                 continue
-            if pred(devs):
+            if n > seen and pred(devs):
                 return devs
 
     def allocate(self, *containers, timeout=10):
