@@ -35,15 +35,7 @@ static void ctl_jobs_free(struct ctl *c);
 
 /* The core's control methods and what they answer from. */
 struct ctl {
-	struct inventory *inv;
-	struct module_set *mods;
-	struct claims *claims;
-	struct bus *bus;
-	struct dp *dp;
-	struct fsroot *sys;
-	void (*facts)(void *arg, struct ctl_facts *out);
-	int (*rescan)(void *arg, json_t **summary);
-	void *arg;
+	struct ctl_env env;
 	const struct config *cfg;
 	struct loop *loop;
 	struct worker *worker;
@@ -58,15 +50,7 @@ ctl_new(const struct ctl_env *env, const struct config *cfg, struct ctl **ret)
 
 	if (c == NULL)
 		return -ENOMEM;
-	c->inv = env->inv;
-	c->mods = env->mods;
-	c->claims = env->claims;
-	c->bus = env->bus;
-	c->dp = env->dp;
-	c->sys = env->sys;
-	c->facts = env->facts;
-	c->rescan = env->rescan;
-	c->arg = env->arg;
+	c->env = *env;
 	c->cfg = cfg;
 	*ret = c;
 	return 0;
@@ -224,7 +208,7 @@ ctl_mdev_parents_json(struct ctl *c)
 	json_t *out = json_array();
 	struct dirent *de;
 	DIR *dir;
-	int fd = fsroot_open_dir(c->sys, "class/mdev_bus");
+	int fd = fsroot_open_dir(c->env.sys, "class/mdev_bus");
 
 	if (fd < 0)
 		return out;
@@ -238,9 +222,9 @@ ctl_mdev_parents_json(struct ctl *c)
 		json_t *types;
 
 		if (de->d_name[0] == '.' ||
-		    fsroot_readlink(c->sys, "class/mdev_bus", -1, de->d_name, target, sizeof(target)) < 0)
+		    fsroot_readlink(c->env.sys, "class/mdev_bus", -1, de->d_name, target, sizeof(target)) < 0)
 			continue;
-		types = scan_mdev_types(c->sys, target);
+		types = scan_mdev_types(c->env.sys, target);
 		json_array_append_new(out, json_pack("{s:s, s:b, s:o}", "parent", de->d_name, "pci",
 						     pci_address_valid(de->d_name), "types",
 						     types ? types : json_array()));
@@ -260,7 +244,7 @@ ctl_device_json(struct ctl *c, struct device *dev)
 						     : json_null());
 	if (dev->cls == HDD_DEV_PCI) {
 		struct device *members[64];
-		size_t n = inventory_group_members(c->inv, dev->pci.f.iommu_group, members, 64);
+		size_t n = inventory_group_members(c->env.inv, dev->pci.f.iommu_group, members, 64);
 		json_t *peers = json_array();
 
 		for (size_t i = 0; i < n && i < 64; i++)
@@ -285,8 +269,8 @@ ctl_modules_json(struct ctl *c)
 {
 	json_t *out = json_array();
 
-	for (size_t i = 0; out && i < modules_count(c->mods); i++) {
-		const struct module *m = modules_at(c->mods, i);
+	for (size_t i = 0; out && i < modules_count(c->env.mods); i++) {
+		const struct module *m = modules_at(c->env.mods, i);
 		json_t *subs = json_array(), *methods = json_array(), *o;
 		struct module_info mi;
 		size_t owned = 0;
@@ -298,8 +282,8 @@ ctl_modules_json(struct ctl *c)
 		for (const struct hdd_method *x = mi.methods; x && x->name; x++)
 			json_array_append_new(methods, json_string(x->name));
 		module_abi_string(m, abi, sizeof(abi));
-		for (size_t j = 0; j < inventory_count(c->inv); j++)
-			owned += inventory_at(c->inv, j)->owner == m;
+		for (size_t j = 0; j < inventory_count(c->env.inv); j++)
+			owned += inventory_at(c->env.inv, j)->owner == m;
 		o = json_pack("{s:s?, s:s?, s:s?, s:i, s:s, s:b, s:s?, s:o, s:o, s:I}",
 			      "name", mi.name,
 			      "description", mi.description,
@@ -344,16 +328,16 @@ status_base(struct ctl *c)
 	struct ctl_facts f;
 
 	memset(&f, 0, sizeof(f));
-	if (c->facts)
-		c->facts(c->arg, &f);
-	for (size_t i = 0; i < inventory_count(c->inv); i++) {
-		enum hdd_dev_class cls = inventory_at(c->inv, i)->cls;
+	if (c->env.facts)
+		c->env.facts(c->env.arg, &f);
+	for (size_t i = 0; i < inventory_count(c->env.inv); i++) {
+		enum hdd_dev_class cls = inventory_at(c->env.inv, i)->cls;
 
 		npci += cls == HDD_DEV_PCI;
 		nusb += cls == HDD_DEV_USB;
 		nmdev += cls == HDD_DEV_MDEV;
 	}
-	nmods = modules_active(c->mods);
+	nmods = modules_active(c->env.mods);
 	return json_pack("{s:s, s:s?, s:i, s:f, s:{s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:s?}, s:s,"
 			 " s:{s:I, s:I, s:I}, s:I, s:O, s:{s:I, s:f, s:i},"
 			 " s:{s:I, s:I, s:I, s:I, s:I}, s:{s:i, s:i}}",
@@ -376,7 +360,7 @@ status_base(struct ctl *c)
 			 "iommu", f.iommu ? f.iommu : json_null(),
 			 "resync",
 			 "last", (json_int_t)f.last_resync_wall,
-			 "last_duration_ms", (double)inventory_last_resync_usec(c->inv) / 1000.0,
+			 "last_duration_ms", (double)inventory_last_resync_usec(c->env.inv) / 1000.0,
 			 "interval_s", c->cfg->resync_interval,
 			 "stats",
 			 "uevents", (json_int_t)f.uevents,
@@ -394,9 +378,9 @@ status_claims(struct ctl *c)
 {
 	struct claims_summary sum;
 
-	if (c->claims == NULL)
+	if (c->env.claims == NULL)
 		return json_null();
-	claims_summarize(c->claims, &sum);
+	claims_summarize(c->env.claims, &sum);
 	return json_pack("{s:I, s:b, s:s?}", "count", (json_int_t)sum.n, "fail_closed",
 			 sum.fail_closed, "fail_reason", sum.fail_closed ? sum.fail_reason : NULL);
 }
@@ -415,7 +399,7 @@ m_daemon_rescan(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code,
 		size_t msglen)
 {
 	json_t *summary = NULL;
-	int err = c->rescan ? c->rescan(c->arg, &summary) : -ENOSYS;
+	int err = c->env.rescan ? c->env.rescan(c->env.arg, &summary) : -ENOSYS;
 
 	if (err < 0) {
 		json_decref(summary);
@@ -638,7 +622,7 @@ list_job_chunk(struct ctl *c, struct ctl_list_job *j)
 		json_t *dj;
 
 		*slash = '\0';
-		dev = inventory_find(c->inv, (enum hdd_dev_class)dev_class_from_string(j->keys[j->i]),
+		dev = inventory_find(c->env.inv, (enum hdd_dev_class)dev_class_from_string(j->keys[j->i]),
 				     slash + 1);
 		if (dev == NULL || (j->params && !device_matches(dev, j->params)))
 			continue;
@@ -728,7 +712,7 @@ list_job_start(struct ctl *c, struct ctl_peer *peer, json_t *params, size_t star
 	       bool paged, const char *next_cursor, int *code, char *msg, size_t msglen)
 {
 	struct ctl_list_job *j = calloc(1, sizeof(*j)), **tail;
-	size_t count = inventory_count(c->inv), k = 0;
+	size_t count = inventory_count(c->env.inv), k = 0;
 	char *id = NULL;
 
 	if (j == NULL || (n > 0 && (j->keys = calloc(n, sizeof(*j->keys))) == NULL))
@@ -737,7 +721,7 @@ list_job_start(struct ctl *c, struct ctl_peer *peer, json_t *params, size_t star
 	j->root = peer->uid == 0;
 	snprintf(j->next_cursor, sizeof(j->next_cursor), "%s", next_cursor ? next_cursor : "");
 	for (size_t i = start; i < count && k < n; i++) {
-		struct device *dev = inventory_at(c->inv, i);
+		struct device *dev = inventory_at(c->env.inv, i);
 
 		if (params && !device_matches(dev, params))
 			continue;
@@ -781,7 +765,7 @@ m_devices_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, 
 {
 	json_t *jlimit = params ? json_object_get(params, "limit") : NULL;
 	json_t *jcursor = params ? json_object_get(params, "cursor") : NULL;
-	size_t count = inventory_count(c->inv), start = 0, limit = SIZE_MAX, n = 0, i;
+	size_t count = inventory_count(c->env.inv), start = 0, limit = SIZE_MAX, n = 0, i;
 	bool paged = jlimit || jcursor;
 	struct device *next = NULL;
 	char key[72];
@@ -802,12 +786,12 @@ m_devices_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, 
 			snprintf(msg, msglen, "cursor: expected the next_cursor of the last page");
 			return NULL;
 		}
-		while (start < count && cursor_cmp(inventory_at(c->inv, start), cls, id) < 0)
+		while (start < count && cursor_cmp(inventory_at(c->env.inv, start), cls, id) < 0)
 			start++;
 	}
 	/* What the answer holds, counted first (no JSON). */
 	for (i = start; i < count; i++) {
-		struct device *dev = inventory_at(c->inv, i);
+		struct device *dev = inventory_at(c->env.inv, i);
 
 		if (params && !device_matches(dev, params))
 			continue;
@@ -835,7 +819,7 @@ m_devices_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, 
 	if (out == NULL)
 		goto oom;
 	for (i = start; i < count && json_array_size(out) < n; i++) {
-		struct device *dev = inventory_at(c->inv, i);
+		struct device *dev = inventory_at(c->env.inv, i);
 		json_t *dj;
 
 		if (params && !device_matches(dev, params))
@@ -875,11 +859,11 @@ m_devices_get(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, c
 	}
 	id = json_string_value(a);
 	if (pci_address_valid(id))
-		dev = inventory_find(c->inv, HDD_DEV_PCI, id);
+		dev = inventory_find(c->env.inv, HDD_DEV_PCI, id);
 	else if (mdev_uuid_valid(id))
-		dev = inventory_find(c->inv, HDD_DEV_MDEV, id);
+		dev = inventory_find(c->env.inv, HDD_DEV_MDEV, id);
 	else if (usb_port_valid(id) || strncmp(id, "usb", 3) == 0)
-		dev = inventory_find(c->inv, HDD_DEV_USB, id);
+		dev = inventory_find(c->env.inv, HDD_DEV_USB, id);
 	else {
 		*code = CTL_INVALID_PARAMS;
 		snprintf(msg, msglen, "address: \"%.64s\" is not a PCI address (0000:3b:00.0), USB port (1-2.1) or mdev UUID",
@@ -924,7 +908,7 @@ m_events_subscribe(struct ctl *c, struct ctl_peer *peer, json_t *params, int *co
 	json_decref(peer->event_types);
 	peer->event_types = types ? json_deep_copy(types) : NULL;
 	peer->subscribed = true;
-	return json_pack("{s:b, s:I}", "subscribed", 1, "seq", (json_int_t)bus_seq(c->bus));
+	return json_pack("{s:b, s:I}", "subscribed", 1, "seq", (json_int_t)bus_seq(c->env.bus));
 }
 
 static json_t *
@@ -941,7 +925,7 @@ static json_t *
 m_resources_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, char *msg,
 		 size_t msglen)
 {
-	return c->dp ? dp_resources_json(c->dp) : json_array();
+	return c->env.dp ? dp_resources_json(c->env.dp) : json_array();
 }
 
 static int
@@ -966,8 +950,8 @@ m_claims_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, c
 	if (list == NULL)
 		return NULL;
 	/* What each module holds, as it describes it ("list what you hold"). */
-	for (size_t k = 0; k < modules_count(c->mods); k++) {
-		const struct module *m = modules_at(c->mods, k);
+	for (size_t k = 0; k < modules_count(c->env.mods); k++) {
+		const struct module *m = modules_at(c->env.mods, k);
 
 		if (module_lists_held(m) && module_list_held(m, list) < 0)
 			log_warnx("control", "claims.list: module %s could not list what it holds",
@@ -975,15 +959,15 @@ m_claims_list(struct ctl *c, struct ctl_peer *peer, json_t *params, int *code, c
 	}
 	/* Groups in the engine whose owner does not list them: as the engine
 	 * sees them (an owner without the hook, or not loaded). */
-	all = c->claims ? claims_owner_json(c->claims, NULL) : NULL;
+	all = c->env.claims ? claims_owner_json(c->env.claims, NULL) : NULL;
 	json_array_foreach(all, i, v) {
-		struct module *m = modules_find(c->mods, json_string_value(json_object_get(v, "owner")));
+		struct module *m = modules_find(c->env.mods, json_string_value(json_object_get(v, "owner")));
 
 		if (!module_lists_held(m))
 			json_array_append(list, v);
 	}
 	json_decref(all);
-	return claims_json(c->claims, list);
+	return claims_json(c->env.claims, list);
 }
 
 static json_t *
@@ -1197,7 +1181,7 @@ resolve_method(struct ctl *c, const char *name, struct ctl_method *modm,
 	*ret_mod = NULL;
 	if (m)
 		return m;
-	mm = modules_find_method(c->mods, name, ret_mod);
+	mm = modules_find_method(c->env.mods, name, ret_mod);
 	if (mm == NULL)
 		return NULL;
 	modm->name = mm->name;
