@@ -33,12 +33,15 @@ pytestmark = pytest.mark.skipif(not os.path.exists(LIB),
                                 reason="the fake libnvidia-ml is built by `make check`")
 
 
-def module_dir(tmp, extra=()):
+def module_dir(tmp, extra=(), first=None):
+    """The modules a test loads; `first` ("vgpu.so") is copied under a name
+    that sorts first, so that it is loaded and started before the others."""
     d = os.path.join(tmp, "modules")
     os.makedirs(d, exist_ok=True)
     for name in ("pci.so", "usb.so", "mig.so") + tuple(extra):
-        shutil.copy(os.path.join(hdtest.MODULE_DIR, name), d)
-        os.chmod(os.path.join(d, name), 0o755)
+        to = "0-" + name if name == first else name
+        shutil.copy(os.path.join(hdtest.MODULE_DIR, name), os.path.join(d, to))
+        os.chmod(os.path.join(d, to), 0o755)
     return d
 
 
@@ -767,12 +770,13 @@ def vgpu_mig(make_daemon, tmp_path):
     hosts.append(h)
     h.start_kernel()
 
-    def start(mig=None, start=True):
+    def start(mig=None, start=True, first=None):
         conf = {"nvml_library": LIB, "check_interval_ms": 0}
         conf.update(mig or {})
         return make_daemon(tree=h.root, config={"mig": conf}, start=start,
                            env={"FAKE_NVML_STATE": h.nvml.path},
-                           extra_args=["--module-dir", module_dir(str(tmp_path), ("vgpu.so",))])
+                           extra_args=["--module-dir", module_dir(str(tmp_path), ("vgpu.so",),
+                                                                  first)])
     yield start, h
     for x in hosts:
         if x.kernel:
@@ -820,12 +824,16 @@ def test_vgpu_types_show_the_gpu_instance(vgpu_mig):
     assert vgpu_list(d)[vf0]["mig_backed"] is True
 
 
-def test_mig_backed_vgpu_waits_for_the_layout_after_a_reboot(vgpu_mig):
+@pytest.mark.parametrize("first", [None, "vgpu.so"])
+def test_mig_backed_vgpu_waits_for_the_layout_after_a_reboot(vgpu_mig, first):
     """After a reboot the recorded MIG layout comes first, then the VF's
     MIG-backed type: vgpu does not set it (the driver would refuse it) until
-    mig says the GPU's layout is in place, and sets it then."""
+    mig says the GPU's layout is in place, and sets it then; whichever of
+    the two modules starts first."""
     start, h = vgpu_mig
-    d = start()
+    d = start(first=first)
+    log = d.log_text()
+    assert (log.index("loaded vgpu") < log.index("loaded mig")) == (first == "vgpu.so")
     vf = A100_VFS[2]
     d.call("mig.apply", {"gpu": A100, "layout": {"2g.10gb": 3}})
     hdtest.wait_until(lambda: vf_types(d, vf)["1148"].get("mig_backed") is True,
