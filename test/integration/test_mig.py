@@ -612,6 +612,51 @@ def test_mig_check_agrees_with_recorded_nvidia_smi(mig_daemon, host, tmp_path):
     assert r.returncode == 77
 
 
+def test_mig_bundle_runs_the_check_on_a_host_without_the_build(host, tmp_path):
+    """tools/mig-bundle packs hostdevd, its modules, mig-check and the
+    libraries they link; its run script starts a daemon with no configured
+    layout (it changes nothing), records what nvidia-smi and mig.list say,
+    and stops it: the one prepared step for a session lent a real GPU.
+    Tried here on the simulated host, with the fake NVML and the stand-in
+    nvidia-smi."""
+    bundle, out = tmp_path / "bundle", tmp_path / "out"
+    tool = os.path.join(hdtest.SRCDIR, "tools", "mig-bundle")
+    r = hdtest.subprocess.run([tool, hdtest.BUILDDIR, str(bundle)], capture_output=True,
+                              text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    libs = os.listdir(bundle / "lib")
+    assert "libevent-2.1.so.7" in libs and "libjansson.so.4" in libs, libs
+    assert not any(x.startswith(("libc.so", "libnvidia-ml")) for x in libs), libs
+    assert {"mig.so", "vgpu.so", "pci.so"} <= set(os.listdir(bundle / "modules"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    env = dict(hdtest.sanitizer_env(), PATH=f"{bindir}:{os.environ['PATH']}", NVML_LIBRARY=LIB,
+               SYSFS_ROOT=host.tree.sys, DEV_ROOT=os.path.join(host.root, "dev"),
+               FAKE_NVML_STATE=host.nvml.path)
+    uuid = host.nvml.gpu(H100)["uuid"]
+    # No nvidia-smi yet: nothing to compare (77), the daemon's view kept.
+    r = hdtest.subprocess.run(["sh", str(bundle / "run"), str(out)], capture_output=True,
+                              text=True, timeout=120, env=env)
+    assert r.returncode == 77, r.stdout + r.stderr
+    listed = json.loads((out / "mig-list.json").read_text())["result"]
+    assert listed["nvml"]["loaded"] and \
+        next(g["uuid"] for g in listed["gpus"] if g["bus_id"] == H100) == uuid
+    smi.write_text(NVIDIA_SMI % {"uuid": uuid, "lgip": H100_LGIP})
+    smi.chmod(0o755)
+    r = hdtest.subprocess.run(["sh", str(bundle / "run"), str(out)], capture_output=True,
+                              text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr + (out / "hostdevd.log").read_text()
+    assert "hostdevd and nvidia-smi agree" in r.stdout
+    assert json.loads((out / "real-gpu.json").read_text())[H100]["profiles"]["15"] == \
+        ["1g.20gb", 4, 4]
+    # The driver's own answers are kept beside the record (the stand-in
+    # knows -q -x; a real nvidia-smi also answers "mig -lgip" for all GPUs).
+    assert uuid in (out / "nvidia-smi-q.xml").read_text()
+    assert "SIGTERM" in (out / "hostdevd.log").read_text()
+    assert host.nvml.mutations() == {}, "read-only: no layout configured, nothing changed"
+
+
 def test_gpu_that_arrives_gets_its_configured_layout(make_daemon, tmp_path):
     """Hotplug: a GPU the configuration selects, appearing in sysfs and in
     NVML after the start, gets its layout on its arrival (the inventory's
