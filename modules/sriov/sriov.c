@@ -1042,6 +1042,16 @@ release_done(void *arg, int result, const json_t *out)
 	job_step(j);
 }
 
+/* Why the core's IOMMU-group engine refused a call that returned `id` < 0:
+ * its own words when it has them, else the errno's. */
+static const char *
+engine_why(struct sriov *st, int64_t id)
+{
+	const char *why = HDD_CORE_HAS(st->ops, last_error) ? st->ops->last_error(st->core) : NULL;
+
+	return why && why[0] ? why : strerror((int)-id);
+}
+
 /* Before a count change removes the VFs: the groups this module moved to
  * vfio-pci go back to their drivers through the engine (refused while a VF
  * is allocated or a process holds its group), one VF at a time. */
@@ -1076,11 +1086,9 @@ release_step(struct job *j)
 		}
 		id = st->ops->vfio_group_unbind(st->core, addr, false, st->timeout_ms, release_done, j);
 		if (id < 0) {
-			const char *why = HDD_CORE_HAS(st->ops, last_error) ? st->ops->last_error(st->core) : "";
-
 			job_fail(j, id == -EBUSY ? HDD_ERR_BUSY : HDD_ERR_FAILED,
 				 "VF %zu (%s): the IOMMU-group engine cannot give it back: %s", j->release_next,
-				 addr, why && why[0] ? why : strerror((int)-id));
+				 addr, engine_why(st, id));
 			return;
 		}
 		j->call = id;
@@ -1142,11 +1150,8 @@ driver_step(struct job *j)
 				return;
 		}
 		if (id < 0) {
-			const char *why = HDD_CORE_HAS(st->ops, last_error) ? st->ops->last_error(st->core) : "";
-
 			job_fail(j, id == -EPERM ? HDD_ERR_REFUSED : id == -EBUSY ? HDD_ERR_BUSY : HDD_ERR_FAILED,
-				 "VF %s: the IOMMU-group engine refused: %s", addr,
-				 why && why[0] ? why : strerror((int)-id));
+				 "VF %s: the IOMMU-group engine refused: %s", addr, engine_why(st, id));
 			return;
 		}
 		j->call = id;
