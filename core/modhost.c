@@ -654,6 +654,22 @@ engine_ready(struct hdd_core *core)
 	return 0;
 }
 
+/* What a bind and an unbind check first: the engine is up, the arguments
+ * make sense; then the call's record. Returns 0 with *ret or -errno. */
+static int
+ecall_prepare(struct hdd_core *core, const char *address, int timeout_ms,
+	      hdd_worker_done_fn done, void *arg, struct mh_ecall **ret)
+{
+	int err = engine_ready(core);
+
+	if (err < 0)
+		return err;
+	if (address == NULL || timeout_ms < 0)
+		return -EINVAL;
+	*ret = ecall_new(core, done, arg);
+	return *ret ? 0 : -ENOMEM;
+}
+
 static int64_t
 core_vfio_group_bind(struct hdd_core *core, const char *address, int timeout_ms,
 		     hdd_worker_done_fn done, void *arg)
@@ -662,15 +678,10 @@ core_vfio_group_bind(struct hdd_core *core, const char *address, int timeout_ms,
 	struct mh_ecall *c;
 	char why[512] = "";
 	json_t *now = NULL;
-	int err = engine_ready(core);
+	int err = ecall_prepare(core, address, timeout_ms, done, arg, &c);
 
 	if (err < 0)
 		return err;
-	if (address == NULL || timeout_ms < 0)
-		return -EINVAL;
-	c = ecall_new(core, done, arg);
-	if (c == NULL)
-		return -ENOMEM;
 	err = claims_bind(m->env->claims, m->desc->name, address, timeout_ms, ecall_done_cb, c, &now,
 			  why, sizeof(why));
 	return ecall_started(c, err, now, why);
@@ -684,15 +695,10 @@ core_vfio_group_unbind(struct hdd_core *core, const char *address, bool force, i
 	struct mh_ecall *c;
 	char why[512] = "";
 	json_t *now = NULL;
-	int err = engine_ready(core);
+	int err = ecall_prepare(core, address, timeout_ms, done, arg, &c);
 
 	if (err < 0)
 		return err;
-	if (address == NULL || timeout_ms < 0)
-		return -EINVAL;
-	c = ecall_new(core, done, arg);
-	if (c == NULL)
-		return -ENOMEM;
 	err = claims_unbind(m->env->claims, m->desc->name, address, force, timeout_ms, ecall_done_cb,
 			    c, &now, why, sizeof(why));
 	return ecall_started(c, err, now, why);
