@@ -352,13 +352,13 @@ claimed_candidate(struct dp *dp, const struct claims_member *cm, struct device *
 
 	if (!cm->offered || dev->pci.f.is_bridge || dev->owner == NULL)
 		return false;
-	device_view(dev, &view);
-	said = module_advertise(dev->owner, &view, c->name, sizeof(c->name), &healthy);
-	if (said == -EOPNOTSUPP) {
+	if (module_advertises(dev->owner)) {
+		device_view(dev, &view);
+		said = module_advertise(dev->owner, &view, c->name, sizeof(c->name), &healthy);
+		if (said != 1 && said != 2)
+			return false;
+	} else {
 		dp_default_resource_name(&dev->pci.f, c->name, sizeof(c->name));
-		said = 1;
-	} else if (said != 1 && said != 2) {
-		return false;
 	}
 	rule = said == 2 ? NULL : config_match_rule(cfg, dev->id, dev->pci.f.vendor_id,
 						    dev->pci.f.device_id, dev->pci.f.class_code);
@@ -402,6 +402,8 @@ device_candidate(struct dp *dp, struct device *dev, struct candidate *c)
 		return false;
 	if (claims_member_get(dp->env.claims, dev->id, &cm))
 		return claimed_candidate(dp, &cm, dev, c);
+	if (!module_advertises(dev->owner))
+		return false;
 	device_view(dev, &view);
 	said = module_advertise(dev->owner, &view, c->name, sizeof(c->name), &healthy);
 	if (said != 1 && said != 2)

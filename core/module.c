@@ -584,11 +584,17 @@ module_info(const struct module *m, struct module_info *out)
 	out->methods = m->desc ? m->desc->methods : NULL;
 }
 
+bool
+module_advertises(const struct module *m)
+{
+	return m && m->active && m->desc->advertise;
+}
+
 int
 module_advertise(const struct module *m, const struct hdd_device_view *view, char *name,
 		 size_t size, bool *healthy)
 {
-	if (m == NULL || !m->active || m->desc->advertise == NULL)
+	if (!module_advertises(m))
 		return -EOPNOTSUPP;
 	return m->desc->advertise(m->state, view, name, size, healthy);
 }

@@ -106,6 +106,7 @@ struct module_info {
 void module_info(const struct module *m, struct module_info *out);
 
 /* The module's hooks; -EOPNOTSUPP when it is inactive or has none. */
+bool module_advertises(const struct module *m);
 int module_advertise(const struct module *m, const struct hdd_device_view *view, char *name,
 		     size_t size, bool *healthy);
 int module_allocate(const struct module *m, const char *resource,
